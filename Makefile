@@ -1,0 +1,27 @@
+# The README's commands. Each target sets up what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint clean
+
+# A virtual environment with kbench (editable), the training stack and the test tools.
+# Rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The smoke study on this machine: train every pair locally, then build the report.
+demo: $(VENV)/.installed
+	$(BIN)/kbench submit --grid smoke --backend local
+	$(BIN)/kbench collect
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) kbench-runs kbench-reports kbench-logs

@@ -1,0 +1,1 @@
+"""The `kbench` command line (a thin Click layer over the library)."""

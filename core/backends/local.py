@@ -1,0 +1,222 @@
+"""The local backend: every pair trains on this machine under `torchrun`, K pairs at a time.
+
+Each pair's process state (pid, exit code, log file) is kept in the store as `local.json`, so
+`kbench status`, `logs` and `cancel` work from another shell while `submit` is running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kbench import records
+from kbench.backends import Echo
+from kbench.errors import BackendError
+from kbench.runs import utc_now
+from kbench.storage import LocalStore, Store, read_json, write_json
+
+POLL_S = 1.0
+LOG = "train.log"
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, parallel: int = 1, nproc_per_node: int = 1) -> None:
+        self.parallel = parallel
+        self.nproc_per_node = nproc_per_node
+        self._running: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        if importlib.util.find_spec("torch") is None:
+            raise BackendError(
+                "the local backend trains on this machine and needs the training stack: "
+                "pip install 'kbench[train]'"
+            )
+
+    def command(self, store: Store, run_id: str, pair: str) -> list[str]:
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={self.nproc_per_node}",
+            "-m", "kbench.jobs.train", "--store", store.uri, "--run-id", run_id, "--pair", pair,
+        ]  # fmt: skip
+
+    def submit(self, store: Store, run: dict[str, Any], echo: Echo) -> dict[str, str]:
+        run_id, pairs = run["run_id"], run["pairs"]
+        echo(
+            f"run {run_id}: {len(pairs)} pairs on this machine, {self.parallel} at a time, "
+            f"{self.nproc_per_node} process(es) each; store {store.uri}"
+        )
+        numbered = {pair: f"[{i}/{len(pairs)}]" for i, pair in enumerate(pairs, start=1)}
+        pool = ThreadPoolExecutor(max_workers=self.parallel)
+        try:
+            futures = {
+                p: pool.submit(self._run_pair, store, run, p, numbered[p], echo) for p in pairs
+            }
+            return {pair: future.result() for pair, future in futures.items()}
+        except KeyboardInterrupt:
+            echo("interrupted: stopping the running pairs")
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._stop_all()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+    def _run_pair(self, store: Store, run: dict[str, Any], pair: str, tag: str, echo: Echo) -> str:
+        run_id = run["run_id"]
+        key = records.pair_key(run_id, pair, records.LOCAL_STATE)
+        log_path = self._log_path(store, run_id, pair)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        config = read_json(store, records.pair_key(run_id, pair, records.CONFIG))
+        started = time.monotonic()
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                self.command(store, run_id, pair),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own group: cancel hits all
+            )
+        with self._lock:
+            self._running[pair] = process
+        state = {
+            "state": "running",
+            "pid": process.pid,
+            "host": socket.gethostname(),
+            "log": str(log_path),
+            "started": utc_now(),
+            "command": process.args,
+        }
+        write_json(store, key, state)
+        echo(f"{tag} {pair}: started, log {log_path}")
+
+        shown = 0
+        while True:
+            try:
+                returncode = process.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                returncode = None
+            epochs = read_json(
+                store, records.pair_key(run_id, pair, records.METRICS), default={"epochs": []}
+            )["epochs"]
+            for record in epochs[shown:]:
+                echo(f"{tag} {pair}: {_epoch_line(record, config['epochs'])}")
+            shown = len(epochs)
+            if returncode is not None:
+                break
+        with self._lock:
+            self._running.pop(pair, None)
+
+        cancelled = read_json(store, key, default={}).get("state") == "cancelling"
+        final = "succeeded" if returncode == 0 else "cancelled" if cancelled else "failed"
+        write_json(
+            store, key, {**state, "state": final, "returncode": returncode, "finished": utc_now()}
+        )
+        if not isinstance(store, LocalStore):
+            store.write(records.pair_key(run_id, pair, LOG), log_path.read_bytes())
+        seconds = time.monotonic() - started
+        if final == "failed":
+            echo(
+                f"{tag} {pair}: FAILED (exit code {returncode}) after {seconds:.0f}s; "
+                f"last lines of {log_path}:"
+            )
+            for line in _tail(log_path, 15):
+                echo(f"    {line}")
+        else:
+            echo(f"{tag} {pair}: {final} in {seconds:.0f}s")
+        return final
+
+    def _log_path(self, store: Store, run_id: str, pair: str) -> Path:
+        if isinstance(store, LocalStore):  # beside the pair's records
+            return store.root / records.pair_key(run_id, pair, LOG)
+        return Path("kbench-logs") / run_id / pair / LOG
+
+    def states(self, store: Store, run: dict[str, Any]) -> dict[str, tuple[str, str]]:
+        states = {}
+        for pair in run["pairs"]:
+            state = read_json(
+                store, records.pair_key(run["run_id"], pair, records.LOCAL_STATE), default=None
+            )
+            if state is None:
+                continue
+            name, detail = state["state"], ""
+            if name in ("running", "cancelling") and not _alive(state):
+                name, detail = (
+                    "failed",
+                    "the training process is gone (killed or machine restarted)",
+                )
+            elif name == "failed":
+                detail = f"exit code {state.get('returncode')}; kbench logs {pair}"
+            states[pair] = (name, detail)
+        return states
+
+    def logs(self, store: Store, run: dict[str, Any], pair: str) -> str:
+        state = read_json(
+            store, records.pair_key(run["run_id"], pair, records.LOCAL_STATE), default=None
+        )
+        if state and Path(state["log"]).is_file():
+            return Path(state["log"]).read_text("utf-8", errors="replace")
+        try:
+            return store.read(records.pair_key(run["run_id"], pair, LOG)).decode(errors="replace")
+        except KeyError:
+            raise BackendError(f"no log for {pair} of run {run['run_id']} yet") from None
+
+    def cancel(self, store: Store, run: dict[str, Any], pairs: list[str]) -> list[str]:
+        stopped = []
+        for pair in pairs:
+            key = records.pair_key(run["run_id"], pair, records.LOCAL_STATE)
+            state = read_json(store, key, default=None)
+            if not state or state["state"] != "running" or not _alive(state):
+                continue
+            write_json(store, key, {**state, "state": "cancelling"})
+            _terminate(state["pid"])
+            stopped.append(pair)
+        return stopped
+
+    def _stop_all(self) -> None:
+        with self._lock:
+            for process in self._running.values():
+                _terminate(process.pid)
+            for process in self._running.values():
+                process.wait()
+
+
+def _terminate(pid: int) -> None:
+    """SIGTERM the whole process group: torchrun and its workers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+
+
+def _alive(state: dict[str, Any]) -> bool:
+    if state.get("host") != socket.gethostname():
+        return True  # another machine's process: assume it is still there
+    try:
+        os.kill(state["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    value = f"{record['headline_metric']} {100 * record['headline']:.1f}%"
+    line = f"epoch {record['epoch']}/{epochs} {value}"
+    if record["epoch"] == 0:
+        return line + " (before training)"
+    return line + f", train loss {record['train_loss']:.3f}, {record['images_per_s']:.0f} img/s"
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    return path.read_text("utf-8", errors="replace").splitlines()[-lines:]

@@ -1,0 +1,25 @@
+"""Expected failures. Each carries one line that tells the user what to fix.
+
+The CLI maps these to exit codes in one place (`kbench.cli.main`); library code raises them and
+never prints or exits.
+"""
+
+
+class KbenchError(Exception):
+    """An expected failure; the message is shown to the user as one line."""
+
+    exit_code = 1
+
+
+class ConfigError(KbenchError):
+    """Bad user input: a grid file, an option, a name that does not exist."""
+
+    exit_code = 2
+
+
+class StoreError(KbenchError):
+    """Storage cannot be reached, or holds nothing where something was expected."""
+
+
+class BackendError(KbenchError):
+    """A backend cannot run or reach what it was asked to."""

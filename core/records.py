@@ -1,0 +1,125 @@
+"""The storage contract between a training job and the client: which key holds what, and the
+shape of the records. The job writes them, `status` and `collect` read them.
+
+    runs/<run>/run.json                  the grid as submitted, kbench version, created
+    runs/<run>/<pair>/config.json        the pair's resolved TrainConfig
+    runs/<run>/<pair>/metrics.json       {"epochs": [epoch record, ...]}, rewritten each epoch
+    runs/<run>/<pair>/progress.json      where training is now, rewritten every few seconds
+    runs/<run>/<pair>/result.json        the final summary, written last
+    runs/<run>/<pair>/local.json         the local backend's view of the process (local runs only)
+"""
+
+from __future__ import annotations
+
+RUN = "run.json"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+PROGRESS = "progress.json"
+RESULT = "result.json"
+LOCAL_STATE = "local.json"
+
+
+def run_key(run_id: str, name: str = RUN) -> str:
+    return f"runs/{run_id}/{name}"
+
+
+def pair_key(run_id: str, pair: str, name: str) -> str:
+    return f"runs/{run_id}/{pair}/{name}"
+
+
+_number = {"type": "number"}  # NaN is a number here: a diverged run still gets its record
+_count = {"type": "integer", "minimum": 0}
+
+# One evaluation of one epoch. Epoch 0 is the model before any training (CLIP's zero-shot head).
+EPOCH_RECORD_SCHEMA = {
+    "type": "object",
+    "required": [
+        "epoch",
+        "split",
+        "samples",
+        "top1",
+        "top5",
+        "mean_per_class",
+        "macro_f1",
+        "headline_metric",
+        "headline",
+        "loss",
+        "train_loss",
+        "lr",
+        "epoch_seconds",
+        "images_per_s",
+        "world_size",
+        "gpus",
+        "time",
+    ],
+    "additionalProperties": False,
+    "properties": {
+        "epoch": _count,
+        "split": {"type": "string"},
+        "samples": _count,  # evaluated samples: the whole split, each counted once
+        "top1": _number,
+        "top5": _number,
+        "mean_per_class": _number,
+        "macro_f1": _number,
+        "headline_metric": {"type": "string"},  # the dataset's metric, e.g. "mean_per_class"
+        "headline": _number,  # its value
+        "loss": _number,  # eval cross-entropy
+        "train_loss": {"type": ["number", "null"]},  # mean over the epoch; null for epoch 0
+        "lr": {"type": ["number", "null"]},  # backbone lr at the end of the epoch
+        "epoch_seconds": _number,  # training time of the epoch (0 for epoch 0)
+        "images_per_s": _number,  # training throughput over all processes
+        "world_size": {"type": "integer", "minimum": 1},
+        "gpus": _count,  # 0 on CPU
+        "time": {"type": "string"},  # ISO 8601, UTC
+    },
+}
+
+PROGRESS_SCHEMA = {
+    "type": "object",
+    "required": ["phase", "epoch", "epochs", "step", "steps", "images_per_s", "eta_s", "time"],
+    "additionalProperties": False,
+    "properties": {
+        "phase": {"enum": ["starting", "eval", "train", "done"]},
+        "epoch": _count,
+        "epochs": _count,
+        "step": _count,  # within the epoch
+        "steps": _count,  # steps per epoch
+        "images_per_s": _number,
+        "eta_s": {"type": ["number", "null"]},
+        "time": {"type": "string"},
+    },
+}
+
+RESULT_SCHEMA = {
+    "type": "object",
+    "required": [
+        "pair",
+        "dataset",
+        "model",
+        "headline_metric",
+        "best_epoch",
+        "best",
+        "final",
+        "zero_shot",
+        "epochs",
+        "train_seconds",
+        "parameters",
+        "world_size",
+        "gpus",
+    ],
+    "properties": {
+        "pair": {"type": "string"},
+        "dataset": {"type": "string"},
+        "model": {"type": "string"},
+        "headline_metric": {"type": "string"},
+        "best_epoch": _count,
+        "best": _number,
+        "final": _number,
+        "zero_shot": {"type": ["number", "null"]},  # CLIP's epoch 0; null for ResNet
+        "epochs": _count,
+        "train_seconds": _number,
+        "parameters": _count,
+        "world_size": {"type": "integer", "minimum": 1},
+        "gpus": _count,
+    },
+}

@@ -1,0 +1,104 @@
+"""Every dataset and model kbench knows, by name, without importing torch.
+
+The training side (`kbench.jobs.datasets`, `kbench.jobs.models`) maps the same names to the code
+that builds them; a test checks both registries hold the same names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from kbench.errors import ConfigError
+
+# Headline metrics, as keys of an epoch record.
+TOP1 = "top1"
+MEAN_PER_CLASS = "mean_per_class"
+MACRO_F1 = "macro_f1"
+WORST_REGION = "worst_region"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    headline: str  # the metric the study reports for this dataset
+    source: str  # where the real loader comes from
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str  # "clip" or "resnet": decides the head, the transforms and epoch 0
+    image_size: int
+    description: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in [
+        DatasetInfo("cifar10", 10, TOP1, "torchvision CIFAR10"),
+        DatasetInfo("cifar100", 100, TOP1, "torchvision CIFAR100"),
+        DatasetInfo("dtd", 47, TOP1, "torchvision DTD (partition 1)"),
+        DatasetInfo("fgvc-aircraft", 100, MEAN_PER_CLASS, "torchvision FGVCAircraft (variant)"),
+        DatasetInfo("flowers102", 102, MEAN_PER_CLASS, "torchvision Flowers102"),
+        DatasetInfo("food101", 101, TOP1, "torchvision Food101"),
+        DatasetInfo("stl10", 10, TOP1, "torchvision STL10"),
+        DatasetInfo("fmow", 62, WORST_REGION, "wilds fmow"),
+        DatasetInfo("iwildcam", 182, MACRO_F1, "wilds iwildcam"),
+        DatasetInfo("synthetic", 10, TOP1, "coloured shapes drawn from a seed (smoke runs, tests)"),
+    ]
+}
+
+MODELS: dict[str, ModelInfo] = {
+    m.name: m
+    for m in [
+        ModelInfo("clip-vit-b32", "clip", 224, "open_clip ViT-B-32-quickgelu, OpenAI weights"),
+        ModelInfo("resnet50", "resnet", 224, "torchvision ResNet50, IMAGENET1K_V2 weights"),
+        ModelInfo("clip-tiny", "clip", 32, "a 2-layer open_clip CLIP, random init (smoke, tests)"),
+        ModelInfo("resnet-tiny", "resnet", 32, "a 4-block torchvision ResNet, random init"),
+    ]
+}
+
+# The synthetic dataset: a coloured shape on a noisy background; the class is colour + shape.
+SYNTHETIC_COLOURS = ["red", "green", "blue", "yellow", "purple"]
+SYNTHETIC_SHAPES = ["circle", "square"]
+SYNTHETIC_TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "a {} on a grey background."]
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+def model_info(name: str) -> ModelInfo:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+
+
+@cache
+def _prompt_data() -> dict:
+    text = resources.files("kbench").joinpath("data/clip_prompts.json").read_text("utf-8")
+    return json.loads(text)["datasets"]
+
+
+def prompts(dataset: str) -> tuple[list[str], list[str]]:
+    """Class names (in label order, readable in a sentence) and prompt templates of a dataset."""
+    if dataset == "synthetic":
+        classes = [f"{c} {s}" for c in SYNTHETIC_COLOURS for s in SYNTHETIC_SHAPES]
+        return classes, list(SYNTHETIC_TEMPLATES)
+    entry = _prompt_data()[dataset]
+    classes = [c.replace("_", " ") for c in entry["classes"]]
+    return classes, list(entry["templates"])
+
+
+def fill_template(template: str, classname: str) -> str:
+    """One prompt. Plain replace, not str.format: class names may hold braces."""
+    article = "an" if classname[:1].lower() in "aeiou" else "a"
+    return template.replace("{article}", article).replace("{}", classname)

@@ -1,0 +1,269 @@
+"""Grids and the resolved training config of each pair. Pure: files in, dataclasses out.
+
+A grid file names datasets and models; every dataset x model combination is a *pair*. A pair's
+config is resolved in layers, later ones winning:
+
+    recipes/<model>.yaml  <  grid `defaults`  <  grid `models.<model>`  <  grid `overrides.<pair>`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kbench.errors import ConfigError
+from kbench.registry import DATASETS, MODELS
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; stored as the pair's config.json."""
+
+    dataset: str
+    model: str
+    epochs: int
+    batch_size: int  # global: split evenly across all processes
+    optimizer: str  # adamw | sgd
+    lr: float  # learning rate of the backbone (image tower)
+    head_lr: float | None = None  # of the classification head; None: same as lr
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    grad_clip: float | None = None  # max global gradient norm; None: no clipping
+    schedule: str = "cosine"  # cosine | constant, after warmup
+    warmup: float = 0.0  # linear warmup as a fraction of all training steps
+    warmup_steps: int | None = None  # an absolute count instead; clamped to the run's length
+    pretrained: bool = True
+    seed: int = 0
+    workers: int = 4  # DataLoader workers per process
+    train_limit: int | None = None  # use at most this many training samples (smoke runs)
+    eval_limit: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
+        _check_keys(data, where)
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and _required(f)]
+        if missing:
+            raise ConfigError(f"{where}: missing {', '.join(missing)}")
+        config = cls(**data)
+        config.validate(where)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, where: str) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                f"{where}: unknown dataset {self.dataset!r}; known: {_names(DATASETS)}"
+            )
+        if self.model not in MODELS:
+            raise ConfigError(f"{where}: unknown model {self.model!r}; known: {_names(MODELS)}")
+        checks = [
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+            ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+            ("epochs", self.epochs >= 1, "at least 1"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("lr", self.lr > 0, "positive"),
+            ("head_lr", self.head_lr is None or self.head_lr > 0, "positive"),
+            ("warmup", 0 <= self.warmup < 1, "a fraction in [0, 1)"),
+            ("warmup_steps", self.warmup_steps is None or self.warmup_steps >= 0, ">= 0"),
+            ("workers", self.workers >= 0, ">= 0"),
+            ("train_limit", self.train_limit is None or self.train_limit >= 1, "at least 1"),
+            ("eval_limit", self.eval_limit is None or self.eval_limit >= 1, "at least 1"),
+        ]
+        for key, ok, allowed in checks:
+            if not ok:
+                raise ConfigError(f"{where}: {key}: must be {allowed}, got {getattr(self, key)!r}")
+
+
+@dataclass
+class Pair:
+    name: str  # "<dataset>_<model>": the report's column, the storage folder
+    config: TrainConfig
+
+
+@dataclass
+class Grid:
+    name: str
+    source: str  # the file it came from
+    pairs: list[Pair] = field(default_factory=list)
+    document: dict[str, Any] = field(default_factory=dict)  # the file as written
+
+    def pair(self, name: str) -> Pair:
+        for p in self.pairs:
+            if p.name == name:
+                return p
+        raise ConfigError(f"grid {self.name!r} has no pair {name!r}; pairs: {self.pair_names()}")
+
+    def pair_names(self) -> str:
+        return ", ".join(p.name for p in self.pairs)
+
+
+def pair_name(dataset: str, model: str) -> str:
+    return f"{dataset}_{model}"
+
+
+GRID_KEYS = {
+    "name": "the grid's name (default: the file's stem)",
+    "description": "free text",
+    "datasets": "a list of dataset names",
+    "models": "a list of model names, or a mapping of model name to config keys",
+    "defaults": "config keys for every pair",
+    "overrides": "a mapping of pair name (<dataset>_<model>) to config keys",
+}
+
+
+def builtin_grids() -> list[str]:
+    folder = resources.files("kbench").joinpath("grids")
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_grid(ref: str) -> Grid:
+    """A grid by built-in name (`all`, `smoke`) or by path to a YAML file."""
+    if ref in builtin_grids():
+        text = resources.files("kbench").joinpath(f"grids/{ref}.yaml").read_text("utf-8")
+        return parse_grid(text, source=f"grids/{ref}.yaml", default_name=ref)
+    path = Path(ref)
+    if not path.is_file():
+        raise ConfigError(
+            f"no grid {ref!r}: give a built-in name ({', '.join(builtin_grids())}) "
+            "or the path of a YAML file"
+        )
+    return parse_grid(path.read_text("utf-8"), source=str(path), default_name=path.stem)
+
+
+def parse_grid(text: str, source: str, default_name: str) -> Grid:
+    doc = _load_yaml(text, source)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a mapping with keys {', '.join(GRID_KEYS)}")
+    unknown = sorted(set(doc) - set(GRID_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r}; allowed: {', '.join(GRID_KEYS)}")
+
+    datasets = _name_list(doc.get("datasets"), "datasets", DATASETS, source)
+    models_doc = doc.get("models")
+    if isinstance(models_doc, dict):
+        model_overrides = {k: v or {} for k, v in models_doc.items()}
+    else:
+        model_overrides = {name: {} for name in _name_list(models_doc, "models", MODELS, source)}
+    _name_list(list(model_overrides), "models", MODELS, source)
+
+    defaults = _mapping(doc.get("defaults"), f"{source}: defaults")
+    overrides = _mapping(doc.get("overrides"), f"{source}: overrides")
+    names = {pair_name(d, m) for d in datasets for m in model_overrides}
+    for key in overrides:
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{source}: overrides.{key}: not a pair of this grid; pairs: {known}")
+
+    pairs = []
+    for dataset in datasets:
+        for model, model_keys in model_overrides.items():
+            name = pair_name(dataset, model)
+            layers = [
+                (load_recipe(model), f"recipes/{model}.yaml"),
+                (defaults, f"{source}: defaults"),
+                (_mapping(model_keys, f"{source}: models.{model}"), f"{source}: models.{model}"),
+                (
+                    _mapping(overrides.get(name), f"{source}: overrides.{name}"),
+                    f"{source}: overrides.{name}",
+                ),
+            ]
+            merged: dict[str, Any] = {"dataset": dataset, "model": model}
+            for layer, where in layers:
+                _check_keys(layer, where)
+                merged.update(layer)
+            config = TrainConfig.from_dict(merged, where=f"{source}: pair {name}")
+            pairs.append(Pair(name=name, config=config))
+    name = doc.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{source}: name: expected a non-empty string")
+    return Grid(name=name, source=source, pairs=pairs, document=doc)
+
+
+def load_recipe(model: str) -> dict[str, Any]:
+    """The model's default recipe (`recipes/<model>.yaml`), shipped with the package."""
+    text = resources.files("kbench").joinpath(f"recipes/{model}.yaml").read_text("utf-8")
+    return _load_yaml(text, f"recipes/{model}.yaml")
+
+
+# ---------------------------------------------------------------------------- validation helpers
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "cannot parse"
+        raise ConfigError(f"{source}: not valid YAML{line}: {problem}") from None
+
+
+def _name_list(value: Any, key: str, known: dict, source: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{source}: {key}: expected a non-empty list of names")
+    for name in value:
+        if name not in known:
+            raise ConfigError(f"{source}: {key}: unknown name {name!r}; known: {_names(known)}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{source}: {key}: a name appears twice")
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of config keys")
+    return value
+
+
+def _check_keys(data: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in data.items():
+        if key not in hints:
+            allowed = ", ".join(hints)
+            raise ConfigError(f"{where}: unknown key {key!r}; allowed: {allowed}")
+        if not _is_instance(value, hints[key]):
+            raise ConfigError(f"{where}: {key}: expected {_type_name(hints[key])}, got {value!r}")
+
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    if isinstance(hint, types.UnionType):
+        return any(_is_instance(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):  # YAML `yes` must not pass as an integer
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        hint, "null"
+    )
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _names(known: dict) -> str:
+    return ", ".join(known)

@@ -1,0 +1,167 @@
+"""Where runs keep their records: a local directory or an S3-compatible bucket, chosen by URI.
+
+Keys are plain `/`-separated strings (not `Path`, which mangles `s3://`). Every write replaces a
+whole object atomically, so a reader never sees half a record: S3 PUTs are atomic by nature, the
+local store writes a temporary file and renames it.
+
+S3 endpoint, credentials and region come from the standard AWS sources (`AWS_ENDPOINT_URL`,
+`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, `AWS_REGION`, IRSA, ...), as every
+AWS tool reads them; kbench adds no variables of its own for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from kbench.errors import StoreError
+
+STORE_ENV = "KBENCH_STORE"
+DEFAULT_STORE = "./kbench-runs"
+
+
+class Store(Protocol):
+    uri: str
+
+    def read(self, key: str) -> bytes:
+        """The object's bytes; raises KeyError when there is none."""
+
+    def write(self, key: str, data: bytes) -> None:
+        """Create or replace the whole object atomically."""
+
+    def list(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (recursively), sorted."""
+
+
+def open_store(uri: str | None = None) -> Store:
+    """`s3://bucket/prefix` or a local directory; default `$KBENCH_STORE`, else ./kbench-runs."""
+    uri = uri or os.environ.get(STORE_ENV) or DEFAULT_STORE
+    if uri.startswith("s3://"):
+        return S3Store(uri)
+    if "://" in uri:
+        raise StoreError(f"unsupported store {uri!r}: use s3://bucket/prefix or a local directory")
+    return LocalStore(uri)
+
+
+def read_json(store: Store, key: str, default: Any = KeyError) -> Any:
+    """The decoded object, or `default` when there is none (KeyError if no default given)."""
+    try:
+        return json.loads(store.read(key))
+    except KeyError:
+        if default is KeyError:
+            raise
+        return default
+
+
+def write_json(store: Store, key: str, value: Any) -> None:
+    store.write(key, json.dumps(value, indent=1, sort_keys=True, allow_nan=True).encode())
+
+
+class LocalStore:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in keys if not Path(k).name.startswith("."))
+
+
+class S3Store:
+    def __init__(self, uri: str) -> None:
+        import boto3  # the local store must not pay for importing boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise StoreError(f"store {uri!r} names no bucket: use s3://bucket/prefix")
+        self.uri = uri.rstrip("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        # botocore's standard retry mode backs off on throttling and transient errors.
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+        self.client = boto3.client("s3", config=config)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def read(self, key: str) -> bytes:
+        with self._errors():
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            except self.client.exceptions.NoSuchKey:
+                raise KeyError(key) from None
+
+    def write(self, key: str, data: bytes) -> None:
+        with self._errors():
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._key(prefix).rstrip("/") + "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        with self._errors():
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            )
+            for page in pages:
+                keys += [obj["Key"][strip:] for obj in page.get("Contents", [])]
+        return sorted(keys)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn botocore's failures into one line that says what to fix."""
+        from botocore import exceptions as bx
+
+        try:
+            yield
+        except bx.NoCredentialsError:
+            raise StoreError(
+                f"no AWS credentials for {self.uri}: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+            ) from None
+        except bx.EndpointConnectionError as e:
+            raise StoreError(
+                f"cannot reach the S3 endpoint {e.kwargs.get('endpoint_url')}: "
+                "check AWS_ENDPOINT_URL and the network"
+            ) from None
+        except bx.ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code == "NoSuchBucket":
+                raise StoreError(
+                    f"bucket {self.bucket!r} does not exist: create it first"
+                ) from None
+            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+                raise StoreError(
+                    f"S3 refused access to {self.uri} ({code}): check the credentials"
+                ) from None
+            raise StoreError(f"S3 error on {self.uri}: {code} {e}") from None

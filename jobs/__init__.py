@@ -1,0 +1,4 @@
+"""What runs inside a training process: data, models, metrics and the loop (`kbench.jobs.train`).
+
+Needs torch; never imports the CLI.
+"""

@@ -1,0 +1,121 @@
+"""Model registry of the training side: name -> an `ImageClassifier` (image encoder + linear
+head), so the training loop treats CLIP and ResNet alike.
+
+CLIP's head starts as its zero-shot classifier, built from class names and prompt templates; a
+ResNet's head is a new Xavier-initialised linear layer (DESIGN section 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kbench.registry import fill_template
+from kbench.spec import TrainConfig
+
+CLIP_ARCH = "ViT-B-32-quickgelu"  # OpenAI's weights were trained with QuickGELU: plain ViT-B-32
+# with them silently uses the wrong activation.
+
+
+class ImageClassifier(nn.Module):
+    def __init__(self, encoder: nn.Module, head: nn.Linear, normalize: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.normalize = normalize  # CLIP's head expects unit-length image features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(images)
+        if self.normalize:
+            features = F.normalize(features, dim=-1)
+        return self.head(features)
+
+
+def build_model(
+    config: TrainConfig, classes: list[str], templates: list[str], device: torch.device
+) -> ImageClassifier:
+    return BUILDERS[config.model](config, classes, templates, device)
+
+
+@torch.no_grad()
+def zero_shot_head(clip, tokenizer, classes: list[str], templates: list[str], device) -> nn.Linear:
+    """One row per class: the normalised mean of its normalised prompt embeddings, scaled by the
+    model's logit scale; no bias."""
+    rows = []
+    for name in classes:
+        tokens = tokenizer([fill_template(t, name) for t in templates]).to(device)
+        embeddings = F.normalize(clip.encode_text(tokens), dim=-1)
+        rows.append(F.normalize(embeddings.mean(dim=0), dim=0))
+    weight = torch.stack(rows) * clip.logit_scale.exp()
+    head = nn.Linear(weight.shape[1], weight.shape[0], device=device)
+    head.weight.copy_(weight)
+    head.bias.zero_()
+    return head
+
+
+def _clip_classifier(clip, classes, templates, device) -> ImageClassifier:
+    import open_clip
+
+    clip = clip.to(device).eval()
+    tokenizer = open_clip.get_tokenizer(CLIP_ARCH)
+    head = zero_shot_head(clip, tokenizer, classes, templates, device)
+    # Only the image tower and the head are trained; the text tower is dropped here.
+    return ImageClassifier(clip.visual, head, normalize=True)
+
+
+def _clip_vit_b32(config, classes, templates, device):
+    import open_clip
+
+    clip = open_clip.create_model(CLIP_ARCH, pretrained="openai" if config.pretrained else None)
+    return _clip_classifier(clip, classes, templates, device)
+
+
+def _clip_tiny(config, classes, templates, device):
+    import open_clip
+
+    torch.manual_seed(config.seed)  # the same random init in every process
+    clip = open_clip.CLIP(
+        embed_dim=64,
+        vision_cfg=open_clip.CLIPVisionCfg(
+            layers=2, width=64, head_width=32, patch_size=8, image_size=32, mlp_ratio=2.0
+        ),
+        text_cfg=open_clip.CLIPTextCfg(
+            context_length=77, vocab_size=49408, width=64, heads=2, layers=2
+        ),
+        quick_gelu=True,
+    )
+    return _clip_classifier(clip, classes, templates, device)
+
+
+def _resnet_classifier(backbone: nn.Module, num_classes: int, device) -> ImageClassifier:
+    features = backbone.fc.in_features
+    backbone.fc = nn.Identity()
+    head = nn.Linear(features, num_classes)
+    nn.init.xavier_uniform_(head.weight)
+    nn.init.zeros_(head.bias)
+    return ImageClassifier(backbone, head, normalize=False).to(device)
+
+
+def _resnet50(config, classes, templates, device):
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    weights = ResNet50_Weights.IMAGENET1K_V2 if config.pretrained else None
+    return _resnet_classifier(resnet50(weights=weights), len(classes), device)
+
+
+def _resnet_tiny(config, classes, templates, device):
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    torch.manual_seed(config.seed)
+    return _resnet_classifier(ResNet(BasicBlock, [1, 1, 1, 1]), len(classes), device)
+
+
+BUILDERS: dict[str, Callable[..., ImageClassifier]] = {
+    "clip-vit-b32": _clip_vit_b32,
+    "resnet50": _resnet50,
+    "clip-tiny": _clip_tiny,
+    "resnet-tiny": _resnet_tiny,
+}

@@ -1,0 +1,44 @@
+"""Writes a pair's records to storage (rank 0 only): the epoch records, progress, the result.
+
+Each write replaces a whole small JSON object, so readers (status, collect) never see a half
+record; metrics.json always holds every epoch so far.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from kbench import records
+from kbench.runs import utc_now
+from kbench.storage import Store, write_json
+
+PROGRESS_EVERY_S = 5.0
+
+
+class Recorder:
+    def __init__(self, store: Store, run_id: str, pair: str, enabled: bool) -> None:
+        self.store, self.run_id, self.pair, self.enabled = store, run_id, pair, enabled
+        self.epochs: list[dict[str, Any]] = []
+        self._last_progress = -math.inf
+
+    def _key(self, name: str) -> str:
+        return records.pair_key(self.run_id, self.pair, name)
+
+    def progress(self, force: bool = False, **fields: Any) -> None:
+        """Rewrite progress.json, at most every few seconds unless forced."""
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._last_progress < PROGRESS_EVERY_S):
+            return
+        self._last_progress = now
+        write_json(self.store, self._key(records.PROGRESS), {**fields, "time": utc_now()})
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        self.epochs.append({**record, "time": utc_now()})
+        if self.enabled:
+            write_json(self.store, self._key(records.METRICS), {"epochs": self.epochs})
+
+    def result(self, summary: dict[str, Any]) -> None:
+        if self.enabled:
+            write_json(self.store, self._key(records.RESULT), summary)
