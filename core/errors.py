@@ -23,3 +23,9 @@ class StoreError(KbenchError):
 
 class BackendError(KbenchError):
     """A backend cannot run or reach what it was asked to."""
+
+
+# A training job that stops on an expected error prints one line starting with this and exits
+# with 2, so whoever launched it (the local backend, a pod's log) can show the reason.
+JOB_ERROR_PREFIX = "kbench.jobs.train: error:"
+JOB_ERROR_EXIT_CODE = 2

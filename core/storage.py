@@ -109,7 +109,8 @@ class S3Store:
         self.prefix = prefix.strip("/")
         # botocore's standard retry mode backs off on throttling and transient errors.
         config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
-        self.client = boto3.client("s3", config=config)
+        # A session of its own: boto3's default session would keep the credentials it saw first.
+        self.client = boto3.session.Session().client("s3", config=config)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

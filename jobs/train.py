@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from kbench.errors import ConfigError
+from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError
 from kbench.jobs.datasets import build_splits
 from kbench.jobs.metrics import EvalAccumulator
 from kbench.jobs.models import ImageClassifier, build_model
@@ -292,5 +292,5 @@ if __name__ == "__main__":
     try:
         main()
     except ConfigError as e:  # a bad config will not get better on retry: say so and exit 2
-        print(f"kbench.jobs.train: error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        print(f"{JOB_ERROR_PREFIX} {e}", file=sys.stderr, flush=True)
+        raise SystemExit(JOB_ERROR_EXIT_CODE) from None

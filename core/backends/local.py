@@ -21,7 +21,7 @@ from typing import Any
 
 from kbench import records
 from kbench.backends import Echo
-from kbench.errors import BackendError
+from kbench.errors import JOB_ERROR_PREFIX, BackendError
 from kbench.runs import utc_now
 from kbench.storage import LocalStore, Store, read_json, write_json
 
@@ -120,21 +120,21 @@ class LocalBackend:
 
         cancelled = read_json(store, key, default={}).get("state") == "cancelling"
         final = "succeeded" if returncode == 0 else "cancelled" if cancelled else "failed"
-        write_json(
-            store, key, {**state, "state": final, "returncode": returncode, "finished": utc_now()}
-        )
+        reason = _failure_reason(log_path) if final == "failed" else None
+        write_json(store, key, {**state, "state": final, "returncode": returncode,
+                                "reason": reason, "finished": utc_now()})  # fmt: skip
         if not isinstance(store, LocalStore):
             store.write(records.pair_key(run_id, pair, LOG), log_path.read_bytes())
         seconds = time.monotonic() - started
-        if final == "failed":
-            echo(
-                f"{tag} {pair}: FAILED (exit code {returncode}) after {seconds:.0f}s; "
-                f"last lines of {log_path}:"
-            )
+        if final != "failed":
+            echo(f"{tag} {pair}: {final} in {seconds:.0f}s")
+        elif reason:
+            echo(f"{tag} {pair}: FAILED after {seconds:.0f}s: {reason} (log {log_path})")
+        else:
+            echo(f"{tag} {pair}: FAILED (exit code {returncode}) after {seconds:.0f}s; "
+                 f"last lines of {log_path}:")  # fmt: skip
             for line in _tail(log_path, 15):
                 echo(f"    {line}")
-        else:
-            echo(f"{tag} {pair}: {final} in {seconds:.0f}s")
         return final
 
     def _log_path(self, store: Store, run_id: str, pair: str) -> Path:
@@ -157,7 +157,8 @@ class LocalBackend:
                     "the training process is gone (killed or machine restarted)",
                 )
             elif name == "failed":
-                detail = f"exit code {state.get('returncode')}; kbench logs {pair}"
+                detail = state.get("reason") or f"exit code {state.get('returncode')}"
+                detail += f"; see kbench logs {pair}"
             states[pair] = (name, detail)
         return states
 
@@ -216,6 +217,14 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     if record["epoch"] == 0:
         return line + " (before training)"
     return line + f", train loss {record['train_loss']:.3f}, {record['images_per_s']:.0f} img/s"
+
+
+def _failure_reason(log_path: Path) -> str | None:
+    """The job's own one-line error (a bad config), if it printed one."""
+    for line in reversed(_tail(log_path, 200)):
+        if line.startswith(JOB_ERROR_PREFIX):
+            return line.removeprefix(JOB_ERROR_PREFIX).strip()
+    return None
 
 
 def _tail(path: Path, lines: int) -> list[str]:

@@ -1,0 +1,95 @@
+"""The command line, as a user meets it: help, bad input, empty stores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from kbench.cli.main import cli
+
+
+def run(*args: str, env: dict | None = None):
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+@pytest.mark.parametrize("command", ["submit", "status", "collect", "runs", "logs", "cancel"])
+def test_every_command_has_help(command):
+    result = run(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: cli {command}") or "Usage:" in result.output
+    assert "--store" in result.output
+
+
+def test_top_level_help_shows_the_three_main_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    for line in ["kbench submit --grid", "kbench status", "kbench collect"]:
+        assert line in result.output
+
+
+def _bad_grid(tmp_path, text):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+BAD_INPUT = [
+    (lambda tmp: "nosuch", "no grid 'nosuch': give a built-in name"),
+    (lambda tmp: _bad_grid(tmp, "datasets: [mnist]\nmodels: [resnet50]"),
+     "datasets: unknown name 'mnist'"),
+    (lambda tmp: _bad_grid(tmp, "datasets: [cifar10\nmodels: [resnet50]"), "not valid YAML"),
+    (lambda tmp: _bad_grid(tmp, "datasets: [cifar10]\nmodels: {resnet50: {epochs: x}}"),
+     "epochs: expected an integer"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("grid", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_exit_2_and_runs_nothing(tmp_path, grid, message):
+    store = tmp_path / "store"
+    result = run("submit", "--grid", grid(tmp_path), "--store", str(store))
+    assert result.exit_code == 2
+    assert message in result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # a clean exit, not an unexpected error
+    assert not store.exists()  # nothing was recorded, nothing ran
+
+
+def test_bad_run_id_is_refused(tmp_path):
+    result = run("submit", "--grid", "smoke", "--run-id", "Bad_Name", "--store", str(tmp_path))
+    assert result.exit_code == 2
+    assert "bad run id 'Bad_Name'" in result.output
+
+
+@pytest.mark.parametrize("output", ["yaml", "json"])
+def test_dry_run_prints_resolved_configs_and_runs_nothing(tmp_path, output):
+    store = tmp_path / "store"
+    result = run("submit", "--grid", "all", "--dry-run", "-o", output, "--store", str(store))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output) if output == "json" else yaml.safe_load(result.output)
+    assert len(doc["pairs"]) == 18
+    assert doc["pairs"][0]["config"]["dataset"] == "cifar10"
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("command", ["status", "collect", "logs x", "cancel"])
+def test_empty_store_says_how_to_start(tmp_path, command):
+    result = run(*command.split(), "--store", str(tmp_path / "empty"))
+    assert result.exit_code == 1
+    assert "no runs in" in result.output and "kbench submit" in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_store_from_environment(tmp_path):
+    result = run("runs", env={"KBENCH_STORE": str(tmp_path / "nothing")})
+    assert result.exit_code == 0
+    assert result.output.split() == ["RUN", "GRID", "BACKEND", "PAIRS", "CREATED"]
+
+
+def test_unsupported_store_scheme(tmp_path):
+    result = run("status", "--store", "gs://bucket/x")
+    assert result.exit_code == 1
+    assert "unsupported store 'gs://bucket/x'" in result.output

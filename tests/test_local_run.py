@@ -1,0 +1,112 @@
+"""The smoke study end to end: `kbench submit` runs real torchrun (2 gloo processes per pair),
+the jobs write their records to a local folder or a real S3 server, and `status` and `collect`
+read them back."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from kbench import records
+from kbench.cli.main import cli
+from kbench.storage import open_store, read_json
+
+CHANCE = 0.1  # 10 balanced classes
+
+
+def kbench(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_uri(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("s3_env").uri(f"{request.node.name}/runs")
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = kbench("submit", "--grid", "smoke", "--store", store_uri, "--run-id", "smoke-e2e",
+                    "--nproc-per-node", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 pairs succeeded" in result.output
+    assert "synthetic_clip-tiny: epoch 0/6" in result.output  # progress, as it happened
+
+    store = open_store(store_uri)
+    for pair, first_epoch in [("synthetic_clip-tiny", 0), ("synthetic_resnet-tiny", 1)]:
+        key = lambda name, pair=pair: records.pair_key("smoke-e2e", pair, name)  # noqa: E731
+        epochs = read_json(store, key(records.METRICS))["epochs"]
+        assert [r["epoch"] for r in epochs] == list(range(first_epoch, 7))
+        for record in epochs:
+            jsonschema.validate(record, records.EPOCH_RECORD_SCHEMA)
+            assert record["samples"] == 500  # the whole eval split, each sample once
+            assert record["world_size"] == 2 and record["gpus"] == 0
+        # Real learning: the last epoch is far above chance (and above where it started).
+        assert epochs[-1]["headline"] > 3 * CHANCE, epochs[-1]
+        first_trained = next(r for r in epochs if r["epoch"] == 1)
+        assert epochs[-1]["train_loss"] < first_trained["train_loss"]
+        jsonschema.validate(read_json(store, key(records.PROGRESS)), records.PROGRESS_SCHEMA)
+        result_record = read_json(store, key(records.RESULT))
+        jsonschema.validate(result_record, records.RESULT_SCHEMA)
+        assert result_record["best"] == max(r["headline"] for r in epochs)
+        assert (result_record["zero_shot"] is None) == (first_epoch == 1)
+        assert read_json(store, key(records.LOCAL_STATE))["state"] == "succeeded"
+
+    status = kbench("status", "--store", store_uri, "-o", "json")
+    assert status.exit_code == 0, status.output
+    states = {p["pair"]: p for p in json.loads(status.output)["pairs"]}
+    assert {p["state"] for p in states.values()} == {"succeeded"}
+    assert all(p["epoch"] == 6 == p["epochs"] for p in states.values())
+
+    table = kbench("status", "--store", store_uri)
+    assert "synthetic_clip-tiny" in table.output and "succeeded" in table.output
+
+    report = kbench("collect", "--store", store_uri, "-o", str(tmp_path / "report"))
+    assert report.exit_code == 0, report.output
+    rows = list(csv.reader((tmp_path / "report" / "results.csv").read_text().splitlines()))
+    assert rows[0] == ["epoch", "synthetic_clip-tiny", "synthetic_resnet-tiny"]
+    assert [r[0] for r in rows[1:]] == [str(e) for e in range(7)]
+    assert rows[1][2] == ""  # ResNet has no epoch 0
+    assert all(cell for row in rows[2:] for cell in row)
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| epoch | synthetic_clip-tiny (top1) | synthetic_resnet-tiny (top1) |" in markdown
+    for epoch in range(7):
+        assert f"\n| {epoch} | " in markdown
+
+    logs = kbench("logs", "synthetic_resnet-tiny", "--store", store_uri)
+    assert logs.exit_code == 0 and logs.output  # the training process's own output
+
+
+@pytest.mark.slow
+def test_a_failing_pair_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "datasets: [synthetic]\n"
+        "models: {resnet-tiny: {epochs: 1}, clip-tiny: {epochs: 1}}\n"
+        "defaults: {train_limit: 64, eval_limit: 50}\n"
+        "overrides: {synthetic_resnet-tiny: {batch_size: 512}}\n"  # more than the 64 samples
+    )
+    store = str(tmp_path / "store")
+    result = kbench("submit", "--grid", str(grid), "--store", store, "--run-id", "broken")
+    assert result.exit_code == 1
+    assert (
+        "synthetic_resnet-tiny: FAILED after" in result.output
+        and ": batch_size 512 is larger than the 64 training samples: lower batch_size or "
+        "train_limit (log "
+        in result.output
+    )
+    assert "1 of 2 pairs succeeded" in result.output
+    assert result.output.rstrip().endswith("1 pair(s) did not succeed: synthetic_resnet-tiny")
+
+    status = json.loads(kbench("status", "--store", store, "-o", "json").output)
+    states = {p["pair"]: (p["state"], p["detail"]) for p in status["pairs"]}
+    assert states["synthetic_clip-tiny"] == ("succeeded", "")
+    assert states["synthetic_resnet-tiny"][0] == "failed"
+    assert states["synthetic_resnet-tiny"][1].startswith("batch_size 512 is larger than")

@@ -1,0 +1,80 @@
+"""The store interface, on a local folder and on a real S3 server."""
+
+from __future__ import annotations
+
+import pytest
+
+from kbench.errors import StoreError
+from kbench.storage import LocalStore, S3Store, open_store, read_json, write_json
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return open_store(str(tmp_path / "store"))
+    server = request.getfixturevalue("s3_env")
+    return open_store(server.uri(f"{request.node.name}/prefix"))
+
+
+def test_write_read_list(store):
+    write_json(store, "runs/r1/run.json", {"run_id": "r1"})
+    write_json(store, "runs/r1/a_b/metrics.json", {"epochs": [1]})
+    store.write("runs/r2/run.json", b"{}")
+    assert read_json(store, "runs/r1/run.json") == {"run_id": "r1"}
+    assert store.list("runs/r1") == ["runs/r1/a_b/metrics.json", "runs/r1/run.json"]
+    assert store.list("runs") == [
+        "runs/r1/a_b/metrics.json",
+        "runs/r1/run.json",
+        "runs/r2/run.json",
+    ]
+    assert store.list("nothing-here") == []
+
+
+def test_rewrite_replaces_the_whole_object(store):
+    store.write("k.json", b"x" * 1000)
+    store.write("k.json", b"short")
+    assert store.read("k.json") == b"short"
+    assert store.list("") == ["k.json"]  # no temporary files left visible
+
+
+def test_missing_key(store):
+    with pytest.raises(KeyError):
+        store.read("no/such/key")
+    assert read_json(store, "no/such/key", default=None) is None
+
+
+def test_open_store_picks_by_uri(tmp_path, monkeypatch):
+    assert isinstance(open_store(str(tmp_path)), LocalStore)
+    monkeypatch.setenv("KBENCH_STORE", str(tmp_path / "from-env"))
+    assert open_store().uri == str(tmp_path / "from-env")
+    with pytest.raises(StoreError, match="unsupported store"):
+        open_store("gs://bucket/x")
+
+
+def test_s3_prefix_is_invisible_to_callers(s3_env):
+    store = S3Store(s3_env.uri("some/deep/prefix/"))
+    store.write("runs/x/run.json", b"{}")
+    assert store.list("runs") == ["runs/x/run.json"]
+    assert S3Store(s3_env.uri("")).list("some/deep/prefix/runs") == [
+        "some/deep/prefix/runs/x/run.json"
+    ]
+
+
+def test_s3_missing_bucket_is_one_clear_error(s3_env):
+    with pytest.raises(StoreError, match="bucket 'no-such-bucket' does not exist"):
+        S3Store("s3://no-such-bucket/x").read("k")
+
+
+def test_s3_wrong_credentials_are_one_clear_error(s3_env, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(StoreError, match="check the credentials"):
+        S3Store(s3_env.uri("x")).write("k", b"v")
+
+
+def test_s3_unreachable_endpoint_is_one_clear_error(s3_env, monkeypatch):
+    from conftest import free_ports
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_ports(1)[0]}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(StoreError, match="cannot reach the S3 endpoint"):
+        S3Store(s3_env.uri("x")).list("runs")
