@@ -1,0 +1,114 @@
+"""The pieces the training loop is built from: data, models, optimizer and schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kbench.jobs import datasets, models
+from kbench.jobs.synthetic import SyntheticShapes
+from kbench.jobs.train import build_optimizer, build_scheduler, warmup_steps
+from kbench.registry import DATASETS, MODELS, model_info, prompts
+from kbench.spec import load_grid
+
+CPU = torch.device("cpu")
+
+
+def smoke_config(model: str, **changes):
+    config = load_grid("smoke").pair(f"synthetic_{model}").config
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_registries_of_both_sides_agree():
+    assert set(models.BUILDERS) == set(MODELS)
+    # fmow and iwildcam need the WILDS loaders, which are not built yet.
+    assert set(datasets.BUILDERS) == set(DATASETS) - {"fmow", "iwildcam"}
+
+
+def test_synthetic_data_is_deterministic_balanced_and_named():
+    a, b = SyntheticShapes("train", seed=3), SyntheticShapes("train", seed=3)
+    assert a[7][0].tobytes() == b[7][0].tobytes()
+    assert a[7][0].tobytes() != SyntheticShapes("train", seed=4)[7][0].tobytes()
+    labels = [a[i][1] for i in range(100)]
+    assert all(labels.count(c) == 10 for c in range(10))
+    assert a.classes == prompts("synthetic")[0] and a.classes[0] == "red circle"
+
+
+def test_limit_takes_the_same_subset_everywhere():
+    config = smoke_config("resnet-tiny", train_limit=100, eval_limit=30)
+    first = datasets.build_splits(config, model_info("resnet-tiny"))
+    second = datasets.build_splits(config, model_info("resnet-tiny"))
+    assert (len(first.train), len(first.eval)) == (100, 30)
+    assert first.train.indices == second.train.indices
+
+
+def test_missing_local_copy_of_a_dataset_says_what_to_set(monkeypatch, tmp_path):
+    from kbench.errors import ConfigError
+
+    monkeypatch.setenv("KBENCH_DATA_ROOT", str(tmp_path))
+    config = load_grid("all").pair("cifar10_resnet50").config
+    with pytest.raises(ConfigError, match="no local copy of cifar10 .* set KBENCH_DATA_ROOT"):
+        datasets.build_splits(config, model_info("resnet50"))
+
+
+def test_clip_zero_shot_head():
+    classes, templates = prompts("synthetic")
+    model = models.build_model(smoke_config("clip-tiny"), classes, templates, CPU)
+    weight = model.head.weight.detach()
+    assert weight.shape == (len(classes), 64)
+    assert torch.all(model.head.bias == 0)
+    norms = weight.norm(dim=1)
+    # every row: a unit vector times the logit scale (1 / 0.07 at init)
+    assert torch.allclose(norms, torch.full_like(norms, 1 / 0.07), rtol=1e-4)
+    # the text tower is gone
+    assert not any("token_embedding" in name for name, _ in model.named_parameters())
+    logits = model(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, len(classes))
+
+
+def test_resnet_head_is_a_fresh_xavier_linear():
+    model = models.build_model(smoke_config("resnet-tiny"), ["a", "b", "c"], [], CPU)
+    assert isinstance(model.encoder.fc, torch.nn.Identity)
+    assert model.head.weight.shape == (3, 512)
+    bound = math.sqrt(6 / (512 + 3))  # xavier-uniform's bound
+    assert model.head.weight.abs().max() <= bound and torch.all(model.head.bias == 0)
+
+
+def test_optimizer_groups_carry_backbone_and_head_rates():
+    config = smoke_config("resnet-tiny", lr=0.001, head_lr=0.01, weight_decay=1e-4)
+    model = models.build_model(config, ["a", "b"], [], CPU)
+    optimizer = build_optimizer(config, model)
+    assert isinstance(optimizer, torch.optim.SGD)
+    backbone, head = optimizer.param_groups
+    assert (backbone["name"], backbone["lr"], head["name"], head["lr"]) == (
+        "backbone", 0.001, "head", 0.01,
+    )  # fmt: skip
+    assert backbone["momentum"] == 0.9 and head["weight_decay"] == 1e-4
+    assert len(head["params"]) == 2  # weight and bias of the head, nothing else
+
+
+def test_warmup_is_a_fraction_and_absolute_steps_are_clamped(capsys):
+    config = smoke_config("clip-tiny", warmup=0.1)
+    assert warmup_steps(config, total_steps=30) == 3  # Flowers102-sized runs still warm up briefly
+    config.warmup_steps = 500  # WiSE-FT's fixed count, on a 30-step run
+    assert warmup_steps(config, total_steps=30) == 30
+    assert "warmup_steps=500 exceeds the run's 30 steps; clamped" in capsys.readouterr().out
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    config = smoke_config("clip-tiny", lr=1.0, head_lr=None, warmup=0.2, schedule="cosine")
+    model = models.build_model(config, ["a", "b"], ["{}"], CPU)
+    optimizer = build_optimizer(config, model)
+    scheduler = build_scheduler(config, optimizer, total_steps=10)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:2] == [0.5, 1.0]  # two warmup steps
+    assert rates[2] == 1.0 and all(a > b for a, b in zip(rates[2:], rates[3:], strict=False))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
