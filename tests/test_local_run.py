@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import jsonschema
 import pytest
@@ -94,7 +97,8 @@ def test_a_failing_pair_is_reported_and_the_rest_still_runs(tmp_path, monkeypatc
         "overrides: {synthetic_resnet-tiny: {batch_size: 512}}\n"  # more than the 64 samples
     )
     store = str(tmp_path / "store")
-    result = kbench("submit", "--grid", str(grid), "--store", store, "--run-id", "broken")
+    result = kbench("submit", "--grid", str(grid), "--store", store, "--run-id", "broken",
+                    "--parallel", "2")  # fmt: skip
     assert result.exit_code == 1
     assert (
         "synthetic_resnet-tiny: FAILED after" in result.output
@@ -110,3 +114,28 @@ def test_a_failing_pair_is_reported_and_the_rest_still_runs(tmp_path, monkeypatc
     assert states["synthetic_clip-tiny"] == ("succeeded", "")
     assert states["synthetic_resnet-tiny"][0] == "failed"
     assert states["synthetic_resnet-tiny"][1].startswith("batch_size 512 is larger than")
+
+
+@pytest.mark.slow
+def test_the_job_runs_as_a_plain_module_without_torchrun(tmp_path):
+    """One process, no torchrun: the same entry point a user can run by hand."""
+    from kbench.runs import create_run
+    from kbench.spec import parse_grid
+
+    grid = parse_grid(
+        "datasets: [synthetic]\nmodels: {resnet-tiny: {epochs: 1}}\n"
+        "defaults: {train_limit: 128, eval_limit: 37}",
+        "g.yaml", default_name="g",
+    )  # fmt: skip
+    store = open_store(str(tmp_path / "store"))
+    create_run(store, "plain", grid, backend="local")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    subprocess.run(
+        [sys.executable, "-m", "kbench.jobs.train", "--store", store.uri, "--run-id", "plain",
+         "--pair", "synthetic_resnet-tiny"],
+        check=True, env=env, capture_output=True,
+    )  # fmt: skip
+    (record,) = read_json(
+        store, records.pair_key("plain", "synthetic_resnet-tiny", "metrics.json")
+    )["epochs"]
+    assert record["world_size"] == 1 and record["samples"] == 37
