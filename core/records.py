@@ -68,6 +68,7 @@ EPOCH_RECORD_SCHEMA = {
         "lr": {"type": ["number", "null"]},  # backbone lr at the end of the epoch
         "epoch_seconds": _number,  # training time of the epoch (0 for epoch 0)
         "images_per_s": _number,  # training throughput over all processes
+        "images_per_s_per_gpu": {"type": ["number", "null"]},  # null on a CPU
         "world_size": {"type": "integer", "minimum": 1},
         "gpus": _count,  # 0 on CPU
         "time": {"type": "string"},  # ISO 8601, UTC
@@ -116,6 +117,15 @@ RESULT_SCHEMA = {
         "best": _number,
         "final": _number,
         "zero_shot": {"type": ["number", "null"]},  # CLIP's epoch 0; null for ResNet
+        # CLIP: the WiSE-FT curve, one eval per alpha in 0, 0.1, ..., 1; null for ResNet
+        "wise_ft": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "required": ["alpha", "headline", "top1", "samples"],
+                "properties": {"alpha": _number, "headline": _number, "top1": _number},
+            },
+        },
         "epochs": _count,
         "train_seconds": _number,
         "parameters": _count,

@@ -23,6 +23,7 @@ from kbench.registry import DATASETS, MODELS
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("bf16", "fp32")
 
 
 @dataclass
@@ -47,6 +48,10 @@ class TrainConfig:
     workers: int = 4  # DataLoader workers per process
     train_limit: int | None = None  # use at most this many training samples (smoke runs)
     eval_limit: int | None = None
+    # Speed only; none of these changes the recipe. They apply on GPUs (a CPU trains in fp32).
+    precision: str = "bf16"  # bf16 | fp32: autocast dtype of forward and backward
+    channels_last: bool = True  # memory format of convolutional models
+    compile: bool = False  # torch.compile the model (slow to start, faster per step)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
@@ -71,6 +76,7 @@ class TrainConfig:
         checks = [
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+            ("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
             ("epochs", self.epochs >= 1, "at least 1"),
             ("batch_size", self.batch_size >= 1, "at least 1"),
             ("lr", self.lr > 0, "positive"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,15 @@ class Store(Protocol):
 
     def list(self, prefix: str) -> list[str]:
         """Every key under `prefix` (recursively), sorted."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; no error when there is none."""
+
+    def put_file(self, key: str, path: str) -> None:
+        """Upload a (large) local file as one object, atomically."""
+
+    def get_file(self, key: str, path: str) -> None:
+        """Download an object to a local file; raises KeyError when there is none."""
 
 
 def open_store(uri: str | None = None) -> Store:
@@ -95,6 +105,25 @@ class LocalStore:
         keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
         return sorted(k for k in keys if not Path(k).name.startswith("."))
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def put_file(self, key: str, path: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_file(self, key: str, path: str) -> None:
+        try:
+            shutil.copyfile(self._path(key), path)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
 
 class S3Store:
     def __init__(self, uri: str) -> None:
@@ -137,6 +166,26 @@ class S3Store:
             for page in pages:
                 keys += [obj["Key"][strip:] for obj in page.get("Contents", [])]
         return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        with self._errors():
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def put_file(self, key: str, path: str) -> None:
+        # boto3's managed transfer: multipart and concurrent for large files, retried per part.
+        with self._errors():
+            self.client.upload_file(path, self.bucket, self._key(key))
+
+    def get_file(self, key: str, path: str) -> None:
+        from botocore.exceptions import ClientError
+
+        with self._errors():
+            try:
+                self.client.download_file(self.bucket, self._key(key), path)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                    raise KeyError(key) from None
+                raise
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

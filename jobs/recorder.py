@@ -34,6 +34,11 @@ class Recorder:
         self._last_progress = now
         write_json(self.store, self._key(records.PROGRESS), {**fields, "time": utc_now()})
 
+    def restore(self, epochs: list[dict[str, Any]]) -> None:
+        """Continue from a checkpoint's records: metrics.json is rewritten from these, so an
+        epoch recorded after the checkpoint (and trained again now) is not listed twice."""
+        self.epochs = list(epochs)
+
     def epoch(self, record: dict[str, Any]) -> None:
         self.epochs.append({**record, "time": utc_now()})
         if self.enabled:

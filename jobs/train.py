@@ -7,7 +7,9 @@ submit time), so the pod, the local backend and a hand-run process all train the
     python -m kbench.jobs.train --store S --run-id R --pair P        # one process
 
 Epoch 0 evaluates the model before training (for CLIP: its zero-shot head); then every epoch
-trains and evaluates. Only rank 0 writes.
+trains, evaluates and checkpoints. A restarted job resumes after its last checkpoint. After the
+last epoch, CLIP gets its WiSE-FT curve. Only rank 0 writes; SIGTERM (preemption) stops the job
+between two writes with exit code 143.
 """
 
 from __future__ import annotations
@@ -15,41 +17,65 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import tempfile
 import time
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError
+from kbench.jobs import checkpoint
 from kbench.jobs.datasets import build_splits
 from kbench.jobs.metrics import EvalAccumulator
 from kbench.jobs.models import ImageClassifier, build_model
 from kbench.jobs.recorder import Recorder
+from kbench.jobs.step import (
+    autocast,
+    optimizer_kwargs,
+    setup_device,
+    train_step,
+    uses_channels_last,
+)
+from kbench.jobs.wiseft import wise_ft_curve
 from kbench.registry import dataset_info, model_info
 from kbench.runs import load_config
 from kbench.spec import TrainConfig
 from kbench.storage import open_store
 
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a process killed by it
+
+
+class Preempted(BaseException):
+    """Raised by the SIGTERM handler; a BaseException so no `except Exception` swallows it."""
+
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rank, world, device = setup_distributed()
+    setup_device(device)
     store = open_store(args.store)
     config = load_config(store, args.run_id, args.pair)
-    torch.manual_seed(config.seed + rank)  # different augmentations per process
-
     info = model_info(config.model)
     splits = build_splits(config, info)
     model = build_model(config, splits.classes, splits.templates, device)
+    channels_last = uses_channels_last(config, info.family, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    zero_shot = None  # CLIP's starting weights, for WiSE-FT at the end
+    if info.family == "clip":
+        zero_shot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(config.seed + rank)  # after building: each process augments differently
+
     train_loader, eval_loader = build_loaders(config, splits, rank, world, device)
     steps = len(train_loader)
-    optimizer = build_optimizer(config, model)
+    optimizer = build_optimizer(config, model, device)
     scheduler = build_scheduler(config, optimizer, total_steps=config.epochs * steps)
     ddp = DistributedDataParallel(model) if world > 1 else model
+    trained = torch.compile(ddp) if config.compile else ddp
 
     headline = dataset_info(config.dataset).headline
     recorder = Recorder(store, args.run_id, args.pair, enabled=rank == 0)
@@ -61,44 +87,42 @@ def main(argv: list[str] | None = None) -> None:
     }
     status = {"epochs": config.epochs, "steps": steps}
 
-    if info.family == "clip":  # epoch 0: the zero-shot head, untrained
-        recorder.progress(
-            force=True, phase="eval", epoch=0, step=0, images_per_s=0.0, eta_s=None, **status
-        )
-        metrics = evaluate(model, eval_loader, len(splits.classes), device)
-        recorder.epoch(
-            {
-                **base,
-                **metrics,
-                "epoch": 0,
-                "headline": metrics[headline],
-                "train_loss": None,
-                "lr": None,
-                "epoch_seconds": 0.0,
-                "images_per_s": 0.0,
-            }
-        )
+    def evaluate_now(m: ImageClassifier) -> dict:
+        return evaluate(m, eval_loader, len(splits.classes), config, device, channels_last)
 
-    train_seconds = 0.0
-    for epoch in range(1, config.epochs + 1):
+    # Resume after the last checkpoint, or start with epoch 0.
+    cache = os.path.join(tempfile.gettempdir(), "kbench", args.run_id, args.pair)
+    state = checkpoint.load_latest(store, args.run_id, args.pair, cache)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if len(state["rng"]) == world:
+            checkpoint.set_rng_state(state["rng"][rank])
+        recorder.restore(state["epochs"])
+        first_epoch, train_seconds = state["epoch"] + 1, state["train_seconds"]
+        log(rank, f"resumed after epoch {state['epoch']} from the store's checkpoint")
+    else:
+        first_epoch, train_seconds = 1, 0.0
+        if info.family == "clip":  # epoch 0: the zero-shot head, untrained
+            recorder.progress(
+                force=True, phase="eval", epoch=0, step=0, images_per_s=0.0, eta_s=None, **status
+            )
+            recorder.epoch(epoch_record(base, evaluate_now(model), epoch=0))
+
+    for epoch in range(first_epoch, config.epochs + 1):
         train_loader.sampler.set_epoch(epoch)
         model.train()
         started, loss_sum = time.perf_counter(), torch.zeros((), device=device)
         for step, (images, labels) in enumerate(train_loader, start=1):
             images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
-            loss = F.cross_entropy(ddp(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
+            loss_sum += train_step(trained, images, labels, optimizer, scheduler, config, device)
 
-            elapsed = time.perf_counter() - started
-            images_per_s = step * config.batch_size / elapsed
-            left = (config.epochs - epoch) * steps + steps - step
+            images_per_s = step * config.batch_size / (time.perf_counter() - started)
+            left = (config.epochs - epoch + 1) * steps - step
             recorder.progress(
                 phase="train",
                 epoch=epoch,
@@ -110,40 +134,70 @@ def main(argv: list[str] | None = None) -> None:
         epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
         train_loss = mean_across_processes(loss_sum / steps)
+        images_per_s = steps * config.batch_size / epoch_seconds
 
         recorder.progress(
             force=True,
             phase="eval",
             epoch=epoch,
             step=steps,
-            images_per_s=steps * config.batch_size / epoch_seconds,
+            images_per_s=images_per_s,
             eta_s=None,
             **status,
         )
-        metrics = evaluate(model, eval_loader, len(splits.classes), device)
-        recorder.epoch(
-            {
-                **base,
-                **metrics,
-                "epoch": epoch,
-                "headline": metrics[headline],
-                "train_loss": train_loss,
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch_seconds": epoch_seconds,
-                "images_per_s": steps * config.batch_size / epoch_seconds,
-            }
+        record = epoch_record(
+            base,
+            evaluate_now(model),
+            epoch,
+            train_loss=train_loss,
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=epoch_seconds,
+            images_per_s=images_per_s,
         )
+        recorder.epoch(record)
+        rng = checkpoint.gather_rng_states(world)
+        if rank == 0:
+            checkpoint.save(
+                store,
+                args.run_id,
+                args.pair,
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng,
+                    "epochs": recorder.epochs,
+                    "train_seconds": train_seconds,
+                    "config": config.to_dict(),
+                },
+            )
 
+    wise_ft = None
+    if zero_shot is not None:
+        recorder.progress(
+            force=True,
+            phase="eval",
+            epoch=config.epochs,
+            step=steps,
+            images_per_s=0.0,
+            eta_s=None,
+            **status,
+        )
+        curve = wise_ft_curve(model, zero_shot, evaluate_now)
+        wise_ft = [{**point, "headline": point[headline]} for point in curve]
     recorder.progress(
         force=True,
         phase="done",
         epoch=config.epochs,
         step=steps,
-        images_per_s=config.epochs * steps * config.batch_size / train_seconds,
+        images_per_s=config.epochs * steps * config.batch_size / max(train_seconds, 1e-9),
         eta_s=0.0,
         **status,
     )
-    recorder.result(summarize(args.pair, config, recorder.epochs, model, train_seconds, base))
+    recorder.result(
+        summarize(args.pair, config, recorder.epochs, model, train_seconds, base, wise_ft)
+    )
     if world > 1:
         dist.destroy_process_group()
 
@@ -158,6 +212,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run-id", required=True, help="run id")
     parser.add_argument("--pair", required=True, help="pair name, <dataset>_<model>")
     return parser.parse_args(argv)
+
+
+def log(rank: int, message: str) -> None:
+    if rank == 0:
+        print(f"kbench.jobs.train: {message}", flush=True)
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -204,7 +263,9 @@ def build_loaders(config: TrainConfig, splits, rank: int, world: int, device: to
     return train, evaluation
 
 
-def build_optimizer(config: TrainConfig, model: ImageClassifier) -> torch.optim.Optimizer:
+def build_optimizer(
+    config: TrainConfig, model: ImageClassifier, device: torch.device
+) -> torch.optim.Optimizer:
     """Two parameter groups, backbone and head, each with its own learning rate."""
     groups = [
         {"params": list(model.encoder.parameters()), "lr": config.lr, "name": "backbone"},
@@ -214,9 +275,12 @@ def build_optimizer(config: TrainConfig, model: ImageClassifier) -> torch.optim.
             "name": "head",
         },
     ]
+    fast = optimizer_kwargs(device)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    return torch.optim.SGD(groups, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(groups, weight_decay=config.weight_decay, **fast)
+    return torch.optim.SGD(
+        groups, momentum=config.momentum, weight_decay=config.weight_decay, **fast
+    )
 
 
 def warmup_steps(config: TrainConfig, total_steps: int) -> int:
@@ -248,15 +312,48 @@ def build_scheduler(config: TrainConfig, optimizer, total_steps: int):
 
 @torch.no_grad()
 def evaluate(
-    model: ImageClassifier, loader: DataLoader, num_classes: int, device: torch.device
+    model: ImageClassifier,
+    loader: DataLoader,
+    num_classes: int,
+    config: TrainConfig,
+    device: torch.device,
+    channels_last: bool,
 ) -> dict[str, float | int]:
     model.eval()
     accumulator = EvalAccumulator(num_classes, device)
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
-        accumulator.update(model(images), labels.to(device, non_blocking=True))
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(config, device):
+            logits = model(images)
+        accumulator.update(logits, labels.to(device, non_blocking=True))
     accumulator.all_reduce()
     return accumulator.compute()
+
+
+def epoch_record(
+    base: dict,
+    metrics: dict,
+    epoch: int,
+    *,
+    train_loss: float | None = None,
+    lr: float | None = None,
+    seconds: float = 0.0,
+    images_per_s: float = 0.0,
+) -> dict:
+    """One epoch's record (records.EPOCH_RECORD_SCHEMA); epoch 0 trained nothing."""
+    return {
+        **base,
+        **metrics,
+        "epoch": epoch,
+        "headline": metrics[base["headline_metric"]],
+        "train_loss": train_loss,
+        "lr": lr,
+        "epoch_seconds": seconds,
+        "images_per_s": images_per_s,
+        "images_per_s_per_gpu": images_per_s / base["gpus"] if base["gpus"] and epoch else None,
+    }
 
 
 def mean_across_processes(value: torch.Tensor) -> float:
@@ -267,7 +364,7 @@ def mean_across_processes(value: torch.Tensor) -> float:
     return float(value)
 
 
-def summarize(pair, config, epochs, model, train_seconds, base) -> dict:
+def summarize(pair, config, epochs, model, train_seconds, base, wise_ft) -> dict:
     scored = [r for r in epochs if not math.isnan(r["headline"])] or epochs  # NaN: diverged
     best = max(scored, key=lambda r: r["headline"])
     zero_shot = next((r["headline"] for r in epochs if r["epoch"] == 0), None)
@@ -280,6 +377,7 @@ def summarize(pair, config, epochs, model, train_seconds, base) -> dict:
         "best": best["headline"],
         "final": epochs[-1]["headline"],
         "zero_shot": zero_shot,
+        "wise_ft": wise_ft,
         "epochs": config.epochs,
         "train_seconds": train_seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -288,9 +386,23 @@ def summarize(pair, config, epochs, model, train_seconds, base) -> dict:
     }
 
 
+def _on_sigterm(signum, frame) -> None:
+    raise Preempted
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         main()
     except ConfigError as e:  # a bad config will not get better on retry: say so and exit 2
         print(f"{JOB_ERROR_PREFIX} {e}", file=sys.stderr, flush=True)
         raise SystemExit(JOB_ERROR_EXIT_CODE) from None
+    except Preempted:
+        # Every write replaces a whole object, so stopping here corrupts nothing; the next
+        # start resumes after the last checkpoint.
+        print(
+            "kbench.jobs.train: SIGTERM: stopped; a restart resumes from the last checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None

@@ -81,7 +81,7 @@ def test_resnet_head_is_a_fresh_xavier_linear():
 def test_optimizer_groups_carry_backbone_and_head_rates():
     config = smoke_config("resnet-tiny", lr=0.001, head_lr=0.01, weight_decay=1e-4)
     model = models.build_model(config, ["a", "b"], [], CPU)
-    optimizer = build_optimizer(config, model)
+    optimizer = build_optimizer(config, model, CPU)
     assert isinstance(optimizer, torch.optim.SGD)
     backbone, head = optimizer.param_groups
     assert (backbone["name"], backbone["lr"], head["name"], head["lr"]) == (
@@ -102,7 +102,7 @@ def test_warmup_is_a_fraction_and_absolute_steps_are_clamped(capsys):
 def test_schedule_warms_up_then_decays_to_zero():
     config = smoke_config("clip-tiny", lr=1.0, head_lr=None, warmup=0.2, schedule="cosine")
     model = models.build_model(config, ["a", "b"], ["{}"], CPU)
-    optimizer = build_optimizer(config, model)
+    optimizer = build_optimizer(config, model, CPU)
     scheduler = build_scheduler(config, optimizer, total_steps=10)
     rates = []
     for _ in range(10):

@@ -59,6 +59,14 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch):
         jsonschema.validate(result_record, records.RESULT_SCHEMA)
         assert result_record["best"] == max(r["headline"] for r in epochs)
         assert (result_record["zero_shot"] is None) == (first_epoch == 1)
+        if first_epoch == 0:  # CLIP: the WiSE-FT curve runs from zero-shot to fine-tuned
+            curve = result_record["wise_ft"]
+            assert [p["alpha"] for p in curve] == [i / 10 for i in range(11)]
+            assert curve[0]["headline"] == epochs[0]["headline"]
+            assert curve[-1]["headline"] == epochs[-1]["headline"]
+            assert all(p["samples"] == 500 for p in curve)
+        else:
+            assert result_record["wise_ft"] is None
         assert read_json(store, key(records.LOCAL_STATE))["state"] == "succeeded"
 
     status = kbench("status", "--store", store_uri, "-o", "json")

@@ -43,6 +43,19 @@ def test_missing_key(store):
     assert read_json(store, "no/such/key", default=None) is None
 
 
+def test_files_and_delete(store, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 40_000)  # 10 MB: several parts for a multipart upload
+    store.put_file("ckpt/epoch-1.pt", str(big))
+    store.get_file("ckpt/epoch-1.pt", str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == big.read_bytes()
+    with pytest.raises(KeyError):
+        store.get_file("ckpt/missing.pt", str(tmp_path / "x"))
+    store.delete("ckpt/epoch-1.pt")
+    store.delete("ckpt/epoch-1.pt")  # already gone: no error
+    assert store.list("ckpt") == []
+
+
 def test_open_store_picks_by_uri(tmp_path, monkeypatch):
     assert isinstance(open_store(str(tmp_path)), LocalStore)
     monkeypatch.setenv("KBENCH_STORE", str(tmp_path / "from-env"))

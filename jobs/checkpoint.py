@@ -1,0 +1,82 @@
+"""One checkpoint per epoch in the store, then a small pointer to it; resume reads the pointer.
+
+    runs/<run>/<pair>/checkpoints/epoch-0003.pt     everything needed to continue bit for bit
+    runs/<run>/<pair>/checkpoints/latest.json       {"epoch": 3, "key": ".../epoch-0003.pt"}
+
+The pointer is written only after its checkpoint is complete, and the previous checkpoint is
+deleted only after the pointer moved on, so a kill at any moment leaves a usable pair. The
+checkpoint also holds the epoch records so far: a resumed run rewrites metrics.json from them,
+so an epoch that was recorded but not checkpointed is trained again and recorded once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from kbench import __version__, records
+from kbench.storage import Store, read_json, write_json
+
+POINTER = "checkpoints/latest.json"
+
+
+def _key(run_id: str, pair: str, name: str) -> str:
+    return records.pair_key(run_id, pair, name)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def gather_rng_states(world: int) -> list[dict[str, Any]]:
+    """Every process's RNG state (each process augments with its own generator)."""
+    if world == 1:
+        return [rng_state()]
+    states: list[Any] = [None] * world
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def save(store: Store, run_id: str, pair: str, state: dict[str, Any]) -> None:
+    """Rank 0 only: write the checkpoint, move the pointer, drop the previous checkpoint."""
+    epoch = state["epoch"]
+    key = _key(run_id, pair, f"checkpoints/epoch-{epoch:04d}.pt")
+    previous = read_json(store, _key(run_id, pair, POINTER), default=None)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "checkpoint.pt")
+        torch.save({**state, "kbench_version": __version__}, path)
+        store.put_file(key, path)
+    write_json(store, _key(run_id, pair, POINTER), {"epoch": epoch, "key": key})
+    if previous and previous["key"] != key:
+        store.delete(previous["key"])
+
+
+def load_latest(store: Store, run_id: str, pair: str, cache_dir: str) -> dict[str, Any] | None:
+    """The newest checkpoint, or None on a first start. One download per node: local rank 0
+    fetches into `cache_dir`, the node's other processes wait and read that file."""
+    pointer = read_json(store, _key(run_id, pair, POINTER), default=None)
+    if pointer is None:
+        return None
+    path = os.path.join(cache_dir, os.path.basename(pointer["key"]))
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and not os.path.exists(path):
+        os.makedirs(cache_dir, exist_ok=True)
+        store.get_file(pointer["key"], path + ".part")
+        os.replace(path + ".part", path)
+    if dist.is_initialized():
+        dist.barrier()
+    return torch.load(path, map_location="cpu", weights_only=True)

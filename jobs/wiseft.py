@@ -1,0 +1,37 @@
+"""WiSE-FT: evaluate the weight-space interpolation between the zero-shot and the fine-tuned
+model, (1 - alpha) * zero_shot + alpha * fine_tuned, key by key, for alpha in 0, 0.1, ..., 1."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+ALPHAS = [i / 10 for i in range(11)]
+
+
+def interpolate(zero_shot: dict[str, torch.Tensor], fine_tuned: dict[str, torch.Tensor],
+                alpha: float) -> dict[str, torch.Tensor]:  # fmt: skip
+    # Written this way, alpha 0 and 1 give back each end exactly.
+    return {
+        key: (1 - alpha) * zero_shot[key] + alpha * value if value.is_floating_point() else value
+        for key, value in fine_tuned.items()
+    }
+
+
+@torch.no_grad()
+def wise_ft_curve(
+    model: nn.Module,
+    zero_shot: dict[str, torch.Tensor],
+    evaluate: Callable[[nn.Module], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One eval per alpha; the model holds its fine-tuned weights again afterwards."""
+    fine_tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    curve = []
+    for alpha in ALPHAS:
+        model.load_state_dict(interpolate(zero_shot, fine_tuned, alpha))
+        curve.append({"alpha": alpha, **evaluate(model)})
+    model.load_state_dict(fine_tuned)
+    return curve

@@ -1,0 +1,160 @@
+"""Preemption and restarts: a job killed (SIGKILL) or stopped (SIGTERM) mid-run and started
+again ends exactly where an uninterrupted run ends, with every epoch recorded once. Real torchrun,
+2 gloo processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kbench import records
+from kbench.jobs.checkpoint import POINTER
+from kbench.runs import create_run
+from kbench.spec import parse_grid
+from kbench.storage import open_store, read_json
+
+pytestmark = pytest.mark.slow
+PAIR = "synthetic_clip-tiny"
+EPOCHS = 6
+GRID = (
+    f"datasets: [synthetic]\nmodels: {{clip-tiny: {{epochs: {EPOCHS}, batch_size: 32}}}}\n"
+    "defaults: {train_limit: 384, eval_limit: 64}"
+)
+
+
+def start(store, run_id: str, nproc: int = 2) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={nproc}", "-m", "kbench.jobs.train",
+        "--store", store.uri, "--run-id", run_id, "--pair", PAIR,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def finish(process: subprocess.Popen) -> str:
+    output = process.communicate(timeout=600)[0].decode()
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def new_run(store, run_id: str) -> None:
+    create_run(store, run_id, parse_grid(GRID, "g.yaml", default_name="g"), backend="local")
+
+
+def checkpointed_epoch(store, run_id: str) -> int:
+    pointer = read_json(store, records.pair_key(run_id, PAIR, POINTER), default=None)
+    return pointer["epoch"] if pointer else 0
+
+
+def wait_for_checkpoint(store, run_id: str, epoch: int, process: subprocess.Popen) -> int:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done = checkpointed_epoch(store, run_id)
+        if done >= epoch:
+            return done
+        assert process.poll() is None, process.communicate()[0].decode()[-3000:]
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint of epoch {epoch} within 300 s")
+
+
+def kill_tree(pid: int, sig: int) -> None:
+    """Signal a process and all its descendants (torchrun's workers run in their own group)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    tree, queue = [], [pid]
+    while queue:
+        tree.append(queue.pop())
+        queue += children.get(tree[-1], [])
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, sig)
+
+
+def outcome(store, run_id: str) -> tuple[list[dict], dict]:
+    epochs = read_json(store, records.pair_key(run_id, PAIR, records.METRICS))["epochs"]
+    return epochs, read_json(store, records.pair_key(run_id, PAIR, records.RESULT))
+
+
+def comparable(record: dict) -> dict:
+    """The numbers that must match; timings and timestamps differ between runs."""
+    return {
+        k: v for k, v in record.items() if "second" not in k and "per_s" not in k and k != "time"
+    }
+
+
+def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    new_run(store, "straight")
+    finish(start(store, "straight"))
+    expected_epochs, expected_result = outcome(store, "straight")
+
+    new_run(store, "interrupted")
+    # 1. SIGKILL (no chance to clean up) right after the second checkpoint.
+    process = start(store, "interrupted")
+    wait_for_checkpoint(store, "interrupted", 2, process)
+    kill_tree(process.pid, signal.SIGKILL)  # as a node dies: torchrun and every worker at once
+    process.communicate()
+    killed_after = checkpointed_epoch(store, "interrupted")  # another may have landed meanwhile
+    assert 2 <= killed_after < EPOCHS  # it really was interrupted mid-run
+
+    # 2. SIGTERM, as Kubernetes preempts: the job stops by itself, quickly, with code 143.
+    process = start(store, "interrupted")
+    stopped_after = wait_for_checkpoint(store, "interrupted", killed_after + 1, process)
+    os.killpg(process.pid, signal.SIGTERM)
+    output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode != 0
+    assert "SIGTERM: stopped; a restart resumes from the last checkpoint" in output
+    assert stopped_after < EPOCHS, "finished before SIGTERM: the test proved nothing"
+    metrics = read_json(store, records.pair_key("interrupted", PAIR, records.METRICS))
+    assert metrics["epochs"]  # still a whole, readable record
+    pointer = read_json(store, records.pair_key("interrupted", PAIR, POINTER))
+    checkpoints = store.list(records.pair_key("interrupted", PAIR, "checkpoints"))
+    assert pointer["key"] in checkpoints  # the pointer names a complete checkpoint
+
+    # 3. The last start finishes the run.
+    output = finish(start(store, "interrupted"))
+    assert "resumed after epoch" in output
+    epochs, result = outcome(store, "interrupted")
+    assert [r["epoch"] for r in epochs] == list(range(EPOCHS + 1))  # each exactly once
+    assert [comparable(r) for r in epochs] == [comparable(r) for r in expected_epochs]
+    assert comparable(result) == comparable(expected_result)
+    # only the newest checkpoint is kept
+    assert store.list(records.pair_key("interrupted", PAIR, "checkpoints")) == [
+        records.pair_key("interrupted", PAIR, f"checkpoints/epoch-{EPOCHS:04d}.pt"),
+        records.pair_key("interrupted", PAIR, POINTER),
+    ]
+
+
+def test_sharded_eval_counts_every_sample_once(tmp_path):
+    """37 eval samples over 2 processes (19 + 18): the same numbers as one process."""
+    store = open_store(str(tmp_path / "store"))
+    grid = GRID.replace("eval_limit: 64", "eval_limit: 37").replace(
+        f"epochs: {EPOCHS}", "epochs: 1"
+    )
+    zero_shot = {}
+    for nproc in (1, 2):
+        run_id = f"nproc-{nproc}"
+        create_run(store, run_id, parse_grid(grid, "g.yaml", default_name="g"), backend="local")
+        finish(start(store, run_id, nproc=nproc))
+        zero_shot[nproc] = outcome(store, run_id)[0][0]
+    assert zero_shot[1]["samples"] == zero_shot[2]["samples"] == 37
+    for metric in ("top1", "top5", "mean_per_class", "macro_f1"):
+        assert zero_shot[1][metric] == zero_shot[2][metric], metric
+    assert zero_shot[1]["loss"] == pytest.approx(zero_shot[2]["loss"], rel=1e-6)
+    assert json.dumps(zero_shot[1]["world_size"]) == "1" and zero_shot[2]["world_size"] == 2
