@@ -77,7 +77,17 @@ EPOCH_RECORD_SCHEMA = {
 
 PROGRESS_SCHEMA = {
     "type": "object",
-    "required": ["phase", "epoch", "epochs", "step", "steps", "images_per_s", "eta_s", "time"],
+    "required": [
+        "phase",
+        "epoch",
+        "epochs",
+        "step",
+        "steps",
+        "images_per_s",
+        "images_per_s_per_gpu",
+        "eta_s",
+        "time",
+    ],
     "additionalProperties": False,
     "properties": {
         "phase": {"enum": ["starting", "eval", "train", "done"]},
@@ -86,6 +96,7 @@ PROGRESS_SCHEMA = {
         "step": _count,  # within the epoch
         "steps": _count,  # steps per epoch
         "images_per_s": _number,
+        "images_per_s_per_gpu": {"type": ["number", "null"]},  # null on a CPU
         "eta_s": {"type": ["number", "null"]},
         "time": {"type": "string"},
     },

@@ -18,8 +18,9 @@ PROGRESS_EVERY_S = 5.0
 
 
 class Recorder:
-    def __init__(self, store: Store, run_id: str, pair: str, enabled: bool) -> None:
+    def __init__(self, store: Store, run_id: str, pair: str, enabled: bool, gpus: int) -> None:
         self.store, self.run_id, self.pair, self.enabled = store, run_id, pair, enabled
+        self.gpus = gpus
         self.epochs: list[dict[str, Any]] = []
         self._last_progress = -math.inf
 
@@ -32,7 +33,9 @@ class Recorder:
         if not self.enabled or (not force and now - self._last_progress < PROGRESS_EVERY_S):
             return
         self._last_progress = now
-        write_json(self.store, self._key(records.PROGRESS), {**fields, "time": utc_now()})
+        per_gpu = fields["images_per_s"] / self.gpus if self.gpus else None
+        record = {**fields, "images_per_s_per_gpu": per_gpu, "time": utc_now()}
+        write_json(self.store, self._key(records.PROGRESS), record)
 
     def restore(self, epochs: list[dict[str, Any]]) -> None:
         """Continue from a checkpoint's records: metrics.json is rewritten from these, so an

@@ -78,13 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     trained = torch.compile(ddp) if config.compile else ddp
 
     headline = dataset_info(config.dataset).headline
-    recorder = Recorder(store, args.run_id, args.pair, enabled=rank == 0)
     base = {
         "split": splits.eval_split,
         "headline_metric": headline,
         "world_size": world,
         "gpus": world if device.type == "cuda" else 0,
     }
+    recorder = Recorder(store, args.run_id, args.pair, enabled=rank == 0, gpus=base["gpus"])
     status = {"epochs": config.epochs, "steps": steps}
 
     def evaluate_now(m: ImageClassifier) -> dict:

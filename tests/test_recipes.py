@@ -1,0 +1,84 @@
+"""The two study recipes, checked on the objects actually built (random init: no downloads)."""
+
+from __future__ import annotations
+
+import open_clip
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+from kbench.jobs import models
+from kbench.jobs.datasets import build_transforms
+from kbench.jobs.train import build_optimizer, warmup_steps
+from kbench.registry import model_info, prompts
+from kbench.spec import load_grid
+
+CPU = torch.device("cpu")
+FLOWERS102_TRAIN = 1020  # images in torchvision's Flowers102 train split
+
+
+def study(pair: str):
+    config = load_grid("all").pair(pair).config
+    config.pretrained = False  # same architecture, no weights to download
+    return config
+
+
+def test_clip_uses_quickgelu_with_openai_weights():
+    assert models.CLIP_ARCH == "ViT-B-32-quickgelu"
+    assert "openai" in open_clip.list_pretrained_tags_by_model(models.CLIP_ARCH)
+    classes, templates = prompts("cifar10")
+    model = models.build_model(study("cifar10_clip-vit-b32"), classes, templates, CPU)
+    activations = {type(m).__name__ for m in model.encoder.modules()}
+    assert "QuickGELU" in activations and "GELU" not in activations
+    assert model.head.weight.shape == (10, 512) and model.normalize
+
+
+def test_clip_optimizer_and_warmup():
+    config = study("flowers102_clip-vit-b32")
+    classes, templates = prompts("flowers102")
+    model = models.build_model(config, classes[:3], templates, CPU)
+    optimizer = build_optimizer(config, model, CPU)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [g["lr"] for g in optimizer.param_groups] == [3e-5, 3e-5]
+    assert all(g["weight_decay"] == 0.1 for g in optimizer.param_groups)
+    assert config.grad_clip == 1.0 and config.schedule == "cosine"
+    # Flowers102 at batch 512: 1 step an epoch, 10 steps in all. WiSE-FT's 500 warmup steps
+    # would be the whole run; the fraction leaves nearly all of it to the cosine schedule.
+    total = config.epochs * (FLOWERS102_TRAIN // config.batch_size)
+    assert total == 10
+    assert warmup_steps(config, total) <= 1
+    config.warmup_steps = 500
+    assert warmup_steps(config, total) == total  # clamped (and warned)
+
+
+def test_resnet50_head_and_optimizer():
+    config = study("dtd_resnet50")
+    model = models.build_model(config, prompts("dtd")[0], [], CPU)
+    assert isinstance(model.encoder.fc, torch.nn.Identity)
+    assert model.head.weight.shape == (47, 2048) and not model.normalize
+    optimizer = build_optimizer(config, model, CPU)
+    assert isinstance(optimizer, torch.optim.SGD)
+    backbone, head = optimizer.param_groups
+    assert (backbone["lr"], head["lr"]) == (0.001, 0.01)
+    assert backbone["momentum"] == head["momentum"] == 0.9
+    n_backbone = sum(p.numel() for p in backbone["params"])
+    assert n_backbone == 23_508_032  # ResNet50 without its fc
+
+
+def _ops(transform) -> dict:
+    return {type(t).__name__: t for t in transform.transforms}
+
+
+def test_transforms_of_each_recipe():
+    clip_train, clip_eval = build_transforms(model_info("clip-vit-b32"))
+    crop = _ops(clip_train)["RandomResizedCrop"]
+    assert tuple(crop.size) == (224, 224) and crop.scale == (0.9, 1.0)
+    assert crop.interpolation == InterpolationMode.BICUBIC
+    assert "RandomHorizontalFlip" not in _ops(clip_train)  # WiSE-FT does not flip
+    assert _ops(clip_eval)["Resize"].interpolation == InterpolationMode.BICUBIC
+    assert list(_ops(clip_eval)["Normalize"].mean) == [0.48145466, 0.4578275, 0.40821073]
+
+    resnet_train, resnet_eval = build_transforms(model_info("resnet50"))
+    assert isinstance(_ops(resnet_train)["RandomHorizontalFlip"], v2.RandomHorizontalFlip)
+    assert list(_ops(resnet_eval)["Resize"].size) == [232]  # IMAGENET1K_V2's eval preprocessing
+    assert tuple(_ops(resnet_eval)["CenterCrop"].size) == (224, 224)
+    assert list(_ops(resnet_eval)["Normalize"].mean) == [0.485, 0.456, 0.406]
