@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test chromium clean
 
 # A virtual environment with kbench (editable), the training stack and the test tools.
 # Rebuilt when pyproject.toml changes.
@@ -18,10 +18,14 @@ demo: $(VENV)/.installed
 	$(BIN)/kbench submit --grid smoke --backend local
 	$(BIN)/kbench collect
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# Headless Chromium renders the HTML report in the tests (Debian's package; needs root).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 clean:
 	rm -rf $(VENV) kbench-runs kbench-reports kbench-logs

@@ -171,17 +171,24 @@ def status(store, run_id, output) -> None:
     help="Folder for the report (default: kbench-reports/<run>).",
 )
 def collect(store, run_id, output_dir) -> None:
-    """Build the comparison report of a run: Markdown, CSV and JSON."""
+    """Build the comparison report of a run: HTML, Markdown, CSV and JSON."""
+    from kbench.backends import get_backend
     from kbench.report import gather, write_report
     from kbench.runs import load_run
     from kbench.storage import open_store
 
     the_store = open_store(store)
     run = load_run(the_store, run_id)
-    results = gather(the_store, run)
+    states = get_backend(run["backend"]).states(the_store, run)
+    results = gather(the_store, run, states)
     paths = write_report(results, output_dir or f"kbench-reports/{run['run_id']}")
-    with_records = sum(1 for p in results["pairs"] if p["epochs"])
-    click.echo(f"run {run['run_id']}: {with_records} of {len(results['pairs'])} pairs have records")
+    complete = sum(1 for p in results["pairs"] if p["state"] == "complete")
+    o = results["overall"]
+    click.echo(
+        f"run {run['run_id']}: {complete} of {len(results['pairs'])} pairs complete; "
+        f"CLIP wins {o['clip_wins']}, ResNet wins {o['resnet_wins']}, "
+        f"{o['ties'] + o['undecided']} tied or undecided"
+    )
     for path in paths:
         click.echo(f"wrote {path}")
 

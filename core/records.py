@@ -113,11 +113,13 @@ RESULT_SCHEMA = {
         "best",
         "final",
         "zero_shot",
+        "wise_ft",
         "epochs",
         "train_seconds",
         "parameters",
         "world_size",
         "gpus",
+        "environment",
     ],
     "properties": {
         "pair": {"type": "string"},
@@ -142,5 +144,9 @@ RESULT_SCHEMA = {
         "parameters": _count,
         "world_size": {"type": "integer", "minimum": 1},
         "gpus": _count,
+        "environment": {  # what trained: device, library versions
+            "type": "object",
+            "required": ["device", "torch", "torchvision", "open_clip", "python"],
+        },
     },
 }

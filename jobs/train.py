@@ -383,6 +383,23 @@ def summarize(pair, config, epochs, model, train_seconds, base, wise_ft) -> dict
         "parameters": sum(p.numel() for p in model.parameters()),
         "world_size": base["world_size"],
         "gpus": base["gpus"],
+        "environment": environment(),
+    }
+
+
+def environment() -> dict:
+    """What trained: for the report's run metadata."""
+    import open_clip
+    import torchvision
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "device": gpu or f"CPU ({os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "open_clip": open_clip.__version__,
+        "python": sys.version.split()[0],
+        "cuda": torch.version.cuda if gpu else None,
     }
 
 

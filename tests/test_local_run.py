@@ -86,7 +86,8 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch):
     assert rows[1][2] == ""  # ResNet has no epoch 0
     assert all(cell for row in rows[2:] for cell in row)
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "| epoch | synthetic_clip-tiny (top1) | synthetic_resnet-tiny (top1) |" in markdown
+    assert "| epoch | synthetic_clip-tiny | synthetic_resnet-tiny |" in markdown
+    assert "| synthetic | top1 | " in markdown  # the summary row, with a winner
     for epoch in range(7):
         assert f"\n| {epoch} | " in markdown
 
