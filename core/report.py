@@ -32,8 +32,11 @@ PUBLISHED_TOLERANCE = 2.0  # points off the published zero-shot number before a 
 # ------------------------------------------------------------------------------------- reading
 
 
-def gather(store: Store, run: dict[str, Any], states: dict[str, tuple[str, str]]) -> dict:
-    """Read every pair's config, epoch records and result, then build the results."""
+def gather(
+    store: Store, run: dict[str, Any], states: dict[str, tuple[str, str]], workers: int = 32
+) -> dict:
+    """Read every pair's config, epoch records and result (`workers` pairs at a time: S3 GETs
+    are latency-bound), then build the results."""
     run_id = run["run_id"]
 
     def one(pair: str) -> dict[str, Any]:
@@ -45,7 +48,7 @@ def gather(store: Store, run: dict[str, Any], states: dict[str, tuple[str, str]]
             "result": read_json(store, key(records.RESULT), default=None),
         }
 
-    with ThreadPoolExecutor(max_workers=32) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         raw = list(pool.map(one, run["pairs"]))
     return build_results(run, raw, states)
 

@@ -85,7 +85,7 @@ def test_s3_wrong_credentials_are_one_clear_error(s3_env, monkeypatch):
 
 
 def test_s3_unreachable_endpoint_is_one_clear_error(s3_env, monkeypatch):
-    from conftest import free_ports
+    from s3server import free_ports
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_ports(1)[0]}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
