@@ -10,6 +10,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -32,6 +33,8 @@ class KbenchGroup(click.Group):
             raise KbenchCliError(str(e), e.exit_code) from None
 
 
+# ------------------------------------------------------------------- options defined once
+
 store_option = click.option(
     "--store",
     envvar="KBENCH_STORE",
@@ -41,6 +44,34 @@ store_option = click.option(
     "[env: KBENCH_STORE]. S3 settings come from the standard AWS variables.",
 )
 run_option = click.option("--run", "run_id", help="Run id (default: the newest run in the store).")
+grid_option = click.option(
+    "--grid", "grid_ref", required=True,
+    help="A built-in grid (all, smoke) or the path of a grid YAML file.",
+)  # fmt: skip
+run_id_option = click.option("--run-id", help="Name the run (default: <grid>-<date>-<time>).")
+namespace_option = click.option(
+    "-n", "--namespace", help="kubernetes: namespace (default: the grid's, else default)."
+)
+context_option = click.option(
+    "--context", help="kubernetes: kubeconfig context (default: current)."
+)
+
+
+def cluster_options(f: Callable) -> Callable:
+    """Kubernetes settings; flags win over a --profile file, which wins over the grid's."""
+    options = [
+        click.option("--image", help="kubernetes: the training image."),
+        namespace_option,
+        context_option,
+        click.option("--profile", type=click.Path(dir_okay=False),
+                     help="kubernetes: a YAML file of cluster settings."),
+        click.option("--nodes", type=click.IntRange(min=1), help="kubernetes: pods per pair."),
+        click.option("--gpus-per-node", type=click.IntRange(min=1),
+                     help="kubernetes: GPUs (training processes) per pod."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
 @click.group(cls=KbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,22 +86,20 @@ def cli() -> None:
     """
 
 
+# ---------------------------------------------------------------------------------- commands
+
+
 @cli.command()
-@click.option(
-    "--grid",
-    "grid_ref",
-    required=True,
-    help="A built-in grid (all, smoke) or the path of a grid YAML file.",
-)
+@grid_option
 @click.option(
     "--backend",
-    type=click.Choice(["local"]),
+    type=click.Choice(["local", "kubernetes"]),
     default="local",
     show_default=True,
-    help="Where to train: local runs every pair on this machine under torchrun.",
+    help="local: every pair on this machine under torchrun; kubernetes: a Job a pair.",
 )
 @store_option
-@click.option("--run-id", help="Name the run (default: <grid>-<date>-<time>).")
+@run_id_option
 @click.option(
     "--parallel",
     type=click.IntRange(min=1),
@@ -85,7 +114,15 @@ def cli() -> None:
     show_default=True,
     help="local: training processes per pair (one per GPU; gloo on a CPU).",
 )
-@click.option("--dry-run", is_flag=True, help="Print every pair's resolved config; run nothing.")
+@cluster_options
+@click.option(
+    "--replace", is_flag=True, help="kubernetes: recreate pairs of this run already on the cluster."
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what would run (configs; for kubernetes the manifests) and stop.",
+)
 @click.option(
     "-o",
     "--output",
@@ -94,7 +131,8 @@ def cli() -> None:
     show_default=True,
     help="Format of --dry-run.",
 )
-def submit(grid_ref, backend, store, run_id, parallel, nproc_per_node, dry_run, output) -> None:
+def submit(grid_ref, backend, store, run_id, parallel, nproc_per_node, image, namespace, context,
+           profile, nodes, gpus_per_node, replace, dry_run, output) -> None:  # fmt: skip
     """Train every dataset x model pair of a grid and record the results in the store."""
     from kbench.backends import get_backend
     from kbench.errors import BackendError
@@ -104,82 +142,121 @@ def submit(grid_ref, backend, store, run_id, parallel, nproc_per_node, dry_run, 
 
     grid = load_grid(grid_ref)
     run_id = check_run_id(run_id) if run_id else new_run_id(grid.name)
-    chosen = get_backend(backend, parallel=parallel, nproc_per_node=nproc_per_node)
-    if dry_run:
-        pairs = [{"pair": p.name, "config": p.config.to_dict()} for p in grid.pairs]
-        _print({"run_id": run_id, "grid": grid.name, "backend": backend, "pairs": pairs}, output)
-        return
+    extra = {}
+    if backend == "kubernetes":
+        settings = _cluster_settings(grid, profile, image, namespace, context, nodes, gpus_per_node)
+        manifests = _rendered(run_id, grid.pairs, settings, store)
+        if dry_run:
+            _print_manifests(manifests, output)
+            return
+        chosen = get_backend(backend, settings=settings, replace=replace)
+        extra = {"cluster": {"namespace": settings.namespace, "context": settings.context}}
+    else:
+        chosen = get_backend(backend, parallel=parallel, nproc_per_node=nproc_per_node)
+        if dry_run:
+            pairs = [{"pair": p.name, "config": p.config.to_dict()} for p in grid.pairs]
+            _print({"run_id": run_id, "grid": grid.name, "backend": backend, "pairs": pairs},
+                   output)  # fmt: skip
+            return
     chosen.check()
     the_store = open_store(store)
-    run = create_run(the_store, run_id, grid, backend)
-    states = chosen.submit(the_store, run, click.echo)
-    failed = [pair for pair, state in states.items() if state != "succeeded"]
-    click.echo(
-        f"run {run_id}: {len(states) - len(failed)} of {len(states)} pairs succeeded; "
-        f"`kbench collect --run {run_id}` builds the report"
-    )
+    run = create_run(the_store, run_id, grid, backend, extra=extra,
+                     exist_ok=backend == "kubernetes")  # fmt: skip
+    outcomes = chosen.submit(the_store, run, grid.pairs, click.echo)
+    failed = [p for p, o in outcomes.items() if o.split(":")[0] in ("failed", "cancelled")]
+    if backend == "local":
+        click.echo(f"run {run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} pairs "
+                   f"succeeded; `kbench collect --run {run_id}` builds the report")  # fmt: skip
+    else:
+        _table([["PAIR", "SUBMITTED"]] + [[p, o] for p, o in outcomes.items()])
+        click.echo(f"run {run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} pairs on the "
+                   f"cluster; `kbench status --run {run_id}` follows them")  # fmt: skip
     if failed:
         raise BackendError(f"{len(failed)} pair(s) did not succeed: {', '.join(failed)}")
 
 
 @cli.command()
+@grid_option
+@store_option
+@run_id_option
+@cluster_options
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    default="-",
+    show_default=True,
+    help="A folder for one file per manifest, or - for standard output.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
+)
+def render(grid_ref, store, run_id, image, namespace, context, profile, nodes, gpus_per_node,
+           out, fmt) -> None:  # fmt: skip
+    """Write a grid's Kubernetes manifests (strictly validated); send nothing."""
+    from kbench.runs import check_run_id, new_run_id
+    from kbench.spec import load_grid
+
+    grid = load_grid(grid_ref)
+    run_id = check_run_id(run_id) if run_id else new_run_id(grid.name)
+    settings = _cluster_settings(grid, profile, image, namespace, context, nodes, gpus_per_node)
+    manifests = _rendered(run_id, grid.pairs, settings, store)
+    if out == "-":
+        _print_manifests(manifests, fmt)
+        return
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for m in manifests:
+        text = json.dumps(m, indent=2) + "\n" if fmt == "json" else _yaml(m)
+        (folder / f"{m['metadata']['name']}.{m['kind'].lower()}.{fmt}").write_text(text)
+    click.echo(f"wrote {len(manifests)} manifests to {folder}")
+
+
+@cli.command()
 @store_option
 @run_option
-@click.option(
-    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
-def status(store, run_id, output) -> None:
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)  # fmt: skip
+@namespace_option
+@context_option
+def status(store, run_id, output, namespace, context) -> None:
     """Where every pair of a run stands: state, epoch, latest headline metric."""
-    from kbench.backends import get_backend
     from kbench.runs import load_run, pair_statuses
     from kbench.storage import open_store
 
     the_store = open_store(store)
     run = load_run(the_store, run_id)
-    states = get_backend(run["backend"]).states(the_store, run)
+    states = _backend_of(run, namespace, context).states(the_store, run)
     rows = pair_statuses(the_store, run, states)
     if output == "json":
         _print({"run_id": run["run_id"], "pairs": [r.to_dict() for r in rows]}, "json")
         return
-    click.echo(
-        f"run {run['run_id']} (grid {run['grid']}, {run['backend']}, created {run['created']})"
-    )
+    click.echo(f"run {run['run_id']} (grid {run['grid']}, {run['backend']}, "
+               f"created {run['created']})")  # fmt: skip
     table = [["PAIR", "STATE", "EPOCH", "METRIC", "VALUE", "IMG/S", "ETA", "DETAIL"]]
     for r in rows:
-        table.append(
-            [
-                r.pair,
-                r.state,
-                f"{'-' if r.epoch is None else r.epoch}/{r.epochs}",
-                r.headline_metric,
-                _pct(r.headline),
-                _num(r.images_per_s),
-                _duration(r.eta_s),
-                r.detail,
-            ]
-        )
+        epoch = f"{'-' if r.epoch is None else r.epoch}/{r.epochs}"
+        table.append([r.pair, r.state, epoch, r.headline_metric, _pct(r.headline),
+                      _num(r.images_per_s), _duration(r.eta_s), r.detail])  # fmt: skip
     _table(table)
 
 
 @cli.command()
 @store_option
 @run_option
-@click.option(
-    "-o",
-    "--output-dir",
-    type=click.Path(file_okay=False),
-    help="Folder for the report (default: kbench-reports/<run>).",
-)
-def collect(store, run_id, output_dir) -> None:
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False),
+              help="Folder for the report (default: kbench-reports/<run>).")  # fmt: skip
+@namespace_option
+@context_option
+def collect(store, run_id, output_dir, namespace, context) -> None:
     """Build the comparison report of a run: HTML, Markdown, CSV and JSON."""
-    from kbench.backends import get_backend
     from kbench.report import gather, write_report
     from kbench.runs import load_run
     from kbench.storage import open_store
 
     the_store = open_store(store)
     run = load_run(the_store, run_id)
-    states = get_backend(run["backend"]).states(the_store, run)
+    states = _backend_of(run, namespace, context).states(the_store, run)
     results = gather(the_store, run, states)
     paths = write_report(results, output_dir or f"kbench-reports/{run['run_id']}")
     complete = sum(1 for p in results["pairs"] if p["state"] == "complete")
@@ -202,9 +279,8 @@ def runs(store) -> None:
 
     table = [["RUN", "GRID", "BACKEND", "PAIRS", "CREATED"]]
     for run in list_runs(open_store(store)):
-        table.append(
-            [run["run_id"], run["grid"], run["backend"], str(len(run["pairs"])), run["created"]]
-        )
+        table.append([run["run_id"], run["grid"], run["backend"], str(len(run["pairs"])),
+                      run["created"]])  # fmt: skip
     _table(table)
 
 
@@ -212,33 +288,88 @@ def runs(store) -> None:
 @click.argument("pair")
 @store_option
 @run_option
-def logs(pair, store, run_id) -> None:
+@click.option("-f", "--follow", is_flag=True, help="kubernetes: keep streaming new lines.")
+@click.option("--node", type=click.IntRange(min=0), default=0, show_default=True,
+              help="kubernetes: which pod (completion index) of a multi-node pair.")  # fmt: skip
+@namespace_option
+@context_option
+def logs(pair, store, run_id, follow, node, namespace, context) -> None:
     """Print a pair's training log."""
-    from kbench.backends import get_backend
     from kbench.runs import load_run
     from kbench.storage import open_store
 
     the_store = open_store(store)
     run = _with_pairs(load_run(the_store, run_id), [pair])
-    click.echo(get_backend(run["backend"]).logs(the_store, run, pair), nl=False)
+    text = _backend_of(run, namespace, context).logs(the_store, run, pair, follow=follow,
+                                                     node=node)  # fmt: skip
+    for chunk in [text] if isinstance(text, str) else text:
+        click.echo(chunk, nl=False)
 
 
 @cli.command()
 @click.argument("pairs", nargs=-1)
 @store_option
 @run_option
-def cancel(pairs, store, run_id) -> None:
+@namespace_option
+@context_option
+def cancel(pairs, store, run_id, namespace, context) -> None:
     """Stop the given pairs of a run (all of its pairs when none is named)."""
-    from kbench.backends import get_backend
     from kbench.runs import load_run
     from kbench.storage import open_store
 
     the_store = open_store(store)
     run = _with_pairs(load_run(the_store, run_id), list(pairs))
-    stopped = get_backend(run["backend"]).cancel(the_store, run, list(pairs) or run["pairs"])
+    backend = _backend_of(run, namespace, context)
+    stopped = backend.cancel(the_store, run, list(pairs) or run["pairs"])
     click.echo(
         f"run {run['run_id']}: stopped {', '.join(stopped) if stopped else 'nothing running'}"
     )
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def _cluster_settings(grid, profile, image, namespace, context, nodes, gpus_per_node):
+    from kbench.k8s.settings import load_profile, resolve
+
+    flags = {"image": image, "namespace": namespace, "context": context, "nodes": nodes,
+             "gpus_per_node": gpus_per_node}  # fmt: skip
+    given = {k: v for k, v in flags.items() if v is not None}
+    return resolve([
+        (grid.document.get("cluster"), f"{grid.source}: cluster"),
+        (load_profile(profile), str(profile)),
+        (given, "command line"),
+    ])  # fmt: skip
+
+
+def _rendered(run_id, pairs, settings, store):
+    """Rendered and strictly validated manifests; one invalid manifest stops everything."""
+    from kbench.errors import ConfigError
+    from kbench.k8s.render import render_run, validate
+    from kbench.storage import open_store
+
+    manifests = render_run(run_id, pairs, settings, open_store(store).uri)
+    problems = validate(manifests, settings.kubernetes_version)
+    if problems:
+        version, first = settings.kubernetes_version, problems[0]
+        raise ConfigError(
+            f"{len(problems)} manifest(s) fail the Kubernetes {version} schema; first: {first}"
+        )
+    return manifests
+
+
+def _backend_of(run: dict[str, Any], namespace: str | None = None, context: str | None = None):
+    """The backend that ran a run, pointed where the run went (flags may redirect it)."""
+    from kbench.backends import get_backend
+
+    if run["backend"] != "kubernetes":
+        return get_backend(run["backend"])
+    from kbench.k8s.settings import ClusterSettings
+
+    recorded = run.get("cluster", {})
+    settings = ClusterSettings(namespace=namespace or recorded.get("namespace", "default"),
+                               context=context or recorded.get("context"))  # fmt: skip
+    return get_backend("kubernetes", settings=settings)
 
 
 def _with_pairs(run: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
@@ -246,19 +377,28 @@ def _with_pairs(run: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
 
     for pair in pairs:
         if pair not in run["pairs"]:
-            raise ConfigError(
-                f"run {run['run_id']} has no pair {pair!r}; pairs: {', '.join(run['pairs'])}"
-            )
+            known = ", ".join(run["pairs"])
+            raise ConfigError(f"run {run['run_id']} has no pair {pair!r}; pairs: {known}")
     return run
 
 
-def _print(value: Any, output: str) -> None:
+def _print_manifests(manifests: list[dict], output: str) -> None:
     if output == "json":
-        click.echo(json.dumps(value, indent=2))
+        click.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2))
     else:
-        import yaml
+        from kbench.k8s.render import to_yaml
 
-        click.echo(yaml.safe_dump(value, sort_keys=False), nl=False)
+        click.echo(to_yaml(manifests), nl=False)
+
+
+def _print(value: Any, output: str) -> None:
+    click.echo(json.dumps(value, indent=2) + "\n" if output == "json" else _yaml(value), nl=False)
+
+
+def _yaml(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, sort_keys=False)
 
 
 def _table(rows: list[list[str]]) -> None:

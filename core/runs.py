@@ -35,10 +35,22 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def create_run(store: Store, run_id: str, grid: Grid, backend: str) -> dict[str, Any]:
-    """Write run.json and every pair's config.json; refuses to overwrite an existing run."""
+def create_run(
+    store: Store,
+    run_id: str,
+    grid: Grid,
+    backend: str,
+    extra: dict[str, Any] | None = None,
+    exist_ok: bool = False,
+) -> dict[str, Any]:
+    """Write run.json and every pair's config.json. An existing run is refused, or with
+    `exist_ok` (resubmitting to a cluster) returned as it is when it holds the same pairs."""
     check_run_id(run_id)
-    if read_json(store, records.run_key(run_id), default=None) is not None:
+    existing = read_json(store, records.run_key(run_id), default=None)
+    if existing is not None:
+        same = existing["pairs"] == [p.name for p in grid.pairs]
+        if exist_ok and same and existing["backend"] == backend:
+            return existing
         raise ConfigError(f"run {run_id!r} already exists in {store.uri}: pick another --run-id")
     run = {
         "run_id": run_id,
@@ -49,6 +61,7 @@ def create_run(store: Store, run_id: str, grid: Grid, backend: str) -> dict[str,
         "backend": backend,
         "created": utc_now(),
         "kbench_version": __version__,
+        **(extra or {}),
     }
     for pair in grid.pairs:
         write_json(

@@ -126,6 +126,7 @@ GRID_KEYS = {
     "models": "a list of model names, or a mapping of model name to config keys",
     "defaults": "config keys for every pair",
     "overrides": "a mapping of pair name (<dataset>_<model>) to config keys",
+    "cluster": "Kubernetes settings (image, namespace, nodes, gpus_per_node, ...)",
 }
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from kbench.errors import ConfigError
+from kbench.spec import Pair
 from kbench.storage import Store
 
 Echo = Callable[[str], None]
@@ -18,6 +19,7 @@ Echo = Callable[[str], None]
 # name -> "module:Class"; modules are imported only when their backend is used.
 BACKENDS = {
     "local": "kbench.backends.local:LocalBackend",
+    "kubernetes": "kbench.k8s.backend:KubernetesBackend",
 }
 
 
@@ -27,8 +29,11 @@ class Backend(Protocol):
     def check(self) -> None:
         """Raise a KbenchError saying what to install or configure, before anything runs."""
 
-    def submit(self, store: Store, run: dict[str, Any], echo: Echo) -> dict[str, str]:
-        """Start every pair of the run; returns pair -> state after submitting."""
+    def submit(
+        self, store: Store, run: dict[str, Any], pairs: list[Pair], echo: Echo
+    ) -> dict[str, str]:
+        """Start every pair of the run; returns pair -> outcome ("succeeded", "created", ...
+        or "failed: why")."""
 
     def states(self, store: Store, run: dict[str, Any]) -> dict[str, tuple[str, str]]:
         """pair -> (state, detail) as the backend sees it; pairs it knows nothing of are absent."""

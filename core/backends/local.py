@@ -32,7 +32,7 @@ LOG = "train.log"
 class LocalBackend:
     name = "local"
 
-    def __init__(self, parallel: int = 1, nproc_per_node: int = 1) -> None:
+    def __init__(self, parallel: int = 1, nproc_per_node: int = 1, **_: Any) -> None:
         self.parallel = parallel
         self.nproc_per_node = nproc_per_node
         self._running: dict[str, subprocess.Popen] = {}
@@ -52,7 +52,7 @@ class LocalBackend:
             "-m", "kbench.jobs.train", "--store", store.uri, "--run-id", run_id, "--pair", pair,
         ]  # fmt: skip
 
-    def submit(self, store: Store, run: dict[str, Any], echo: Echo) -> dict[str, str]:
+    def submit(self, store: Store, run: dict[str, Any], pairs: list, echo: Echo) -> dict[str, str]:
         run_id, pairs = run["run_id"], run["pairs"]
         echo(
             f"run {run_id}: {len(pairs)} pairs on this machine, {self.parallel} at a time, "

@@ -1,0 +1,278 @@
+"""The Kubernetes backend: one Indexed Job (+ headless Service when multi-node) per pair.
+
+Requests stay few and constant: `states` is two list calls (Jobs and Pods, selected by the
+run's labels) whatever the grid size; `submit` one list call plus one create per object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from kbench.backends import Echo
+from kbench.errors import BackendError, ConfigError
+from kbench.spec import Pair
+from kbench.storage import Store
+
+from .render import PAIR_LABEL, RUN_LABEL, job_name, render_run, run_selector, validate
+from .settings import ClusterSettings
+
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(self, settings: ClusterSettings | None = None, replace: bool = False,
+                 api_client: Any = None, **_: Any) -> None:  # fmt: skip
+        self.settings = settings or ClusterSettings()
+        self.replace = replace
+        self._api_client = api_client  # injected by tests; else built from the kubeconfig
+
+    # ------------------------------------------------------------------------------ clients
+
+    def check(self) -> None:
+        self.client()
+
+    def client(self) -> Any:
+        if self._api_client is None:
+            from kubernetes import config
+            from kubernetes.config.config_exception import ConfigException
+
+            try:
+                # KUBECONFIG is read here, not when the kubernetes package was imported.
+                self._api_client = config.new_client_from_config(
+                    config_file=os.environ.get("KUBECONFIG"), context=self.settings.context
+                )
+            except ConfigException as e:
+                try:  # inside a pod: its service account
+                    config.load_incluster_config()
+                    from kubernetes import client
+
+                    self._api_client = client.ApiClient()
+                except ConfigException:
+                    raise BackendError(
+                        f"no usable kubeconfig ({e}): set KUBECONFIG or ~/.kube/config, "
+                        "or pick one with --context"
+                    ) from None
+        return self._api_client
+
+    def _batch(self) -> Any:
+        from kubernetes import client
+
+        return client.BatchV1Api(self.client())
+
+    def _core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.client())
+
+    # ------------------------------------------------------------------------------- verbs
+
+    def submit(
+        self, store: Store, run: dict[str, Any], pairs: list[Pair], echo: Echo
+    ) -> dict[str, str]:
+        run_id = run["run_id"]
+        manifests = render_run(run_id, pairs, self.settings, store.uri)
+        problems = validate(manifests, self.settings.kubernetes_version)
+        if problems:
+            raise ConfigError(f"{len(problems)} invalid manifest(s); first: {problems[0]}")
+        existing = {job.metadata.name for job in self._jobs(run_id)}
+
+        outcomes = {}
+        for pair in pairs:
+            job = job_name(run_id, pair.name)
+            outcomes[pair.name] = self._submit_pair(job, manifests, exists=job in existing)
+            echo(f"{pair.name}: {outcomes[pair.name]} (job {job})")
+        return outcomes
+
+    def _submit_pair(self, job: str, manifests: list[dict], exists: bool) -> str:
+        if exists and not self.replace:
+            return "exists, skipped"
+        try:
+            if exists:
+                self._delete(job)
+            for manifest in manifests:  # the Service first: the Job's pods resolve through it
+                if manifest["metadata"]["name"] == job:
+                    self._create(manifest)
+        except BackendError as e:
+            return f"failed: {e}"
+        return "replaced" if exists else "created"
+
+    def _create(self, manifest: dict) -> None:
+        ns, kind = self.settings.namespace, manifest["kind"]
+        resource = "jobs" if kind == "Job" else "services"
+        with self._errors("create", resource, manifest["metadata"]["name"]):
+            try:
+                if kind == "Job":
+                    self._batch().create_namespaced_job(ns, manifest)
+                else:
+                    self._core().create_namespaced_service(ns, manifest)
+            except ApiException as e:
+                if not (e.status == 409 and kind == "Service"):
+                    raise  # a Service left by an earlier submission of the pair is reused
+
+    def _delete(self, job: str) -> None:
+        ns = self.settings.namespace
+        with self._errors("delete", "jobs", job):
+            # Background propagation: the garbage collector removes the pods too.
+            self._batch().delete_namespaced_job(job, ns, propagation_policy="Background")
+        with self._errors("delete", "services", job):
+            try:
+                self._core().delete_namespaced_service(job, ns)
+            except ApiException as e:
+                if e.status != 404:  # single-node pairs have no Service
+                    raise
+
+    def _jobs(self, run_id: str) -> list:
+        with self._errors("list", "jobs"):
+            jobs = (
+                self._batch()
+                .list_namespaced_job(self.settings.namespace, label_selector=run_selector(run_id))
+                .items
+            )
+        return [j for j in jobs if _labels(j).get(RUN_LABEL) == run_id]  # belt and braces
+
+    def _pods(self, run_id: str, pair: str | None = None) -> list:
+        selector = run_selector(run_id) + (f",{PAIR_LABEL}={pair}" if pair else "")
+        with self._errors("list", "pods"):
+            pods = (
+                self._core()
+                .list_namespaced_pod(self.settings.namespace, label_selector=selector)
+                .items
+            )
+        return [
+            p for p in pods
+            if _labels(p).get(RUN_LABEL) == run_id and pair in (None, _labels(p).get(PAIR_LABEL))
+        ]  # fmt: skip
+
+    def states(self, store: Store, run: dict[str, Any]) -> dict[str, tuple[str, str]]:
+        pods_by_pair: dict[str, list] = {}
+        for pod in self._pods(run["run_id"]):
+            pods_by_pair.setdefault(_labels(pod).get(PAIR_LABEL), []).append(pod)
+        states = {}
+        for job in self._jobs(run["run_id"]):
+            pair = _labels(job).get(PAIR_LABEL)
+            if pair in run["pairs"]:
+                states[pair] = job_state(job, pods_by_pair.get(pair, []))
+        return states
+
+    def logs(self, store: Store, run: dict[str, Any], pair: str, follow: bool = False,
+             node: int = 0) -> Iterator[str] | str:  # fmt: skip
+        ns = self.settings.namespace
+        pods = [
+            p for p in self._pods(run["run_id"], pair)
+            if (p.metadata.annotations or {}).get(INDEX_ANNOTATION, "0") == str(node)
+        ]  # fmt: skip
+        if not pods:
+            raise BackendError(f"no pod of {pair} (node {node}) yet: `kbench status` shows why")
+        pod = max(pods, key=lambda p: p.metadata.creation_timestamp or 0)  # the newest attempt
+        with self._errors("get", "pods/log", pod.metadata.name):
+            if not follow:
+                return self._core().read_namespaced_pod_log(
+                    pod.metadata.name, ns, container="train"
+                )
+            stream = self._core().read_namespaced_pod_log(
+                pod.metadata.name, ns, container="train", follow=True, _preload_content=False
+            )
+        return (chunk.decode(errors="replace") for chunk in stream.stream())
+
+    def cancel(self, store: Store, run: dict[str, Any], pairs: list[str]) -> list[str]:
+        stopped = []
+        for job in self._jobs(run["run_id"]):
+            pair = _labels(job).get(PAIR_LABEL)
+            if pair in pairs:
+                self._delete(job.metadata.name)
+                stopped.append(pair)
+        return stopped
+
+    # ------------------------------------------------------------------------------ errors
+
+    @contextlib.contextmanager
+    def _errors(self, verb: str, resource: str, name: str | None = None) -> Iterator[None]:
+        """One line that says what to do for each way the API server can say no."""
+        ns = self.settings.namespace
+        what = f"{resource}/{name}" if name else resource
+        try:
+            yield
+        except ApiException as e:
+            message = _api_message(e)
+            if e.status == 401:
+                raise BackendError(
+                    "the API server rejected the credentials (401 Unauthorized): "
+                    "log in again or refresh the kubeconfig"
+                ) from None
+            if e.status == 403:
+                raise BackendError(
+                    f"forbidden (403): you may not {verb} {resource} in namespace {ns!r}; "
+                    f"ask for a Role that grants {verb} on {resource}"
+                ) from None
+            if e.status == 404 and ("namespaces" in message and ns in message or verb == "create"):
+                raise BackendError(
+                    f"namespace {ns!r} not found: create it (kubectl create namespace {ns}) "
+                    "or pass --namespace"
+                ) from None
+            if e.status == 409:
+                raise BackendError(f"{what} already exists (409): use --replace") from None
+            if e.status == 422:
+                raise BackendError(f"the API server refused {what} (422): {message}") from None
+            raise BackendError(f"{verb} {what} failed ({e.status}): {message}") from None
+        except HTTPError as e:
+            host = self.client().configuration.host
+            raise BackendError(
+                f"cannot reach the Kubernetes API server at {host} ({type(e).__name__}): "
+                "check --context, the kubeconfig and the network"
+            ) from None
+
+
+class _EmptyStatus:
+    """A Job the controller has not touched yet."""
+
+    conditions = active = failed = None
+
+
+def _labels(obj: Any) -> dict[str, str]:
+    return obj.metadata.labels or {}
+
+
+def _api_message(e: Any) -> str:
+    try:
+        return json.loads(e.body).get("message", "") or str(e.reason)
+    except (TypeError, ValueError):
+        return str(e.reason)
+
+
+def job_state(job: Any, pods: list) -> tuple[str, str]:
+    """(state, detail) of a pair from its Job and pods."""
+    status = job.status or _EmptyStatus()
+    conditions = {c.type: c for c in (status.conditions or []) if c.status == "True"}
+    if "Complete" in conditions:
+        return "succeeded", ""
+    if "Failed" in conditions:
+        c = conditions["Failed"]
+        return "failed", f"{c.reason}: {c.message}" if c.message else (c.reason or "")
+    if job.spec.suspend:
+        return "queued", "waiting for admission (suspended)"
+    restarts = (status.failed or 0) + sum(
+        cs.restart_count or 0 for p in pods for cs in (p.status.container_statuses or [])
+    )
+    waiting = [
+        f"{cs.state.waiting.reason}"
+        for p in pods
+        for cs in (p.status.container_statuses or [])
+        if cs.state and cs.state.waiting and cs.state.waiting.reason
+    ]
+    phases = {p.status.phase for p in pods}
+    if (status.active or 0) and "Running" in phases and "Pending" not in phases:
+        if restarts:
+            return "restarting", f"{restarts} restart(s)"
+        return "running", ""
+    if restarts:
+        return "restarting", f"{restarts} restart(s)"
+    return "pending", ", ".join(sorted(set(waiting))) or "waiting for pods"

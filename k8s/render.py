@@ -1,0 +1,163 @@
+"""Pure rendering: (run, pairs, cluster settings) in, Kubernetes manifests (dicts) out.
+
+One Jinja environment for every template: StrictUndefined (a missing value fails the render
+instead of writing `None` into a manifest), every value written through `tojson`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib import resources
+from typing import Any
+
+import jinja2
+import yaml
+
+from kbench.errors import JOB_ERROR_EXIT_CODE, ConfigError
+from kbench.spec import Pair
+from kbench.storage import STORE_ENV
+
+from .settings import ClusterSettings
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+RUN_LABEL = "kbench.dev/run"
+PAIR_LABEL = "kbench.dev/pair"
+DATASET_LABEL = "kbench.dev/dataset"
+MODEL_LABEL = "kbench.dev/model"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+RENDEZVOUS_PORT = 29500
+# Pod hostnames are "<job>-<index>" and must stay DNS labels (63): leave room for the index.
+MAX_JOB_NAME = 56
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FunctionLoader(
+        lambda name: resources.files("kbench.k8s").joinpath(f"templates/{name}").read_text("utf-8")
+    ),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+_ENV.filters["pull_secret"] = lambda name: {"name": name}
+
+
+def dns_name(*parts: str, limit: int = MAX_JOB_NAME) -> str:
+    """A valid DNS-1123 label from the parts, deterministic; long ones keep a hash suffix."""
+    name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower())
+    name = re.sub(r"-+", "-", name).strip("-")
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-')}-{digest}"
+
+
+def job_name(run_id: str, pair: str) -> str:
+    return dns_name("kb", run_id, pair)
+
+
+def run_selector(run_id: str) -> str:
+    return f"{MANAGED_BY}=kbench,{RUN_LABEL}={run_id}"
+
+
+def render_run(
+    run_id: str, pairs: list[Pair], settings: ClusterSettings, store_uri: str
+) -> list[dict]:
+    """Every manifest of a run: per pair a Job, plus a headless Service when nodes > 1."""
+    if not settings.image:
+        raise ConfigError(
+            "no image to run: set `image` in the grid's cluster section, a --profile, or --image"
+        )
+    if not store_uri.startswith("s3://"):
+        raise ConfigError(
+            f"store {store_uri!r} is a local folder the pods cannot reach: "
+            "use --store s3://bucket/prefix (or KBENCH_STORE)"
+        )
+    manifests = []
+    for pair in pairs:
+        model = _model(run_id, pair, settings, store_uri)
+        if model["service"]:
+            manifests.append(_render("service.yaml.j2", model))
+        manifests.append(_render("job.yaml.j2", model))
+    return manifests
+
+
+def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -> dict[str, Any]:
+    job = job_name(run_id, pair.name)
+    service = job if settings.nodes > 1 else None
+    labels = {
+        MANAGED_BY: "kbench",
+        RUN_LABEL: run_id,
+        PAIR_LABEL: pair.name,
+        DATASET_LABEL: pair.config.dataset,
+        MODEL_LABEL: pair.config.model,
+    }
+    if settings.queue:
+        labels[QUEUE_LABEL] = settings.queue
+    env = {"PYTHONUNBUFFERED": "1", STORE_ENV: store_uri, "TMPDIR": "/scratch",
+           "HF_HOME": "/scratch/huggingface", "TORCH_HOME": "/scratch/torch"}  # fmt: skip
+    if settings.s3_endpoint:
+        env["AWS_ENDPOINT_URL"] = settings.s3_endpoint
+    if settings.s3_region:
+        env["AWS_REGION"] = settings.s3_region
+    resources_ = {"cpu": str(settings.cpu), "memory": str(settings.memory),
+                  "nvidia.com/gpu": str(settings.gpus_per_node)}  # fmt: skip
+    return {
+        "settings": settings,
+        "job": job,
+        "service": service,
+        "port": RENDEZVOUS_PORT,
+        "labels": labels,
+        "command": torchrun_command(run_id, pair.name, settings, store_uri, job, service),
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "resources": resources_,
+        "config_error_exit_code": JOB_ERROR_EXIT_CODE,
+    }
+
+
+def torchrun_command(run_id: str, pair: str, settings: ClusterSettings, store_uri: str,
+                     job: str, service: str | None) -> list[str]:  # fmt: skip
+    command = ["torchrun", f"--nnodes={settings.nodes}",
+               f"--nproc-per-node={settings.gpus_per_node}"]  # fmt: skip
+    if service is None:
+        command.append("--standalone")
+    else:
+        # c10d rendezvous hosted by the first pod; pods that start late (image pulls, queues)
+        # still join within the timeout.
+        command += [
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={job}-0.{service}:{RENDEZVOUS_PORT}",
+            f"--rdzv-id={job}",
+            f"--rdzv-conf=join_timeout={settings.rendezvous_timeout}",
+        ]
+    return command + ["-m", "kbench.jobs.train", "--store", store_uri, "--run-id", run_id,
+                      "--pair", pair]  # fmt: skip
+
+
+def _render(template: str, model: dict[str, Any]) -> dict:
+    text = _ENV.get_template(template).render(m=model)
+    return yaml.safe_load(text)
+
+
+def validate(manifests: list[dict], kubernetes_version: str) -> list[str]:
+    """Strict OpenAPI validation (unknown fields fail); one line per problem, empty if none."""
+    import kubernetes_validate
+
+    problems = []
+    for manifest in manifests:
+        try:
+            kubernetes_validate.validate(manifest, kubernetes_version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            where = ".".join(str(p) for p in e.path) or "(top)"
+            name = f"{manifest['kind']} {manifest['metadata']['name']}"
+            problems.append(f"{name}: {where}: {e.message}")
+        except kubernetes_validate.utils.VersionNotSupportedError:
+            raise ConfigError(
+                f"no schema for Kubernetes {kubernetes_version}: pick a version kubernetes-"
+                "validate ships (kubernetes_version in the cluster settings)"
+            ) from None
+    return problems
+
+
+def to_yaml(manifests: list[dict]) -> str:
+    return yaml.safe_dump_all(manifests, sort_keys=False)

@@ -1,0 +1,96 @@
+"""Cluster settings of a submission: image, namespace, resources and scheduling knobs.
+
+Resolved in layers, later ones winning: the grid's `cluster:` section < a profile file
+(`--profile`, YAML with the same keys) < command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kbench.errors import ConfigError
+
+
+@dataclass
+class ClusterSettings:
+    image: str | None = None  # required to submit; the project's training image
+    namespace: str = "default"
+    context: str | None = None  # kubeconfig context; None: the current one
+    nodes: int = 1  # pods per pair (one per node); > 1 adds a headless Service for rendezvous
+    gpus_per_node: int = 1  # training processes per pod, one per GPU
+    cpu: str = "8"  # per pod
+    memory: str = "64Gi"  # per pod, including /dev/shm
+    shm_size: str = "16Gi"  # memory-backed /dev/shm for DataLoader workers
+    scratch_size: str = "100Gi"  # emptyDir for the dataset cache and checkpoints in transit
+    s3_secret: str | None = "kbench-s3"  # Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+    s3_endpoint: str | None = None  # AWS_ENDPOINT_URL for the pods (MinIO, Ceph, R2, ...)
+    s3_region: str | None = None
+    service_account: str | None = None  # e.g. one bound to an IAM role (IRSA) instead of a Secret
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+    priority_class: str | None = None
+    image_pull_secrets: list[str] = field(default_factory=list)
+    queue: str | None = None  # Kueue LocalQueue: Kueue then suspends and admits the Job
+    backoff_limit: int = 3  # pod failures (not preemptions) before the Job fails
+    ttl_seconds_after_finished: int | None = 7 * 24 * 3600
+    active_deadline_seconds: int | None = None
+    rendezvous_timeout: int = 900  # seconds torchrun waits for every node (slow image pulls)
+    kubernetes_version: str = "1.33.0"  # schema the manifests are validated against
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def resolve(layers: list[tuple[dict[str, Any] | None, str]]) -> ClusterSettings:
+    """Merge (mapping, where-it-came-from) layers onto the defaults, checking keys and types."""
+    merged: dict[str, Any] = {}
+    hints = typing.get_type_hints(ClusterSettings)
+    for layer, where in layers:
+        if layer is None:
+            continue
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{where}: expected a mapping of cluster settings")
+        for key, value in layer.items():
+            if key not in hints:
+                allowed = ", ".join(ClusterSettings.keys())
+                raise ConfigError(f"{where}: unknown key {key!r}; allowed: {allowed}")
+            if value is not None and not _fits(value, hints[key]):
+                raise ConfigError(f"{where}: {key}: wrong type, got {value!r}")
+            merged[key] = value
+    settings = ClusterSettings(**merged)
+    for key in ("nodes", "gpus_per_node", "backoff_limit", "rendezvous_timeout"):
+        if getattr(settings, key) < (0 if key == "backoff_limit" else 1):
+            raise ConfigError(f"cluster settings: {key} must be positive")
+    return settings
+
+
+def load_profile(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        return yaml.safe_load(Path(path).read_text("utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"no profile file {path!r}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {getattr(e, 'problem', e)}") from None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_fits(value, h) for h in typing.get_args(hint) if h is not type(None))
+    if origin is not None:
+        return isinstance(value, origin)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)

@@ -1,0 +1,88 @@
+"""A Kubernetes API stand-in for tests: kmock's KubernetesEmulator served over real HTTP from a
+background thread, so the real `kubernetes` client talks to it through a real kubeconfig.
+
+What it does not do (see DESIGN section 8): filter by label selector, run anything, or know
+resources that were not declared; tests move Jobs through their states by patching status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kmock
+import yaml
+
+
+def _resource(kind: str, subresources: list[str]) -> dict:
+    verbs = ["list", "get", "create", "patch", "delete"]
+    return {"namespaced": True, "kind": kind, "singular": kind.lower(), "verbs": verbs,
+            "shortnames": [], "categories": [], "subresources": subresources}  # fmt: skip
+
+
+# The resources kbench uses; an emulator knows only those declared.
+RESOURCES = {
+    "batch/v1/jobs": _resource("Job", ["status"]),
+    "v1/pods": _resource("Pod", ["log", "status"]),
+    "v1/services": _resource("Service", []),
+}
+
+
+@dataclass
+class Cluster:
+    emulator: Any  # kmock.KubernetesEmulator: requests and objects, for assertions
+    url: str
+    kubeconfig: Path
+
+    def requests(self, method: str | None = None, path_part: str = "") -> list:
+        return [
+            r for r in list(self.emulator)
+            if (method is None or r.method.value == method) and path_part in str(r.url)
+        ]  # fmt: skip
+
+    def fail(self, method: str, resource: str, status: int, message: str) -> None:
+        """Make every such request fail as the API server fails: with a Status object."""
+        body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": status,
+                "message": message, "reason": "Failure"}  # fmt: skip
+        view = self.emulator[method, kmock.resource(resource)]
+        view << kmock.Response(status=status, payload=body)
+
+
+def write_kubeconfig(path: Path, url: str, context: str = "emulator") -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": context,
+        "clusters": [{"name": context, "cluster": {"server": url}}],
+        "users": [{"name": context, "user": {"token": "test-token"}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+    }))  # fmt: skip
+    return path
+
+
+@contextlib.contextmanager
+def kubernetes_emulator(folder: Path) -> Iterator[Cluster]:
+    ready, stop, box = threading.Event(), threading.Event(), {}
+
+    async def serve() -> None:
+        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+            for name, resource in RESOURCES.items():
+                emulator.resources[name] = resource
+            box["emulator"], box["url"] = emulator, str(server.url).rstrip("/")
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    if not ready.wait(30):
+        raise RuntimeError("the Kubernetes emulator did not start")
+    try:
+        kubeconfig = write_kubeconfig(folder / "kubeconfig", box["url"])
+        yield Cluster(emulator=box["emulator"], url=box["url"], kubeconfig=kubeconfig)
+    finally:
+        stop.set()
+        thread.join(10)

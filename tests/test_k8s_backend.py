@@ -1,0 +1,220 @@
+"""The Kubernetes backend through the real `kubernetes` client, over HTTP, against an API
+emulator, with a real kubeconfig and a real S3 server: what is sent, and what the user sees."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import kmock
+import pytest
+from click.testing import CliRunner
+from k8s_emulator import kubernetes_emulator, write_kubeconfig
+from kubernetes import client as k8s
+from kubernetes import config as kubeconfig
+from s3server import free_ports
+
+from kbench.cli.main import cli
+from kbench.k8s.render import job_name
+
+RUN = "study"
+NS = "ml"
+SELECTOR = "app.kubernetes.io/managed-by=kbench,kbench.dev/run=study"
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch, s3_env):
+    with kubernetes_emulator(tmp_path) as cluster:
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+        monkeypatch.setenv("KBENCH_STORE", s3_env.uri(f"k8s/{tmp_path.name}"))
+        yield cluster
+
+
+def kbench(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def submit(*extra: str):
+    return kbench("submit", "--grid", "all", "--backend", "kubernetes", "--run-id", RUN,
+                  "--image", "registry.example/kbench:1", "-n", NS, *extra)  # fmt: skip
+
+
+def api() -> tuple:
+    api_client = kubeconfig.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    return k8s.BatchV1Api(api_client), k8s.CoreV1Api(api_client)
+
+
+def test_submit_creates_one_job_per_pair_and_resubmitting_duplicates_nothing(cluster):
+    result = submit()
+    assert result.exit_code == 0, result.output
+    assert "18 of 18 pairs on the cluster" in result.output
+    posts = cluster.requests("POST", f"/apis/batch/v1/namespaces/{NS}/jobs")
+    assert len(posts) == 18
+    bodies = {p.data["metadata"]["name"]: p.data for p in posts}
+    job = bodies[job_name(RUN, "dtd_resnet50")]
+    assert job["metadata"]["labels"]["kbench.dev/pair"] == "dtd_resnet50"
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/kbench:1"
+    lists = cluster.requests("GET", f"/apis/batch/v1/namespaces/{NS}/jobs")
+    assert len(lists) == 1
+    assert lists[0].url.query["labelSelector"] == SELECTOR
+
+    again = submit()
+    assert again.exit_code == 0, again.output
+    assert again.output.count("exists, skipped (job") == 18  # progress, then the table
+    assert len(cluster.requests("POST", "/jobs")) == 18  # nothing new was created
+
+    replaced = submit("--replace")
+    assert replaced.exit_code == 0, replaced.output
+    assert replaced.output.count(": replaced (job") == 18
+    deletes = cluster.requests("DELETE", "/jobs/")
+    assert len(deletes) == 18 and all("propagationPolicy=Background" in str(d.url) for d in deletes)
+    assert len(cluster.requests("POST", "/jobs")) == 36
+
+
+def test_multi_node_pairs_get_a_headless_service_first(cluster):
+    result = submit("--nodes", "2", "--gpus-per-node", "8")
+    assert result.exit_code == 0, result.output
+    services = cluster.requests("POST", f"/api/v1/namespaces/{NS}/services")
+    assert len(services) == 18
+    assert services[0].data["spec"]["clusterIP"] == "None"
+    first = [str(r.url) for r in cluster.requests("POST")][:2]
+    assert first[0].endswith("/services") and first[1].endswith("/jobs")
+
+
+def set_job_status(name: str, status: dict, suspend: bool | None = None) -> None:
+    batch, _ = api()
+    batch.patch_namespaced_job_status(name, NS, {"status": status})
+    if suspend is not None:
+        batch.patch_namespaced_job(name, NS, {"spec": {"suspend": suspend}})
+
+
+def add_pod(pair: str, phase: str, restarts: int = 0, waiting: str | None = None) -> None:
+    _, core = api()
+    labels = {"app.kubernetes.io/managed-by": "kbench", "kbench.dev/run": RUN,
+              "kbench.dev/pair": pair}  # fmt: skip
+    state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    core.create_namespaced_pod(NS, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{job_name(RUN, pair)}-0-x{restarts}", "labels": labels,
+                     "annotations": {"batch.kubernetes.io/job-completion-index": "0"}},
+        "spec": {"containers": [{"name": "train", "image": "i"}]},
+        "status": {"phase": phase, "containerStatuses": [{
+            "name": "train", "image": "i", "imageID": "", "ready": phase == "Running",
+            "restartCount": restarts, "state": state}]},
+    })  # fmt: skip
+
+
+def states() -> dict:
+    result = kbench("status", "-o", "json")
+    assert result.exit_code == 0, result.output
+    return {p["pair"]: (p["state"], p["detail"]) for p in json.loads(result.output)["pairs"]}
+
+
+def test_status_follows_jobs_through_their_states_with_two_requests(cluster):
+    assert submit().exit_code == 0
+    queued, pending, running = "cifar10_clip-vit-b32", "cifar10_resnet50", "dtd_clip-vit-b32"
+    restarting, done, failed = "dtd_resnet50", "food101_clip-vit-b32", "food101_resnet50"
+    set_job_status(job_name(RUN, queued), {}, suspend=True)
+    set_job_status(job_name(RUN, pending), {"active": 1})
+    add_pod(pending, "Pending", waiting="ImagePullBackOff")
+    set_job_status(job_name(RUN, running), {"active": 1})
+    add_pod(running, "Running")
+    set_job_status(job_name(RUN, restarting), {"active": 1, "failed": 2})
+    add_pod(restarting, "Running")
+    set_job_status(job_name(RUN, done), {"succeeded": 1, "conditions": [
+        {"type": "Complete", "status": "True"}]})  # fmt: skip
+    set_job_status(job_name(RUN, failed), {"failed": 4, "conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+         "message": "Job has reached the specified backoff limit"}]})  # fmt: skip
+
+    before = len(cluster.requests("GET"))
+    seen = states()
+    assert len(cluster.requests("GET")) - before == 2  # one list of Jobs, one of Pods
+    assert seen[queued] == ("queued", "waiting for admission (suspended)")
+    assert seen[pending] == ("pending", "ImagePullBackOff")
+    assert seen[running] == ("running", "")
+    assert seen[restarting] == ("restarting", "2 restart(s)")
+    assert seen[done][0] == "succeeded"
+    assert seen[failed] == ("failed", "BackoffLimitExceeded: Job has reached the specified "
+                                      "backoff limit")  # fmt: skip
+    assert seen["stl10_resnet50"] == ("pending", "waiting for pods")
+    assert [r.url.query["labelSelector"] for r in cluster.requests("GET")[before:]] == [
+        SELECTOR, SELECTOR,
+    ]  # fmt: skip
+
+
+def test_logs_and_cancel(cluster):
+    assert submit().exit_code == 0
+    add_pod("dtd_resnet50", "Running")
+    log = cluster.emulator["get", kmock.resource("v1/pods"), kmock.subresource("log")]
+    log << kmock.Response(status=200, payload=b"epoch 1/20 top1 61.0%\n",
+                          headers={"Content-Type": "text/plain"})  # fmt: skip
+    logs = kbench("logs", "dtd_resnet50")
+    assert logs.exit_code == 0, logs.output
+    assert "epoch 1/20 top1 61.0%" in logs.output
+    assert "container=train" in str(cluster.requests("GET", "/log")[-1].url)
+
+    cancelled = kbench("cancel", "dtd_resnet50", "stl10_clip-vit-b32")
+    assert cancelled.exit_code == 0, cancelled.output
+    deletes = [str(r.url) for r in cluster.requests("DELETE", "/jobs/")]
+    assert sorted(d.split("/jobs/")[1].split("?")[0] for d in deletes) == sorted(
+        [job_name(RUN, "dtd_resnet50"), job_name(RUN, "stl10_clip-vit-b32")]
+    )
+    assert all("propagationPolicy=Background" in d for d in deletes)
+
+
+ERRORS = [
+    (401, "Unauthorized", "the API server rejected the credentials (401 Unauthorized)"),
+    (403, 'jobs.batch is forbidden: User "u" cannot create resource "jobs"',
+     f"forbidden (403): you may not create jobs in namespace '{NS}'"),
+    (404, f'namespaces "{NS}" not found', f"namespace '{NS}' not found: create it"),
+    (422, 'Job.batch "x" is invalid: spec.template: Required value',
+     "(422): Job.batch \"x\" is invalid: spec.template: Required value"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "message", "shown"), ERRORS)
+def test_api_errors_are_one_line_each(cluster, status, message, shown):
+    cluster.fail("post", "batch/v1/jobs", status, message)
+    result = submit()
+    assert result.exit_code == 1
+    assert shown in result.output
+    assert "Traceback" not in result.output
+    assert result.output.rstrip().splitlines()[-1].startswith("Error: 18 pair(s) did not succeed")
+
+
+def test_a_job_of_the_same_name_from_elsewhere_is_a_conflict(cluster):
+    batch, _ = api()
+    name = job_name(RUN, "dtd_resnet50")
+    template = {"spec": {"containers": [{"name": "c", "image": "i"}], "restartPolicy": "Never"}}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+           "spec": {"template": template}}  # fmt: skip
+    batch.create_namespaced_job(NS, job)
+    result = submit()
+    assert result.exit_code == 1
+    assert f"jobs/{name} already exists (409): use --replace" in result.output
+    assert "17 of 18 pairs on the cluster" in result.output
+
+
+def test_no_kubeconfig(cluster, monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    result = submit()
+    assert result.exit_code == 1
+    assert "no usable kubeconfig" in result.output and result.output.count("\n") == 1
+
+
+def test_unreachable_api_server(cluster, monkeypatch, tmp_path):
+    dead = write_kubeconfig(tmp_path / "dead", f"http://127.0.0.1:{free_ports(1)[0]}")
+    monkeypatch.setenv("KUBECONFIG", str(dead))
+    result = submit()
+    assert result.exit_code == 1
+    assert "cannot reach the Kubernetes API server at http://127.0.0.1:" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_local_store_is_refused_before_anything_is_sent(cluster, tmp_path):
+    result = submit("--store", str(tmp_path / "local"))
+    assert result.exit_code == 2
+    assert "is a local folder the pods cannot reach" in result.output
+    assert cluster.requests() == []
