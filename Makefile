@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test chromium clean
+.PHONY: demo test goldens chromium clean
 
 # A virtual environment with kbench (editable), the training stack and the test tools.
 # Rebuilt when pyproject.toml changes.
@@ -22,6 +22,10 @@ test: $(VENV)/.installed chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# Rewrite the golden manifests in tests/golden after an intended change; review the diff.
+goldens: $(VENV)/.installed
+	KBENCH_UPDATE_GOLDENS=1 $(BIN)/pytest -q tests/test_k8s_render.py -k golden
 
 # Headless Chromium renders the HTML report in the tests (Debian's package; needs root).
 chromium:

@@ -1,0 +1,196 @@
+"""Rendered manifests: golden files, field by field checks, and strict schema validation.
+
+Regenerate the goldens after an intended change with `make goldens`."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from kbench.cli.main import cli
+from kbench.k8s import render as k8s_render
+from kbench.k8s.render import dns_name, job_name, render_run, to_yaml, validate
+from kbench.k8s.settings import ClusterSettings, resolve
+from kbench.spec import load_grid
+
+GOLDEN = Path(__file__).parent / "golden"
+STORE = "s3://kbench-results/study"
+PROFILE = {
+    "image": "registry.example/kbench:0.1.0",
+    "namespace": "ml",
+    "gpus_per_node": 4,
+    "queue": "gpu-queue",
+    "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "priority_class": "research",
+    "image_pull_secrets": ["regcred"],
+    "s3_endpoint": "https://minio.example:9000",
+    "active_deadline_seconds": 172800,
+}
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def manifests(nodes: int = 1, **changes) -> list[dict]:
+    settings = resolve([({**PROFILE, "nodes": nodes, **changes}, "test profile")])
+    return render_run("study-golden", load_grid("all").pairs, settings, STORE)
+
+
+@pytest.mark.parametrize(("nodes", "golden"), [(1, "all.yaml"), (2, "all-2-nodes.yaml")])
+def test_golden_manifests(nodes, golden):
+    text = to_yaml(manifests(nodes))
+    path = GOLDEN / golden
+    if os.environ.get("KBENCH_UPDATE_GOLDENS"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{golden} changed: `make goldens` if that was intended"
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+@pytest.mark.parametrize("version", ["1.29.0", "1.33.0", "1.37.0"])
+def test_every_manifest_passes_strict_schema_validation(nodes, version):
+    assert validate(manifests(nodes), version) == []
+
+
+def test_strict_validation_catches_unknown_fields():
+    job = manifests()[0]
+    job["spec"]["template"]["spec"]["containers"][0]["gpu"] = 1
+    (problem,) = validate([job], "1.33.0")
+    assert "containers.0" in problem and "'gpu'" in problem
+
+
+def test_job_fields():
+    jobs = manifests()
+    assert [m["kind"] for m in jobs] == ["Job"] * 18  # one node: no Services
+    job = next(m for m in jobs if m["metadata"]["labels"]["kbench.dev/pair"] == "dtd_resnet50")
+    labels = job["metadata"]["labels"]
+    assert labels == {
+        "app.kubernetes.io/managed-by": "kbench", "kbench.dev/run": "study-golden",
+        "kbench.dev/pair": "dtd_resnet50", "kbench.dev/dataset": "dtd",
+        "kbench.dev/model": "resnet50", "kueue.x-k8s.io/queue-name": "gpu-queue",
+    }  # fmt: skip
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 1, 1)
+    assert "suspend" not in spec  # Kueue suspends and admits by itself
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}  # fmt: skip
+    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [2]
+    assert spec["activeDeadlineSeconds"] == 172800 and spec["ttlSecondsAfterFinished"] > 0
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["priorityClassName"] == "research" and pod["imagePullSecrets"] == [
+        {"name": "regcred"}
+    ]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert container["command"][:4] == ["torchrun", "--nnodes=1", "--nproc-per-node=4",
+                                        "--standalone"]  # fmt: skip
+    assert container["command"][-8:] == ["-m", "kbench.jobs.train", "--store", STORE, "--run-id",
+                                         "study-golden", "--pair", "dtd_resnet50"]  # fmt: skip
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"/dev/shm", "/scratch"}
+    # S3 credentials only by reference, never as literal values.
+    assert container["envFrom"] == [{"secretRef": {"name": "kbench-s3"}}]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert not any("SECRET" in k or "ACCESS_KEY" in k for k in env)
+    assert env["AWS_ENDPOINT_URL"] == "https://minio.example:9000"
+
+
+def test_multi_node_adds_a_headless_service_and_c10d_rendezvous():
+    objects = manifests(nodes=2)
+    assert [m["kind"] for m in objects[:2]] == ["Service", "Job"]
+    service, job = objects[:2]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    name = job["metadata"]["name"]
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": name}
+    assert job["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert f"--rdzv-endpoint={name}-0.{name}:29500" in command
+    assert "--rdzv-backend=c10d" in command and "--rdzv-conf=join_timeout=900" in command
+
+
+def test_names_are_dns_labels_short_enough_for_pod_hostnames():
+    for manifest in manifests(nodes=2):
+        name = manifest["metadata"]["name"]
+        assert DNS_LABEL.match(name) and len(f"{name}-99") <= 63, name
+    long = job_name("a-very-long-run-identifier-0123456789", "fgvc-aircraft_clip-vit-b32")
+    assert len(long) <= 56 and DNS_LABEL.match(long)
+    assert long == job_name("a-very-long-run-identifier-0123456789", "fgvc-aircraft_clip-vit-b32")
+    assert long != job_name("a-very-long-run-identifier-0123456789", "fgvc-aircraft_resnet50")
+    assert dns_name("Kb", "Run_1", "x") == "kb-run-1-x"
+
+
+def test_optional_blocks_are_left_out_when_unset():
+    job = render_run("r", load_grid("all").pairs[:1], ClusterSettings(image="i"), STORE)[0]
+    pod = job["spec"]["template"]["spec"]
+    for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName",
+                "imagePullSecrets", "serviceAccountName", "subdomain"):  # fmt: skip
+        assert key not in pod, key
+    assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
+    assert "None" not in to_yaml([job]) and "null" not in to_yaml([job])
+
+
+def test_values_are_quoted_safely():
+    settings = ClusterSettings(image='evil": {x}\n  hostNetwork: true', namespace="ml")
+    job = render_run("r", load_grid("all").pairs[:1], settings, STORE)[0]
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == settings.image
+    assert "hostNetwork" not in job["spec"]["template"]["spec"]
+
+
+def test_rendering_is_strict_about_undefined_values():
+    with pytest.raises(jinja2.UndefinedError):
+        k8s_render._ENV.from_string("{{ m.nothing_here }}").render(m={})
+
+
+def test_kbench_render_writes_one_file_per_manifest(tmp_path):
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(yaml.safe_dump(PROFILE))
+    args = ["render", "--grid", "all", "--store", STORE, "--profile", str(profile), "--nodes", "2"]
+    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "out").iterdir())
+    assert len(files) == 36
+    assert yaml.safe_load(files[0].read_text())["metadata"]["namespace"] == "ml"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--store", STORE], "no image to run: set `image` in the grid's cluster section"),
+    (["--store", "./local", "--image", "i"], "is a local folder the pods cannot reach"),
+    (["--store", STORE, "--image", "i", "--profile", "nope.yaml"], "no profile file 'nope.yaml'"),
+])  # fmt: skip
+def test_render_refuses_what_cannot_run(args, message):
+    result = CliRunner().invoke(cli, ["render", "--grid", "all", *args])
+    assert result.exit_code == 2
+    assert message in result.output and result.output.count("\n") == 1
+
+
+def test_grid_cluster_section_then_profile_then_flags(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("datasets: [dtd]\nmodels: [resnet50]\n"
+                    "cluster: {image: from-grid, namespace: grid-ns, nodes: 2}\n")  # fmt: skip
+    profile = tmp_path / "p.yaml"
+    profile.write_text("namespace: profile-ns\nimage: from-profile\n")
+    args = ["--store", STORE, "--profile", str(profile), "--image", "from-flag"]
+    result = CliRunner().invoke(cli, ["render", "--grid", str(grid), *args])
+    assert result.exit_code == 0, result.output
+    service, job = list(yaml.safe_load_all(result.output))
+    assert job["metadata"]["namespace"] == "profile-ns"  # the profile beats the grid
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "from-flag"
+    assert job["spec"]["completions"] == 2  # from the grid, untouched by the others
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [dtd]\nmodels: [resnet50]\ncluster: {gpus: 4}\n")
+    result = CliRunner().invoke(cli, ["render", "--grid", str(bad), "--store", STORE])
+    assert result.exit_code == 2 and "cluster: unknown key 'gpus'; allowed: image" in result.output
