@@ -47,8 +47,14 @@ def fake_run(store: S3Store, pairs: int, epochs: int) -> None:
         dataset, model = name.split("_")
 
         def record(e: int) -> dict:
-            return {"epoch": e, "headline": 0.5 + e / 100, "headline_metric": "top1",
-                    "epoch_seconds": 60.0, "images_per_s": 900.0, "gpus": 4}  # fmt: skip
+            return {
+                "epoch": e,
+                "headline": 0.5 + e / 100,
+                "headline_metric": "top1",
+                "epoch_seconds": 60.0,
+                "images_per_s": 900.0,
+                "gpus": 4,
+            }
 
         key = lambda f: records.pair_key("bench", name, f)  # noqa: E731
         write_json(

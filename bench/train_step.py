@@ -32,8 +32,14 @@ from kbench.spec import TrainConfig, load_recipe
 STUDY = [("clip-vit-b32", 128), ("resnet50", 64)]
 TINY = [("clip-tiny", 8), ("resnet-tiny", 8)]
 # Dense bf16 peaks (FLOP/s) by device name; the first match wins.
-PEAKS = [("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
-         ("L40S", 362e12), ("L4", 121e12)]  # fmt: skip
+PEAKS = [
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+]
 
 
 def config_for(model: str, kbench: bool, compile_: bool) -> TrainConfig:
@@ -156,8 +162,10 @@ def main() -> None:
     for row in rows:
         ratio = f"{row['speedup']:.2f}" if "speedup" in row else ""
         mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "-"
-        print(f"{row['model']:<14} {row['variant']:<11} {row['batch']:>5} "
-              f"{row['images_per_s']:>10.1f} {ratio:>6} {mfu:>6}")  # fmt: skip
+        print(
+            f"{row['model']:<14} {row['variant']:<11} {row['batch']:>5} "
+            f"{row['images_per_s']:>10.1f} {ratio:>6} {mfu:>6}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": name, "compile": args.compile, "rows": rows}, indent=1))

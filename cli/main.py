@@ -45,9 +45,11 @@ store_option = click.option(
 )
 run_option = click.option("--run", "run_id", help="Run id (default: the newest run in the store).")
 grid_option = click.option(
-    "--grid", "grid_ref", required=True,
+    "--grid",
+    "grid_ref",
+    required=True,
     help="A built-in grid (all, smoke) or the path of a grid YAML file.",
-)  # fmt: skip
+)
 run_id_option = click.option("--run-id", help="Name the run (default: <grid>-<date>-<time>).")
 namespace_option = click.option(
     "-n", "--namespace", help="kubernetes: namespace (default: the grid's, else default)."
@@ -63,12 +65,18 @@ def cluster_options(f: Callable) -> Callable:
         click.option("--image", help="kubernetes: the training image."),
         namespace_option,
         context_option,
-        click.option("--profile", type=click.Path(dir_okay=False),
-                     help="kubernetes: a YAML file of cluster settings."),
+        click.option(
+            "--profile",
+            type=click.Path(dir_okay=False),
+            help="kubernetes: a YAML file of cluster settings.",
+        ),
         click.option("--nodes", type=click.IntRange(min=1), help="kubernetes: pods per pair."),
-        click.option("--gpus-per-node", type=click.IntRange(min=1),
-                     help="kubernetes: GPUs (training processes) per pod."),
-    ]  # fmt: skip
+        click.option(
+            "--gpus-per-node",
+            type=click.IntRange(min=1),
+            help="kubernetes: GPUs (training processes) per pod.",
+        ),
+    ]
     for option in reversed(options):
         f = option(f)
     return f
@@ -131,8 +139,23 @@ def cli() -> None:
     show_default=True,
     help="Format of --dry-run.",
 )
-def submit(grid_ref, backend, store, run_id, parallel, nproc_per_node, image, namespace, context,
-           profile, nodes, gpus_per_node, replace, dry_run, output) -> None:  # fmt: skip
+def submit(
+    grid_ref,
+    backend,
+    store,
+    run_id,
+    parallel,
+    nproc_per_node,
+    image,
+    namespace,
+    context,
+    profile,
+    nodes,
+    gpus_per_node,
+    replace,
+    dry_run,
+    output,
+) -> None:
     """Train every dataset x model pair of a grid and record the results in the store."""
     from kbench.backends import get_backend
     from kbench.errors import BackendError
@@ -155,22 +178,28 @@ def submit(grid_ref, backend, store, run_id, parallel, nproc_per_node, image, na
         chosen = get_backend(backend, parallel=parallel, nproc_per_node=nproc_per_node)
         if dry_run:
             pairs = [{"pair": p.name, "config": p.config.to_dict()} for p in grid.pairs]
-            _print({"run_id": run_id, "grid": grid.name, "backend": backend, "pairs": pairs},
-                   output)  # fmt: skip
+            _print(
+                {"run_id": run_id, "grid": grid.name, "backend": backend, "pairs": pairs}, output
+            )
             return
     chosen.check()
     the_store = open_store(store)
-    run = create_run(the_store, run_id, grid, backend, extra=extra,
-                     exist_ok=backend == "kubernetes")  # fmt: skip
+    run = create_run(
+        the_store, run_id, grid, backend, extra=extra, exist_ok=backend == "kubernetes"
+    )
     outcomes = chosen.submit(the_store, run, grid.pairs, click.echo)
     failed = [p for p, o in outcomes.items() if o.split(":")[0] in ("failed", "cancelled")]
     if backend == "local":
-        click.echo(f"run {run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} pairs "
-                   f"succeeded; `kbench collect --run {run_id}` builds the report")  # fmt: skip
+        click.echo(
+            f"run {run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} pairs "
+            f"succeeded; `kbench collect --run {run_id}` builds the report"
+        )
     else:
         _table([["PAIR", "SUBMITTED"]] + [[p, o] for p, o in outcomes.items()])
-        click.echo(f"run {run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} pairs on the "
-                   f"cluster; `kbench status --run {run_id}` follows them")  # fmt: skip
+        click.echo(
+            f"run {run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} pairs on the "
+            f"cluster; `kbench status --run {run_id}` follows them"
+        )
     if failed:
         raise BackendError(f"{len(failed)} pair(s) did not succeed: {', '.join(failed)}")
 
@@ -191,8 +220,9 @@ def submit(grid_ref, backend, store, run_id, parallel, nproc_per_node, image, na
 @click.option(
     "--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
 )
-def render(grid_ref, store, run_id, image, namespace, context, profile, nodes, gpus_per_node,
-           out, fmt) -> None:  # fmt: skip
+def render(
+    grid_ref, store, run_id, image, namespace, context, profile, nodes, gpus_per_node, out, fmt
+) -> None:
     """Write a grid's Kubernetes manifests (strictly validated); send nothing."""
     from kbench.runs import check_run_id, new_run_id
     from kbench.spec import load_grid
@@ -215,8 +245,9 @@ def render(grid_ref, store, run_id, image, namespace, context, profile, nodes, g
 @cli.command()
 @store_option
 @run_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)  # fmt: skip
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
 @namespace_option
 @context_option
 def status(store, run_id, output, namespace, context) -> None:
@@ -231,21 +262,36 @@ def status(store, run_id, output, namespace, context) -> None:
     if output == "json":
         _print({"run_id": run["run_id"], "pairs": [r.to_dict() for r in rows]}, "json")
         return
-    click.echo(f"run {run['run_id']} (grid {run['grid']}, {run['backend']}, "
-               f"created {run['created']})")  # fmt: skip
+    click.echo(
+        f"run {run['run_id']} (grid {run['grid']}, {run['backend']}, created {run['created']})"
+    )
     table = [["PAIR", "STATE", "EPOCH", "METRIC", "VALUE", "IMG/S", "ETA", "DETAIL"]]
     for r in rows:
         epoch = f"{'-' if r.epoch is None else r.epoch}/{r.epochs}"
-        table.append([r.pair, r.state, epoch, r.headline_metric, _pct(r.headline),
-                      _num(r.images_per_s), _duration(r.eta_s), r.detail])  # fmt: skip
+        table.append(
+            [
+                r.pair,
+                r.state,
+                epoch,
+                r.headline_metric,
+                _pct(r.headline),
+                _num(r.images_per_s),
+                _duration(r.eta_s),
+                r.detail,
+            ]
+        )
     _table(table)
 
 
 @cli.command()
 @store_option
 @run_option
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False),
-              help="Folder for the report (default: kbench-reports/<run>).")  # fmt: skip
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    help="Folder for the report (default: kbench-reports/<run>).",
+)
 @namespace_option
 @context_option
 def collect(store, run_id, output_dir, namespace, context) -> None:
@@ -279,8 +325,9 @@ def runs(store) -> None:
 
     table = [["RUN", "GRID", "BACKEND", "PAIRS", "CREATED"]]
     for run in list_runs(open_store(store)):
-        table.append([run["run_id"], run["grid"], run["backend"], str(len(run["pairs"])),
-                      run["created"]])  # fmt: skip
+        table.append(
+            [run["run_id"], run["grid"], run["backend"], str(len(run["pairs"])), run["created"]]
+        )
     _table(table)
 
 
@@ -289,8 +336,13 @@ def runs(store) -> None:
 @store_option
 @run_option
 @click.option("-f", "--follow", is_flag=True, help="kubernetes: keep streaming new lines.")
-@click.option("--node", type=click.IntRange(min=0), default=0, show_default=True,
-              help="kubernetes: which pod (completion index) of a multi-node pair.")  # fmt: skip
+@click.option(
+    "--node",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="kubernetes: which pod (completion index) of a multi-node pair.",
+)
 @namespace_option
 @context_option
 def logs(pair, store, run_id, follow, node, namespace, context) -> None:
@@ -300,8 +352,7 @@ def logs(pair, store, run_id, follow, node, namespace, context) -> None:
 
     the_store = open_store(store)
     run = _with_pairs(load_run(the_store, run_id), [pair])
-    text = _backend_of(run, namespace, context).logs(the_store, run, pair, follow=follow,
-                                                     node=node)  # fmt: skip
+    text = _backend_of(run, namespace, context).logs(the_store, run, pair, follow=follow, node=node)
     for chunk in [text] if isinstance(text, str) else text:
         click.echo(chunk, nl=False)
 
@@ -332,14 +383,21 @@ def cancel(pairs, store, run_id, namespace, context) -> None:
 def _cluster_settings(grid, profile, image, namespace, context, nodes, gpus_per_node):
     from kbench.k8s.settings import load_profile, resolve
 
-    flags = {"image": image, "namespace": namespace, "context": context, "nodes": nodes,
-             "gpus_per_node": gpus_per_node}  # fmt: skip
+    flags = {
+        "image": image,
+        "namespace": namespace,
+        "context": context,
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+    }
     given = {k: v for k, v in flags.items() if v is not None}
-    return resolve([
-        (grid.document.get("cluster"), f"{grid.source}: cluster"),
-        (load_profile(profile), str(profile)),
-        (given, "command line"),
-    ])  # fmt: skip
+    return resolve(
+        [
+            (grid.document.get("cluster"), f"{grid.source}: cluster"),
+            (load_profile(profile), str(profile)),
+            (given, "command line"),
+        ]
+    )
 
 
 def _rendered(run_id, pairs, settings, store):
@@ -367,8 +425,10 @@ def _backend_of(run: dict[str, Any], namespace: str | None = None, context: str 
     from kbench.k8s.settings import ClusterSettings
 
     recorded = run.get("cluster", {})
-    settings = ClusterSettings(namespace=namespace or recorded.get("namespace", "default"),
-                               context=context or recorded.get("context"))  # fmt: skip
+    settings = ClusterSettings(
+        namespace=namespace or recorded.get("namespace", "default"),
+        context=context or recorded.get("context"),
+    )
     return get_backend("kubernetes", settings=settings)
 
 

@@ -73,8 +73,15 @@ def build_results(run: dict[str, Any], raw: list[dict], states: dict[str, tuple[
     }
     header, rows = _epoch_table(pairs)
     meta = {k: v for k, v in run.items() if k != "document"}
-    return _no_nan({"run": meta, "overall": overall, "datasets": datasets, "pairs": pairs,
-                    "table": {"header": header, "rows": rows}})  # fmt: skip
+    return _no_nan(
+        {
+            "run": meta,
+            "overall": overall,
+            "datasets": datasets,
+            "pairs": pairs,
+            "table": {"header": header, "rows": rows},
+        }
+    )
 
 
 def _pair(raw: dict, backend: tuple[str, str] | None) -> dict:
@@ -189,8 +196,10 @@ def _published_check(config: dict, zero_shot: float | None) -> str | None:
     if low - PUBLISHED_TOLERANCE <= value <= high + PUBLISHED_TOLERANCE:
         return None
     published = f"{low:g}" if low == high else f"{low:g}–{high:g}"
-    return (f"zero-shot {value:.1f} is more than {PUBLISHED_TOLERANCE:g} points from the "
-            f"published {published}: check the weights, class names and templates")  # fmt: skip
+    return (
+        f"zero-shot {value:.1f} is more than {PUBLISHED_TOLERANCE:g} points from the "
+        f"published {published}: check the weights, class names and templates"
+    )
 
 
 def _finite(value: Any) -> bool:
@@ -293,7 +302,7 @@ def _charts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             x_label = "alpha (0 = zero-shot, 1 = fine-tuned)"
             chart["wise_ft"] = line_chart(
                 wise, x_label, f"{metric} (%)", f"wiseft-{i}", integer_x=False
-            )  # fmt: skip
+            )
         charts[d["dataset"]] = chart
     return charts
 

@@ -12,8 +12,9 @@ from torch import nn
 ALPHAS = [i / 10 for i in range(11)]
 
 
-def interpolate(zero_shot: dict[str, torch.Tensor], fine_tuned: dict[str, torch.Tensor],
-                alpha: float) -> dict[str, torch.Tensor]:  # fmt: skip
+def interpolate(
+    zero_shot: dict[str, torch.Tensor], fine_tuned: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
     # Written this way, alpha 0 and 1 give back each end exactly.
     return {
         key: (1 - alpha) * zero_shot[key] + alpha * value if value.is_floating_point() else value

@@ -29,8 +29,13 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 class KubernetesBackend:
     name = "kubernetes"
 
-    def __init__(self, settings: ClusterSettings | None = None, replace: bool = False,
-                 api_client: Any = None, **_: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: ClusterSettings | None = None,
+        replace: bool = False,
+        api_client: Any = None,
+        **_: Any,
+    ) -> None:
         self.settings = settings or ClusterSettings()
         self.replace = replace
         self._api_client = api_client  # injected by tests; else built from the kubeconfig
@@ -148,9 +153,10 @@ class KubernetesBackend:
                 .items
             )
         return [
-            p for p in pods
+            p
+            for p in pods
             if _labels(p).get(RUN_LABEL) == run_id and pair in (None, _labels(p).get(PAIR_LABEL))
-        ]  # fmt: skip
+        ]
 
     def states(self, store: Store, run: dict[str, Any]) -> dict[str, tuple[str, str]]:
         pods_by_pair: dict[str, list] = {}
@@ -163,13 +169,15 @@ class KubernetesBackend:
                 states[pair] = job_state(job, pods_by_pair.get(pair, []))
         return states
 
-    def logs(self, store: Store, run: dict[str, Any], pair: str, follow: bool = False,
-             node: int = 0) -> Iterator[str] | str:  # fmt: skip
+    def logs(
+        self, store: Store, run: dict[str, Any], pair: str, follow: bool = False, node: int = 0
+    ) -> Iterator[str] | str:
         ns = self.settings.namespace
         pods = [
-            p for p in self._pods(run["run_id"], pair)
+            p
+            for p in self._pods(run["run_id"], pair)
             if (p.metadata.annotations or {}).get(INDEX_ANNOTATION, "0") == str(node)
-        ]  # fmt: skip
+        ]
         if not pods:
             raise BackendError(f"no pod of {pair} (node {node}) yet: `kbench status` shows why")
         pod = max(pods, key=lambda p: p.metadata.creation_timestamp or 0)  # the newest attempt

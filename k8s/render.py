@@ -94,14 +94,22 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
     }
     if settings.queue:
         labels[QUEUE_LABEL] = settings.queue
-    env = {"PYTHONUNBUFFERED": "1", STORE_ENV: store_uri, "TMPDIR": "/scratch",
-           "HF_HOME": "/scratch/huggingface", "TORCH_HOME": "/scratch/torch"}  # fmt: skip
+    env = {
+        "PYTHONUNBUFFERED": "1",
+        STORE_ENV: store_uri,
+        "TMPDIR": "/scratch",
+        "HF_HOME": "/scratch/huggingface",
+        "TORCH_HOME": "/scratch/torch",
+    }
     if settings.s3_endpoint:
         env["AWS_ENDPOINT_URL"] = settings.s3_endpoint
     if settings.s3_region:
         env["AWS_REGION"] = settings.s3_region
-    resources_ = {"cpu": str(settings.cpu), "memory": str(settings.memory),
-                  "nvidia.com/gpu": str(settings.gpus_per_node)}  # fmt: skip
+    resources_ = {
+        "cpu": str(settings.cpu),
+        "memory": str(settings.memory),
+        "nvidia.com/gpu": str(settings.gpus_per_node),
+    }
     return {
         "settings": settings,
         "job": job,
@@ -115,10 +123,14 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
     }
 
 
-def torchrun_command(run_id: str, pair: str, settings: ClusterSettings, store_uri: str,
-                     job: str, service: str | None) -> list[str]:  # fmt: skip
-    command = ["torchrun", f"--nnodes={settings.nodes}",
-               f"--nproc-per-node={settings.gpus_per_node}"]  # fmt: skip
+def torchrun_command(
+    run_id: str, pair: str, settings: ClusterSettings, store_uri: str, job: str, service: str | None
+) -> list[str]:
+    command = [
+        "torchrun",
+        f"--nnodes={settings.nodes}",
+        f"--nproc-per-node={settings.gpus_per_node}",
+    ]
     if service is None:
         command.append("--standalone")
     else:
@@ -130,8 +142,16 @@ def torchrun_command(run_id: str, pair: str, settings: ClusterSettings, store_ur
             f"--rdzv-id={job}",
             f"--rdzv-conf=join_timeout={settings.rendezvous_timeout}",
         ]
-    return command + ["-m", "kbench.jobs.train", "--store", store_uri, "--run-id", run_id,
-                      "--pair", pair]  # fmt: skip
+    return command + [
+        "-m",
+        "kbench.jobs.train",
+        "--store",
+        store_uri,
+        "--run-id",
+        run_id,
+        "--pair",
+        pair,
+    ]
 
 
 def _render(template: str, model: dict[str, Any]) -> dict:

@@ -21,8 +21,15 @@ import yaml
 
 def _resource(kind: str, subresources: list[str]) -> dict:
     verbs = ["list", "get", "create", "patch", "delete"]
-    return {"namespaced": True, "kind": kind, "singular": kind.lower(), "verbs": verbs,
-            "shortnames": [], "categories": [], "subresources": subresources}  # fmt: skip
+    return {
+        "namespaced": True,
+        "kind": kind,
+        "singular": kind.lower(),
+        "verbs": verbs,
+        "shortnames": [],
+        "categories": [],
+        "subresources": subresources,
+    }
 
 
 # The resources kbench uses; an emulator knows only those declared.
@@ -41,25 +48,38 @@ class Cluster:
 
     def requests(self, method: str | None = None, path_part: str = "") -> list:
         return [
-            r for r in list(self.emulator)
+            r
+            for r in list(self.emulator)
             if (method is None or r.method.value == method) and path_part in str(r.url)
-        ]  # fmt: skip
+        ]
 
     def fail(self, method: str, resource: str, status: int, message: str) -> None:
         """Make every such request fail as the API server fails: with a Status object."""
-        body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": status,
-                "message": message, "reason": "Failure"}  # fmt: skip
+        body = {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "status": "Failure",
+            "code": status,
+            "message": message,
+            "reason": "Failure",
+        }
         view = self.emulator[method, kmock.resource(resource)]
         view << kmock.Response(status=status, payload=body)
 
 
 def write_kubeconfig(path: Path, url: str, context: str = "emulator") -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": context,
-        "clusters": [{"name": context, "cluster": {"server": url}}],
-        "users": [{"name": context, "user": {"token": "test-token"}}],
-        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
-    }))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": context,
+                "clusters": [{"name": context, "cluster": {"server": url}}],
+                "users": [{"name": context, "user": {"token": "test-token"}}],
+                "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+            }
+        )
+    )
     return path
 
 

@@ -20,10 +20,21 @@ ACCESS_KEY, SECRET_KEY = "kbench-test-key", "kbench-test-secret"
 
 # Every port `weed mini` opens, so parallel runs and other services never collide.
 WEED_PORT_FLAGS = [
-    "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "master.port",
-    "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-    "admin.port", "admin.port.grpc", "webdav.port", "metricsPort",
-]  # fmt: skip
+    "s3.port",
+    "s3.port.grpc",
+    "s3.port.iceberg",
+    "s3.port.lance",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+    "webdav.port",
+    "metricsPort",
+]
 
 
 @dataclass
@@ -65,16 +76,32 @@ def seaweedfs(data: Path) -> Iterator[S3Server]:
     }
     # An explicit identity, so requests with wrong keys are refused as on real S3.
     identities = data / "s3.json"
-    identities.write_text(json.dumps({"identities": [{
-        "name": "kbench-test",
-        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))  # fmt: skip
+    identities.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "kbench-test",
+                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
     command = [
-        weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-bucket={BUCKET}", f"-s3.config={identities}", "-admin.ui=false", "-webdav=false",
-        "-master.telemetry=false", *[f"-{flag}={port}" for flag, port in ports.items()],
-    ]  # fmt: skip
+        weed_binary(),
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-bucket={BUCKET}",
+        f"-s3.config={identities}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-master.telemetry=false",
+        *[f"-{flag}={port}" for flag, port in ports.items()],
+    ]
     log_path = data / "weed.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=log)

@@ -12,14 +12,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_train_step_benchmark_runs_on_cpu(tmp_path):
     out = tmp_path / "train_step.json"
-    command = [sys.executable, str(ROOT / "bench" / "train_step.py"), "--device", "cpu",
-               "--tiny", "--steps", "2", "--warmup", "1", "--out", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "train_step.py"),
+        "--device",
+        "cpu",
+        "--tiny",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--out",
+        str(out),
+    ]
     printed = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     rows = json.loads(out.read_text())["rows"]
     assert [(r["model"], r["variant"]) for r in rows] == [
-        ("clip-tiny", "fp32 eager"), ("clip-tiny", "kbench"),
-        ("resnet-tiny", "fp32 eager"), ("resnet-tiny", "kbench"),
-    ]  # fmt: skip
+        ("clip-tiny", "fp32 eager"),
+        ("clip-tiny", "kbench"),
+        ("resnet-tiny", "fp32 eager"),
+        ("resnet-tiny", "kbench"),
+    ]
     assert all(r["images_per_s"] > 0 and r["flops_per_image"] > 0 for r in rows)
     assert rows[1]["speedup"] == rows[1]["images_per_s"] / rows[0]["images_per_s"]
     assert "ratio" in printed and "clip-tiny" in printed

@@ -38,12 +38,16 @@ def _bad_grid(tmp_path, text):
 
 BAD_INPUT = [
     (lambda tmp: "nosuch", "no grid 'nosuch': give a built-in name"),
-    (lambda tmp: _bad_grid(tmp, "datasets: [mnist]\nmodels: [resnet50]"),
-     "datasets: unknown name 'mnist'"),
+    (
+        lambda tmp: _bad_grid(tmp, "datasets: [mnist]\nmodels: [resnet50]"),
+        "datasets: unknown name 'mnist'",
+    ),
     (lambda tmp: _bad_grid(tmp, "datasets: [cifar10\nmodels: [resnet50]"), "not valid YAML"),
-    (lambda tmp: _bad_grid(tmp, "datasets: [cifar10]\nmodels: {resnet50: {epochs: x}}"),
-     "epochs: expected an integer"),
-]  # fmt: skip
+    (
+        lambda tmp: _bad_grid(tmp, "datasets: [cifar10]\nmodels: {resnet50: {epochs: x}}"),
+        "epochs: expected an integer",
+    ),
+]
 
 
 @pytest.mark.parametrize(("grid", "message"), BAD_INPUT)

@@ -85,8 +85,11 @@ def test_optimizer_groups_carry_backbone_and_head_rates():
     assert isinstance(optimizer, torch.optim.SGD)
     backbone, head = optimizer.param_groups
     assert (backbone["name"], backbone["lr"], head["name"], head["lr"]) == (
-        "backbone", 0.001, "head", 0.01,
-    )  # fmt: skip
+        "backbone",
+        0.001,
+        "head",
+        0.01,
+    )
     assert backbone["momentum"] == 0.9 and head["weight_decay"] == 1e-4
     assert len(head["params"]) == 2  # weight and bias of the head, nothing else
 

@@ -35,8 +35,20 @@ def kbench(*args: str):
 
 
 def submit(*extra: str):
-    return kbench("submit", "--grid", "all", "--backend", "kubernetes", "--run-id", RUN,
-                  "--image", "registry.example/kbench:1", "-n", NS, *extra)  # fmt: skip
+    return kbench(
+        "submit",
+        "--grid",
+        "all",
+        "--backend",
+        "kubernetes",
+        "--run-id",
+        RUN,
+        "--image",
+        "registry.example/kbench:1",
+        "-n",
+        NS,
+        *extra,
+    )
 
 
 def api() -> tuple:
@@ -90,18 +102,38 @@ def set_job_status(name: str, status: dict, suspend: bool | None = None) -> None
 
 def add_pod(pair: str, phase: str, restarts: int = 0, waiting: str | None = None) -> None:
     _, core = api()
-    labels = {"app.kubernetes.io/managed-by": "kbench", "kbench.dev/run": RUN,
-              "kbench.dev/pair": pair}  # fmt: skip
+    labels = {
+        "app.kubernetes.io/managed-by": "kbench",
+        "kbench.dev/run": RUN,
+        "kbench.dev/pair": pair,
+    }
     state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
-    core.create_namespaced_pod(NS, {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{job_name(RUN, pair)}-0-x{restarts}", "labels": labels,
-                     "annotations": {"batch.kubernetes.io/job-completion-index": "0"}},
-        "spec": {"containers": [{"name": "train", "image": "i"}]},
-        "status": {"phase": phase, "containerStatuses": [{
-            "name": "train", "image": "i", "imageID": "", "ready": phase == "Running",
-            "restartCount": restarts, "state": state}]},
-    })  # fmt: skip
+    core.create_namespaced_pod(
+        NS,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{job_name(RUN, pair)}-0-x{restarts}",
+                "labels": labels,
+                "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+            },
+            "spec": {"containers": [{"name": "train", "image": "i"}]},
+            "status": {
+                "phase": phase,
+                "containerStatuses": [
+                    {
+                        "name": "train",
+                        "image": "i",
+                        "imageID": "",
+                        "ready": phase == "Running",
+                        "restartCount": restarts,
+                        "state": state,
+                    }
+                ],
+            },
+        },
+    )
 
 
 def states() -> dict:
@@ -121,11 +153,24 @@ def test_status_follows_jobs_through_their_states_with_two_requests(cluster):
     add_pod(running, "Running")
     set_job_status(job_name(RUN, restarting), {"active": 1, "failed": 2})
     add_pod(restarting, "Running")
-    set_job_status(job_name(RUN, done), {"succeeded": 1, "conditions": [
-        {"type": "Complete", "status": "True"}]})  # fmt: skip
-    set_job_status(job_name(RUN, failed), {"failed": 4, "conditions": [
-        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-         "message": "Job has reached the specified backoff limit"}]})  # fmt: skip
+    set_job_status(
+        job_name(RUN, done),
+        {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+    )
+    set_job_status(
+        job_name(RUN, failed),
+        {
+            "failed": 4,
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ],
+        },
+    )
 
     before = len(cluster.requests("GET"))
     seen = states()
@@ -135,20 +180,24 @@ def test_status_follows_jobs_through_their_states_with_two_requests(cluster):
     assert seen[running] == ("running", "")
     assert seen[restarting] == ("restarting", "2 restart(s)")
     assert seen[done][0] == "succeeded"
-    assert seen[failed] == ("failed", "BackoffLimitExceeded: Job has reached the specified "
-                                      "backoff limit")  # fmt: skip
+    assert seen[failed] == (
+        "failed",
+        "BackoffLimitExceeded: Job has reached the specified backoff limit",
+    )
     assert seen["stl10_resnet50"] == ("pending", "waiting for pods")
     assert [r.url.query["labelSelector"] for r in cluster.requests("GET")[before:]] == [
-        SELECTOR, SELECTOR,
-    ]  # fmt: skip
+        SELECTOR,
+        SELECTOR,
+    ]
 
 
 def test_logs_and_cancel(cluster):
     assert submit().exit_code == 0
     add_pod("dtd_resnet50", "Running")
     log = cluster.emulator["get", kmock.resource("v1/pods"), kmock.subresource("log")]
-    log << kmock.Response(status=200, payload=b"epoch 1/20 top1 61.0%\n",
-                          headers={"Content-Type": "text/plain"})  # fmt: skip
+    log << kmock.Response(
+        status=200, payload=b"epoch 1/20 top1 61.0%\n", headers={"Content-Type": "text/plain"}
+    )
     logs = kbench("logs", "dtd_resnet50")
     assert logs.exit_code == 0, logs.output
     assert "epoch 1/20 top1 61.0%" in logs.output
@@ -165,12 +214,18 @@ def test_logs_and_cancel(cluster):
 
 ERRORS = [
     (401, "Unauthorized", "the API server rejected the credentials (401 Unauthorized)"),
-    (403, 'jobs.batch is forbidden: User "u" cannot create resource "jobs"',
-     f"forbidden (403): you may not create jobs in namespace '{NS}'"),
+    (
+        403,
+        'jobs.batch is forbidden: User "u" cannot create resource "jobs"',
+        f"forbidden (403): you may not create jobs in namespace '{NS}'",
+    ),
     (404, f'namespaces "{NS}" not found', f"namespace '{NS}' not found: create it"),
-    (422, 'Job.batch "x" is invalid: spec.template: Required value',
-     "(422): Job.batch \"x\" is invalid: spec.template: Required value"),
-]  # fmt: skip
+    (
+        422,
+        'Job.batch "x" is invalid: spec.template: Required value',
+        '(422): Job.batch "x" is invalid: spec.template: Required value',
+    ),
+]
 
 
 @pytest.mark.parametrize(("status", "message", "shown"), ERRORS)
@@ -187,8 +242,12 @@ def test_a_job_of_the_same_name_from_elsewhere_is_a_conflict(cluster):
     batch, _ = api()
     name = job_name(RUN, "dtd_resnet50")
     template = {"spec": {"containers": [{"name": "c", "image": "i"}], "restartPolicy": "Never"}}
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-           "spec": {"template": template}}  # fmt: skip
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"template": template},
+    }
     batch.create_namespaced_job(NS, job)
     result = submit()
     assert result.exit_code == 1

@@ -69,16 +69,21 @@ def test_job_fields():
     job = next(m for m in jobs if m["metadata"]["labels"]["kbench.dev/pair"] == "dtd_resnet50")
     labels = job["metadata"]["labels"]
     assert labels == {
-        "app.kubernetes.io/managed-by": "kbench", "kbench.dev/run": "study-golden",
-        "kbench.dev/pair": "dtd_resnet50", "kbench.dev/dataset": "dtd",
-        "kbench.dev/model": "resnet50", "kueue.x-k8s.io/queue-name": "gpu-queue",
-    }  # fmt: skip
+        "app.kubernetes.io/managed-by": "kbench",
+        "kbench.dev/run": "study-golden",
+        "kbench.dev/pair": "dtd_resnet50",
+        "kbench.dev/dataset": "dtd",
+        "kbench.dev/model": "resnet50",
+        "kueue.x-k8s.io/queue-name": "gpu-queue",
+    }
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 1, 1)
     assert "suspend" not in spec  # Kueue suspends and admits by itself
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}  # fmt: skip
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
     assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [2]
     assert spec["activeDeadlineSeconds"] == 172800 and spec["ttlSecondsAfterFinished"] > 0
     pod = spec["template"]["spec"]
@@ -92,10 +97,22 @@ def test_job_fields():
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
-    assert container["command"][:4] == ["torchrun", "--nnodes=1", "--nproc-per-node=4",
-                                        "--standalone"]  # fmt: skip
-    assert container["command"][-8:] == ["-m", "kbench.jobs.train", "--store", STORE, "--run-id",
-                                         "study-golden", "--pair", "dtd_resnet50"]  # fmt: skip
+    assert container["command"][:4] == [
+        "torchrun",
+        "--nnodes=1",
+        "--nproc-per-node=4",
+        "--standalone",
+    ]
+    assert container["command"][-8:] == [
+        "-m",
+        "kbench.jobs.train",
+        "--store",
+        STORE,
+        "--run-id",
+        "study-golden",
+        "--pair",
+        "dtd_resnet50",
+    ]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -136,8 +153,15 @@ def test_names_are_dns_labels_short_enough_for_pod_hostnames():
 def test_optional_blocks_are_left_out_when_unset():
     job = render_run("r", load_grid("all").pairs[:1], ClusterSettings(image="i"), STORE)[0]
     pod = job["spec"]["template"]["spec"]
-    for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName",
-                "imagePullSecrets", "serviceAccountName", "subdomain"):  # fmt: skip
+    for key in (
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "priorityClassName",
+        "imagePullSecrets",
+        "serviceAccountName",
+        "subdomain",
+    ):
         assert key not in pod, key
     assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
     assert "None" not in to_yaml([job]) and "null" not in to_yaml([job])
@@ -166,11 +190,17 @@ def test_kbench_render_writes_one_file_per_manifest(tmp_path):
     assert yaml.safe_load(files[0].read_text())["metadata"]["namespace"] == "ml"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--store", STORE], "no image to run: set `image` in the grid's cluster section"),
-    (["--store", "./local", "--image", "i"], "is a local folder the pods cannot reach"),
-    (["--store", STORE, "--image", "i", "--profile", "nope.yaml"], "no profile file 'nope.yaml'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--store", STORE], "no image to run: set `image` in the grid's cluster section"),
+        (["--store", "./local", "--image", "i"], "is a local folder the pods cannot reach"),
+        (
+            ["--store", STORE, "--image", "i", "--profile", "nope.yaml"],
+            "no profile file 'nope.yaml'",
+        ),
+    ],
+)
 def test_render_refuses_what_cannot_run(args, message):
     result = CliRunner().invoke(cli, ["render", "--grid", "all", *args])
     assert result.exit_code == 2
@@ -179,8 +209,10 @@ def test_render_refuses_what_cannot_run(args, message):
 
 def test_grid_cluster_section_then_profile_then_flags(tmp_path):
     grid = tmp_path / "g.yaml"
-    grid.write_text("datasets: [dtd]\nmodels: [resnet50]\n"
-                    "cluster: {image: from-grid, namespace: grid-ns, nodes: 2}\n")  # fmt: skip
+    grid.write_text(
+        "datasets: [dtd]\nmodels: [resnet50]\n"
+        "cluster: {image: from-grid, namespace: grid-ns, nodes: 2}\n"
+    )
     profile = tmp_path / "p.yaml"
     profile.write_text("namespace: profile-ns\nimage: from-profile\n")
     args = ["--store", STORE, "--profile", str(profile), "--image", "from-flag"]

@@ -35,8 +35,17 @@ def store_uri(request, tmp_path):
 @pytest.mark.slow
 def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = kbench("submit", "--grid", "smoke", "--store", store_uri, "--run-id", "smoke-e2e",
-                    "--nproc-per-node", "2")  # fmt: skip
+    result = kbench(
+        "submit",
+        "--grid",
+        "smoke",
+        "--store",
+        store_uri,
+        "--run-id",
+        "smoke-e2e",
+        "--nproc-per-node",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     assert "2 of 2 pairs succeeded" in result.output
     assert "synthetic_clip-tiny: epoch 0/6" in result.output  # progress, as it happened
@@ -106,8 +115,9 @@ def test_a_failing_pair_is_reported_and_the_rest_still_runs(tmp_path, monkeypatc
         "overrides: {synthetic_resnet-tiny: {batch_size: 512}}\n"  # more than the 64 samples
     )
     store = str(tmp_path / "store")
-    result = kbench("submit", "--grid", str(grid), "--store", store, "--run-id", "broken",
-                    "--parallel", "2")  # fmt: skip
+    result = kbench(
+        "submit", "--grid", str(grid), "--store", store, "--run-id", "broken", "--parallel", "2"
+    )
     assert result.exit_code == 1
     assert (
         "synthetic_resnet-tiny: FAILED after" in result.output
@@ -134,16 +144,28 @@ def test_the_job_runs_as_a_plain_module_without_torchrun(tmp_path):
     grid = parse_grid(
         "datasets: [synthetic]\nmodels: {resnet-tiny: {epochs: 1}}\n"
         "defaults: {train_limit: 128, eval_limit: 37}",
-        "g.yaml", default_name="g",
-    )  # fmt: skip
+        "g.yaml",
+        default_name="g",
+    )
     store = open_store(str(tmp_path / "store"))
     create_run(store, "plain", grid, backend="local")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     subprocess.run(
-        [sys.executable, "-m", "kbench.jobs.train", "--store", store.uri, "--run-id", "plain",
-         "--pair", "synthetic_resnet-tiny"],
-        check=True, env=env, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "kbench.jobs.train",
+            "--store",
+            store.uri,
+            "--run-id",
+            "plain",
+            "--pair",
+            "synthetic_resnet-tiny",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     (record,) = read_json(
         store, records.pair_key("plain", "synthetic_resnet-tiny", "metrics.json")
     )["epochs"]

@@ -11,9 +11,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CLIENT_MODULES = [
-    "kbench.cli.main", "kbench.backends.local", "kbench.report", "kbench.runs", "kbench.spec",
+    "kbench.cli.main",
+    "kbench.backends.local",
+    "kbench.report",
+    "kbench.runs",
+    "kbench.spec",
     "kbench.storage",
-]  # fmt: skip
+]
 
 
 def test_the_client_never_imports_torch():
@@ -31,20 +35,41 @@ def test_the_client_never_imports_torch():
 def test_installed_wheel_finds_every_grid_recipe_and_data_file(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "-w", str(wheels), str(ROOT)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = wheels.glob("kbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names if not n.startswith("kbench-")}
     assert top_level == {"kbench"}  # no bare `cli` or `jobs` in site-packages
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-         str(wheel)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     code = (
         "import kbench, kbench.cli.main, kbench.jobs, kbench.k8s\n"
         "from kbench.spec import builtin_grids, load_grid\n"
@@ -54,8 +79,14 @@ def test_installed_wheel_finds_every_grid_recipe_and_data_file(tmp_path):
         "print(kbench.__file__); print(','.join(grids))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
     location, grids = out.stdout.split()
     assert location.startswith(str(target))  # the wheel's copy, not the source tree
     assert {"all", "smoke"} <= set(grids.split(","))

@@ -23,30 +23,54 @@ GRID = "datasets: [cifar10, dtd, flowers102]\nmodels: [clip-vit-b32, resnet50]\n
 
 def epoch(n: int, headline: float, metric: str = "top1", seconds: float = 360.0) -> dict:
     return {
-        "epoch": n, "split": "test", "samples": 1000, "top1": headline, "top5": 0.99,
-        "mean_per_class": headline, "macro_f1": headline, "headline_metric": metric,
-        "headline": headline, "loss": 0.5, "train_loss": None if n == 0 else 0.4,
-        "lr": None if n == 0 else 1e-3, "epoch_seconds": 0.0 if n == 0 else seconds,
-        "images_per_s": 0.0 if n == 0 else 1000.0, "images_per_s_per_gpu": None, "world_size": 4,
-        "gpus": 4, "time": "2026-11-27T00:00:00+00:00",
-    }  # fmt: skip
+        "epoch": n,
+        "split": "test",
+        "samples": 1000,
+        "top1": headline,
+        "top5": 0.99,
+        "mean_per_class": headline,
+        "macro_f1": headline,
+        "headline_metric": metric,
+        "headline": headline,
+        "loss": 0.5,
+        "train_loss": None if n == 0 else 0.4,
+        "lr": None if n == 0 else 1e-3,
+        "epoch_seconds": 0.0 if n == 0 else seconds,
+        "images_per_s": 0.0 if n == 0 else 1000.0,
+        "images_per_s_per_gpu": None,
+        "world_size": 4,
+        "gpus": 4,
+        "time": "2026-11-27T00:00:00+00:00",
+    }
 
 
-ENVIRONMENT = {"device": "NVIDIA H100", "torch": "2.14.1", "torchvision": "0.29.1",
-               "open_clip": "3.3.0", "python": "3.11"}  # fmt: skip
+ENVIRONMENT = {
+    "device": "NVIDIA H100",
+    "torch": "2.14.1",
+    "torchvision": "0.29.1",
+    "open_clip": "3.3.0",
+    "python": "3.11",
+}
 
 
 def result(pair: str, epochs: list[dict], wise_ft: list | None = None) -> dict:
     best = max((e for e in epochs if e["epoch"] > 0), key=lambda e: e["headline"])
-    return {"pair": pair, "best": best["headline"], "best_epoch": best["epoch"],
-            "parameters": 1000, "wise_ft": wise_ft, "environment": ENVIRONMENT}  # fmt: skip
+    return {
+        "pair": pair,
+        "best": best["headline"],
+        "best_epoch": best["epoch"],
+        "parameters": 1000,
+        "wise_ft": wise_ft,
+        "environment": ENVIRONMENT,
+    }
 
 
 def write_pair(store, run_id, pair, epochs, done=True, local_state=None, wise_ft=None):
     write_json(store, records.pair_key(run_id, pair, records.METRICS), {"epochs": epochs})
     if done:
-        write_json(store, records.pair_key(run_id, pair, records.RESULT),
-                   result(pair, epochs, wise_ft))  # fmt: skip
+        write_json(
+            store, records.pair_key(run_id, pair, records.RESULT), result(pair, epochs, wise_ft)
+        )
     if local_state:
         write_json(store, records.pair_key(run_id, pair, records.LOCAL_STATE), local_state)
 
@@ -57,21 +81,40 @@ def fixture_run(tmp_path):
     create_run(store, "study", parse_grid(GRID, "study.yaml", "study"), backend="local")
     # cifar10: both complete, CLIP's zero-shot within the published 89.8-91.3, CLIP wins by 2.
     clip = [epoch(0, 0.905), epoch(1, 0.96), epoch(2, 0.97)]
-    wise_ft = [{"alpha": a / 10, "headline": 0.905 + a / 100, "top1": 0.9, "samples": 1000}
-               for a in range(11)]  # fmt: skip
+    wise_ft = [
+        {"alpha": a / 10, "headline": 0.905 + a / 100, "top1": 0.9, "samples": 1000}
+        for a in range(11)
+    ]
     write_pair(store, "study", "cifar10_clip-vit-b32", clip, wise_ft=wise_ft)
     resnet = [epoch(e, h) for e, h in [(1, 0.93), (2, 0.95)]]
     write_pair(store, "study", "cifar10_resnet50", resnet)
     # dtd: CLIP complete but its zero-shot (30%) is far from the published 44.4; ResNet running.
     write_pair(store, "study", "dtd_clip-vit-b32", [epoch(0, 0.30), epoch(1, 0.70)])
     running = {"state": "running", "pid": 1, "host": "elsewhere", "log": "x"}
-    write_pair(store, "study", "dtd_resnet50", [epoch(1, 0.60), epoch(2, 0.65)], done=False,
-               local_state=running)  # fmt: skip
+    write_pair(
+        store,
+        "study",
+        "dtd_resnet50",
+        [epoch(1, 0.60), epoch(2, 0.65)],
+        done=False,
+        local_state=running,
+    )
     # flowers102: CLIP failed after two epochs; ResNet complete, epoch 3 missing, NaN at 2.
-    write_pair(store, "study", "flowers102_clip-vit-b32",
-               [epoch(0, 0.66, "mean_per_class"), epoch(1, 0.5, "mean_per_class")], done=False,
-               local_state={"state": "failed", "returncode": 1, "reason": "CUDA out of memory",
-                            "pid": 1, "host": "elsewhere", "log": "x"})  # fmt: skip
+    write_pair(
+        store,
+        "study",
+        "flowers102_clip-vit-b32",
+        [epoch(0, 0.66, "mean_per_class"), epoch(1, 0.5, "mean_per_class")],
+        done=False,
+        local_state={
+            "state": "failed",
+            "returncode": 1,
+            "reason": "CUDA out of memory",
+            "pid": 1,
+            "host": "elsewhere",
+            "log": "x",
+        },
+    )
     flowers = [epoch(e, h, "mean_per_class") for e, h in [(1, 0.8), (2, NAN), (4, 0.85)]]
     write_pair(store, "study", "flowers102_resnet50", flowers)
     return store
@@ -95,9 +138,13 @@ def test_results_table_winners_and_flags(fixture_run, tmp_path):
     assert datasets["flowers102"]["winner"] is None  # CLIP failed
     assert datasets["flowers102"]["headline_metric"] == "mean_per_class"
     assert results["overall"] == {
-        "datasets": 3, "clip_wins": 1, "resnet_wins": 0, "ties": 0, "undecided": 2,
+        "datasets": 3,
+        "clip_wins": 1,
+        "resnet_wins": 0,
+        "ties": 0,
+        "undecided": 2,
         "mean_difference": pytest.approx(2.0),
-    }  # fmt: skip
+    }
 
     pairs = {p["pair"]: p for p in results["pairs"]}
     assert pairs["cifar10_clip-vit-b32"]["flags"] == []  # 90.5 is within the published range
@@ -139,13 +186,22 @@ def test_markdown_and_csv(fixture_run, tmp_path):
 def test_text_from_data_is_escaped(tmp_path):
     store = open_store(str(tmp_path / "store"))
     evil = "<script>alert(1)</script>"
-    run = {"run_id": "evil", "grid": evil, "source": evil, "pairs": [f"{evil}_resnet50"],
-           "backend": "local", "created": "2026-11-27T00:00:00+00:00",
-           "kbench_version": "0"}  # fmt: skip
+    run = {
+        "run_id": "evil",
+        "grid": evil,
+        "source": evil,
+        "pairs": [f"{evil}_resnet50"],
+        "backend": "local",
+        "created": "2026-11-27T00:00:00+00:00",
+        "kbench_version": "0",
+    }
     write_json(store, records.run_key("evil"), run)
     pair = run["pairs"][0]
-    write_json(store, records.pair_key("evil", pair, records.CONFIG),
-               {"dataset": evil, "model": "resnet50", "epochs": 1})  # fmt: skip
+    write_json(
+        store,
+        records.pair_key("evil", pair, records.CONFIG),
+        {"dataset": evil, "model": "resnet50", "epochs": 1},
+    )
     write_pair(store, "evil", pair, [epoch(1, 0.5)])
     collect(store, tmp_path / "report")
     for name in ("report.html", "report.md"):
@@ -164,15 +220,26 @@ def chromium() -> str:
 def test_html_report_renders_in_chromium(fixture_run, tmp_path):
     collect(fixture_run, tmp_path / "report")
     page = (tmp_path / "report" / "report.html").as_uri()
-    flags = [chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-             "--enable-logging=stderr", "--v=0"]  # fmt: skip
+    flags = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
     shot = tmp_path / "report.png"
     screenshot = subprocess.run(
         [*flags, "--window-size=1200,2400", f"--screenshot={shot}", page],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.stat().st_size > 20_000, screenshot.stderr[-2000:]  # a real page, not blank
     dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
     assert "CONSOLE" not in screenshot.stderr + dom.stderr  # no console messages or errors

@@ -31,10 +31,20 @@ GRID = (
 
 def start(store, run_id: str, nproc: int = 2) -> subprocess.Popen:
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc-per-node={nproc}", "-m", "kbench.jobs.train",
-        "--store", store.uri, "--run-id", run_id, "--pair", PAIR,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "kbench.jobs.train",
+        "--store",
+        store.uri,
+        "--run-id",
+        run_id,
+        "--pair",
+        PAIR,
+    ]
     return subprocess.Popen(
         command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

@@ -9,9 +9,16 @@ from kbench.registry import DATASETS, MODELS, prompts
 from kbench.spec import TrainConfig, builtin_grids, load_grid, parse_grid
 
 STUDY_DATASETS = {
-    "cifar10", "cifar100", "dtd", "fmow", "fgvc-aircraft", "flowers102", "food101", "iwildcam",
+    "cifar10",
+    "cifar100",
+    "dtd",
+    "fmow",
+    "fgvc-aircraft",
+    "flowers102",
+    "food101",
+    "iwildcam",
     "stl10",
-}  # fmt: skip
+}
 
 
 def test_builtin_grids():
@@ -69,21 +76,35 @@ BAD_GRIDS = [
     ("datasets: [imagenet]\nmodels: [resnet50]", "datasets: unknown name 'imagenet'; known:"),
     ("datasets: [cifar10]\nmodels: [vgg16]", "models: unknown name 'vgg16'; known:"),
     ("datasets: cifar10\nmodels: [resnet50]", "datasets: expected a non-empty list of names"),
-    ("datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {lrr: 1}",
-     "defaults: unknown key 'lrr'; allowed: dataset, model, epochs"),
-    ("datasets: [cifar10]\nmodels: {resnet50: {epochs: ten}}",
-     "models.resnet50: epochs: expected an integer, got 'ten'"),
-    ("datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {pretrained: 1}",
-     "defaults: pretrained: expected true or false, got 1"),
-    ("datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {epochs: true}",
-     "defaults: epochs: expected an integer, got True"),
-    ("datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {optimizer: lamb}",
-     "pair cifar10_resnet50: optimizer: must be one of adamw, sgd, got 'lamb'"),
-    ("datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {warmup: 500}",
-     "warmup: must be a fraction in [0, 1), got 500"),
-    ("datasets: [cifar10]\nmodels: [resnet50]\noverrides: {dtd_resnet50: {epochs: 1}}",
-     "overrides.dtd_resnet50: not a pair of this grid; pairs: cifar10_resnet50"),
-]  # fmt: skip
+    (
+        "datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {lrr: 1}",
+        "defaults: unknown key 'lrr'; allowed: dataset, model, epochs",
+    ),
+    (
+        "datasets: [cifar10]\nmodels: {resnet50: {epochs: ten}}",
+        "models.resnet50: epochs: expected an integer, got 'ten'",
+    ),
+    (
+        "datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {pretrained: 1}",
+        "defaults: pretrained: expected true or false, got 1",
+    ),
+    (
+        "datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {epochs: true}",
+        "defaults: epochs: expected an integer, got True",
+    ),
+    (
+        "datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {optimizer: lamb}",
+        "pair cifar10_resnet50: optimizer: must be one of adamw, sgd, got 'lamb'",
+    ),
+    (
+        "datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {warmup: 500}",
+        "warmup: must be a fraction in [0, 1), got 500",
+    ),
+    (
+        "datasets: [cifar10]\nmodels: [resnet50]\noverrides: {dtd_resnet50: {epochs: 1}}",
+        "overrides.dtd_resnet50: not a pair of this grid; pairs: cifar10_resnet50",
+    ),
+]
 
 
 @pytest.mark.parametrize(("text", "message"), BAD_GRIDS)

@@ -47,10 +47,20 @@ class LocalBackend:
 
     def command(self, store: Store, run_id: str, pair: str) -> list[str]:
         return [
-            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
             f"--nproc-per-node={self.nproc_per_node}",
-            "-m", "kbench.jobs.train", "--store", store.uri, "--run-id", run_id, "--pair", pair,
-        ]  # fmt: skip
+            "-m",
+            "kbench.jobs.train",
+            "--store",
+            store.uri,
+            "--run-id",
+            run_id,
+            "--pair",
+            pair,
+        ]
 
     def submit(self, store: Store, run: dict[str, Any], pairs: list, echo: Echo) -> dict[str, str]:
         run_id, pairs = run["run_id"], run["pairs"]
@@ -121,8 +131,17 @@ class LocalBackend:
         cancelled = read_json(store, key, default={}).get("state") == "cancelling"
         final = "succeeded" if returncode == 0 else "cancelled" if cancelled else "failed"
         reason = _failure_reason(log_path) if final == "failed" else None
-        write_json(store, key, {**state, "state": final, "returncode": returncode,
-                                "reason": reason, "finished": utc_now()})  # fmt: skip
+        write_json(
+            store,
+            key,
+            {
+                **state,
+                "state": final,
+                "returncode": returncode,
+                "reason": reason,
+                "finished": utc_now(),
+            },
+        )
         if not isinstance(store, LocalStore):
             store.write(records.pair_key(run_id, pair, LOG), log_path.read_bytes())
         seconds = time.monotonic() - started
@@ -131,8 +150,10 @@ class LocalBackend:
         elif reason:
             echo(f"{tag} {pair}: FAILED after {seconds:.0f}s: {reason} (log {log_path})")
         else:
-            echo(f"{tag} {pair}: FAILED (exit code {returncode}) after {seconds:.0f}s; "
-                 f"last lines of {log_path}:")  # fmt: skip
+            echo(
+                f"{tag} {pair}: FAILED (exit code {returncode}) after {seconds:.0f}s; "
+                f"last lines of {log_path}:"
+            )
             for line in _tail(log_path, 15):
                 echo(f"    {line}")
         return final
