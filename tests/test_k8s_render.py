@@ -4,6 +4,7 @@ Regenerate the goldens after an intended change with `make goldens`."""
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -226,3 +227,25 @@ def test_grid_cluster_section_then_profile_then_flags(tmp_path):
     bad.write_text("datasets: [dtd]\nmodels: [resnet50]\ncluster: {gpus: 4}\n")
     result = CliRunner().invoke(cli, ["render", "--grid", str(bad), "--store", STORE])
     assert result.exit_code == 2 and "cluster: unknown key 'gpus'; allowed: image" in result.output
+
+
+def test_cached_validation_agrees_with_kubernetes_validate():
+    import kubernetes_validate
+
+    good = manifests(nodes=2)[:2]
+    bad = copy.deepcopy(good[1])
+    bad["spec"]["completions"] = "two"
+    for manifest in good:
+        kubernetes_validate.validate(manifest, "1.33.0", strict=True)  # raises if invalid
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, "1.33.0", strict=True)
+    assert validate(good, "1.33.0") == []
+    (problem,) = validate([bad], "1.33.0")
+    assert "spec.completions: 'two' is not of type 'integer'" in problem
+
+
+def test_unknown_kubernetes_version_is_one_clear_error():
+    from kbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no schema for Kubernetes 9.99"):
+        validate(manifests()[:1], "9.99")
