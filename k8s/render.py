@@ -127,8 +127,12 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
 def torchrun_command(
     run_id: str, pair: str, settings: ClusterSettings, store_uri: str, job: str, service: str | None
 ) -> list[str]:
+    # kbench's torchrun: the same launcher, passing a bad-config exit code through to the pod's
+    # exit code, where the podFailurePolicy's FailJob rule sees it.
     command = [
-        "torchrun",
+        "python",
+        "-m",
+        "kbench.jobs.launch",
         f"--nnodes={settings.nodes}",
         f"--nproc-per-node={settings.gpus_per_node}",
     ]

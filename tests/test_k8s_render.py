@@ -98,8 +98,10 @@ def test_job_fields():
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
-    assert container["command"][:4] == [
-        "torchrun",
+    assert container["command"][:6] == [
+        "python",
+        "-m",
+        "kbench.jobs.launch",
         "--nnodes=1",
         "--nproc-per-node=4",
         "--standalone",

@@ -133,6 +133,11 @@ def test_a_failing_pair_is_reported_and_the_rest_still_runs(tmp_path, monkeypatc
     assert states["synthetic_clip-tiny"] == ("succeeded", "")
     assert states["synthetic_resnet-tiny"][0] == "failed"
     assert states["synthetic_resnet-tiny"][1].startswith("batch_size 512 is larger than")
+    # the launcher passes the job's bad-config code through torchrun
+    local = read_json(
+        open_store(store), records.pair_key("broken", "synthetic_resnet-tiny", records.LOCAL_STATE)
+    )
+    assert local["returncode"] == 2
 
 
 @pytest.mark.slow

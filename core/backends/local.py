@@ -49,7 +49,7 @@ class LocalBackend:
         return [
             sys.executable,
             "-m",
-            "torch.distributed.run",
+            "kbench.jobs.launch",
             "--standalone",
             f"--nproc-per-node={self.nproc_per_node}",
             "-m",
