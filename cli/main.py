@@ -242,26 +242,53 @@ def render(
     click.echo(f"wrote {len(manifests)} manifests to {folder}")
 
 
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
 @cli.command()
 @store_option
 @run_option
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@click.option("-w", "--watch", is_flag=True, help="Refresh until every pair has finished.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
 @namespace_option
 @context_option
-def status(store, run_id, output, namespace, context) -> None:
+def status(store, run_id, output, watch, interval, namespace, context) -> None:
     """Where every pair of a run stands: state, epoch, latest headline metric."""
+    import time
+
     from kbench.runs import load_run, pair_statuses
     from kbench.storage import open_store
 
     the_store = open_store(store)
     run = load_run(the_store, run_id)
-    states = _backend_of(run, namespace, context).states(the_store, run)
-    rows = pair_statuses(the_store, run, states)
-    if output == "json":
-        _print({"run_id": run["run_id"], "pairs": [r.to_dict() for r in rows]}, "json")
-        return
+    backend = _backend_of(run, namespace, context)
+    while True:
+        # The same few requests every refresh: list calls (cluster) and the pairs' records.
+        rows = pair_statuses(the_store, run, backend.states(the_store, run))
+        if output == "json":
+            _print({"run_id": run["run_id"], "pairs": [r.to_dict() for r in rows]}, "json")
+        else:
+            _status_table(run, rows, clear=watch)
+        if not watch or all(r.state in FINISHED for r in rows):
+            return
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+def _status_table(run: dict[str, Any], rows: list, clear: bool) -> None:
+    if clear and sys.stdout.isatty():
+        click.clear()
     click.echo(
         f"run {run['run_id']} (grid {run['grid']}, {run['backend']}, created {run['created']})"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 
 import kmock
 import pytest
@@ -16,6 +18,7 @@ from s3server import free_ports
 
 from kbench.cli.main import cli
 from kbench.k8s.render import job_name
+from kbench.spec import load_grid
 
 RUN = "study"
 NS = "ml"
@@ -277,3 +280,28 @@ def test_local_store_is_refused_before_anything_is_sent(cluster, tmp_path):
     assert result.exit_code == 2
     assert "is a local folder the pods cannot reach" in result.output
     assert cluster.requests() == []
+
+
+def test_status_watch_refreshes_with_two_requests_each_until_all_finish(cluster):
+    assert submit().exit_code == 0
+    done = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    names = [job_name(RUN, p.name) for p in load_grid("all").pairs]
+    for name in names[:-1]:
+        set_job_status(name, done)
+    before = len(cluster.requests("GET"))
+    result = {}
+    watcher = threading.Thread(
+        target=lambda: result.setdefault("r", kbench("status", "--watch", "--interval", "0.1"))
+    )
+    watcher.start()
+    deadline = time.monotonic() + 60
+    while len(cluster.requests("GET")) - before < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)  # let it refresh at least three times with one pair still running
+    set_job_status(names[-1], done)
+    watcher.join(60)
+    output = result["r"].output
+    assert result["r"].exit_code == 0, output
+    refreshes = output.count(f"run {RUN} (grid all")
+    assert refreshes >= 4
+    assert len(cluster.requests("GET")) - before == 2 * refreshes  # Jobs and Pods, every time
+    assert output.rsplit(f"run {RUN} (grid all", 1)[1].count("succeeded") == 18
