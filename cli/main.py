@@ -311,6 +311,32 @@ def _status_table(run: dict[str, Any], rows: list, clear: bool) -> None:
 
 
 @cli.command()
+@namespace_option
+@click.option("--user", "users", multiple=True, help="Who may run kbench here (repeatable).")
+@click.option("--group", "groups", multiple=True, help="A group that may run kbench (repeatable).")
+@click.option(
+    "--s3-secret",
+    default="kbench-s3",
+    show_default=True,
+    help="Name of the S3 credentials Secret template ('' for none: IRSA).",
+)
+@click.option("--queue", help="Also print an example Kueue ClusterQueue and this LocalQueue.")
+@click.option(
+    "-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
+)
+def setup(namespace, users, groups, s3_secret, queue, output) -> None:
+    """Print the cluster objects kbench needs, for `kubectl apply -f -`."""
+    from kbench.k8s.settings import ClusterSettings
+    from kbench.k8s.setup import setup_manifests
+
+    settings = ClusterSettings(
+        namespace=namespace or "kbench", s3_secret=s3_secret or None, queue=queue
+    )
+    manifests = setup_manifests(settings, list(users), list(groups), kueue=bool(queue))
+    _print_manifests(manifests, output)
+
+
+@cli.command()
 @store_option
 @run_option
 @click.option(
