@@ -311,6 +311,30 @@ def _status_table(run: dict[str, Any], rows: list, clear: bool) -> None:
 
 
 @cli.command()
+@click.option("--grid", "grid_ref", help="Take cluster settings from this grid's cluster section.")
+@store_option
+@cluster_options
+def doctor(grid_ref, store, image, namespace, context, profile, nodes, gpus_per_node) -> None:
+    """Check the cluster, permissions, store and image before submitting."""
+    from kbench.errors import BackendError
+    from kbench.k8s.doctor import run_checks
+    from kbench.spec import load_grid
+
+    grid = load_grid(grid_ref) if grid_ref else None
+    settings = _cluster_settings(grid, profile, image, namespace, context, nodes, gpus_per_node)
+    checks = run_checks(settings, store)
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        mark = {True: "ok  ", False: "FAIL", None: "??  "}[c.ok]
+        click.echo(f"{mark} {c.name.ljust(width)}  {c.detail}")
+        if c.fix:
+            click.echo(f"     {' ' * width}  fix: {c.fix}")
+    failed = [c.name for c in checks if c.ok is False]
+    if failed:
+        raise BackendError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+@cli.command()
 @namespace_option
 @click.option("--user", "users", multiple=True, help="Who may run kbench here (repeatable).")
 @click.option("--group", "groups", multiple=True, help="A group that may run kbench (repeatable).")
@@ -446,7 +470,7 @@ def _cluster_settings(grid, profile, image, namespace, context, nodes, gpus_per_
     given = {k: v for k, v in flags.items() if v is not None}
     return resolve(
         [
-            (grid.document.get("cluster"), f"{grid.source}: cluster"),
+            (grid.document.get("cluster") if grid else None, f"{grid and grid.source}: cluster"),
             (load_profile(profile), str(profile)),
             (given, "command line"),
         ]

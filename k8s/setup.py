@@ -23,6 +23,17 @@ RULES = [
 ]
 
 
+def calls() -> list[tuple[str, str, str]]:
+    """(API group, resource, verb) of every call the Role grants."""
+    return [
+        (group, resource, verb)
+        for rule in RULES
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    ]
+
+
 def setup_manifests(
     settings: ClusterSettings, users: list[str], groups: list[str], kueue: bool = False
 ) -> list[dict[str, Any]]:

@@ -19,10 +19,10 @@ import kmock
 import yaml
 
 
-def _resource(kind: str, subresources: list[str]) -> dict:
+def _resource(kind: str, subresources: list[str], namespaced: bool = True) -> dict:
     verbs = ["list", "get", "create", "patch", "delete"]
     return {
-        "namespaced": True,
+        "namespaced": namespaced,
         "kind": kind,
         "singular": kind.lower(),
         "verbs": verbs,
@@ -37,6 +37,11 @@ RESOURCES = {
     "batch/v1/jobs": _resource("Job", ["status"]),
     "v1/pods": _resource("Pod", ["log", "status"]),
     "v1/services": _resource("Service", []),
+    "v1/namespaces": _resource("Namespace", [], namespaced=False),
+    "v1/nodes": _resource("Node", ["status"], namespaced=False),
+    "authorization.k8s.io/v1/selfsubjectaccessreviews": _resource(
+        "SelfSubjectAccessReview", [], namespaced=False
+    ),
 }
 
 

@@ -1,0 +1,129 @@
+"""`kbench doctor` against the API emulator and a real S3 server: all green, then each check
+failing on its own, with its fix."""
+
+from __future__ import annotations
+
+import kmock
+import pytest
+from click.testing import CliRunner
+from k8s_emulator import kubernetes_emulator
+from kubernetes import client as k8s
+from kubernetes import config as kubeconfig
+
+from kbench.cli.main import cli
+
+NS = "ml"
+
+
+def answer_access_reviews(cluster, denied: set[tuple[str, str]]) -> None:
+    """The API server's SelfSubjectAccessReview: allowed unless (verb, resource) is denied."""
+
+    def review(request):
+        attributes = request.data["spec"]["resourceAttributes"]
+        resource = attributes["resource"] + (
+            f"/{attributes['subresource']}" if attributes.get("subresource") else ""
+        )
+        allowed = (attributes["verb"], resource) not in denied
+        return {**request.data, "status": {"allowed": allowed}}
+
+    view = cluster.emulator[
+        "post", kmock.resource("authorization.k8s.io/v1/selfsubjectaccessreviews")
+    ]
+    view << review
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch, s3_env):
+    with kubernetes_emulator(tmp_path) as cluster:
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+        monkeypatch.setenv("KBENCH_STORE", s3_env.uri("doctor"))
+        core = k8s.CoreV1Api(kubeconfig.new_client_from_config(config_file=str(cluster.kubeconfig)))
+        # kmock 0.8 cannot create a Namespace (its path parser fails on POST /api/v1/namespaces),
+        # so the existing one is served as a fixed reply; others get the emulator's 404.
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+        cluster.emulator[f"get /api/v1/namespaces/{NS}"] << kmock.Response(
+            status=200, payload=namespace
+        )
+        for name, gpus in [("cpu-node", "0"), ("gpu-node", "8")]:
+            core.create_node(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": name},
+                    "status": {"allocatable": {"nvidia.com/gpu": gpus, "cpu": "64"}},
+                }
+            )
+        yield cluster
+
+
+def doctor(*extra: str):
+    return CliRunner().invoke(
+        cli, ["doctor", "-n", NS, "--image", "registry.example/kbench:1", *extra]
+    )
+
+
+def lines(output: str) -> dict[str, str]:
+    return {
+        line.split()[1]: line
+        for line in output.splitlines()
+        if line[:4] in ("ok  ", "FAIL", "??  ")
+    }
+
+
+def test_all_green(cluster):
+    answer_access_reviews(cluster, denied=set())
+    result = doctor()
+    assert result.exit_code == 0, result.output
+    checks = lines(result.output)
+    assert set(checks) == {"kubeconfig", "namespace", "permissions", "image", "store", "gpus"}
+    assert all(line.startswith("ok") for line in checks.values()), result.output
+    assert "8 GPUs on 1 node(s)" in checks["gpus"]
+    reviews = cluster.requests("POST", "selfsubjectaccessreviews")
+    assert {
+        (
+            r.data["spec"]["resourceAttributes"]["verb"],
+            r.data["spec"]["resourceAttributes"]["resource"],
+        )
+        for r in reviews
+    } >= {("create", "jobs"), ("list", "pods"), ("get", "pods")}
+
+
+def test_missing_namespace(cluster):
+    answer_access_reviews(cluster, denied=set())
+    result = doctor("-n", "nowhere")
+    assert result.exit_code == 1
+    assert (
+        "FAIL namespace" in result.output and "namespace 'nowhere' does not exist" in result.output
+    )
+    assert "fix: kbench setup -n nowhere | kubectl apply -f -" in result.output
+
+
+def test_missing_permission(cluster):
+    answer_access_reviews(cluster, denied={("create", "jobs"), ("get", "pods/log")})
+    result = doctor()
+    assert result.exit_code == 1
+    assert "not allowed: create jobs, get pods/log" in result.output
+    assert "fix: kbench setup -n ml --user <you>" in result.output
+
+
+def test_missing_image_bucket_and_gpus(cluster, s3_env):
+    answer_access_reviews(cluster, denied=set())
+    k8s.CoreV1Api(
+        kubeconfig.new_client_from_config(config_file=str(cluster.kubeconfig))
+    ).delete_node("gpu-node")
+    result = CliRunner().invoke(cli, ["doctor", "-n", NS, "--store", "s3://no-such-bucket/x"])
+    assert result.exit_code == 1
+    checks = lines(result.output)
+    assert checks["image"].startswith("FAIL") and checks["store"].startswith("FAIL")
+    assert checks["gpus"].startswith("FAIL")
+    assert "bucket 'no-such-bucket' does not exist" in result.output
+    assert "fix: install the NVIDIA device plugin" in result.output
+    assert result.output.rstrip().endswith("3 check(s) failed: image, store, gpus")
+
+
+def test_no_kubeconfig(cluster, monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    result = doctor()
+    assert result.exit_code == 1
+    assert "FAIL kubeconfig" in result.output and "no usable kubeconfig" in result.output
+    assert "fix: point KUBECONFIG at a kubeconfig" in result.output
