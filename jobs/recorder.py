@@ -42,10 +42,17 @@ class Recorder:
         epoch recorded after the checkpoint (and trained again now) is not listed twice."""
         self.epochs = list(epochs)
 
-    def epoch(self, record: dict[str, Any]) -> None:
+    def epoch(self, record: dict[str, Any], epochs: int) -> None:
         self.epochs.append({**record, "time": utc_now()})
         if self.enabled:
             write_json(self.store, self._key(records.METRICS), {"epochs": self.epochs})
+            # One line in the log as well: what `kbench logs` and `kubectl logs` show.
+            print(
+                f"kbench.jobs.train: epoch {record['epoch']}/{epochs} "
+                f"{record['headline_metric']} {record['headline']:.4f} loss {record['loss']:.4f} "
+                f"{record['images_per_s']:.0f} img/s",
+                flush=True,
+            )
 
     def result(self, summary: dict[str, Any]) -> None:
         if self.enabled:

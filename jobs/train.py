@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             recorder.progress(
                 force=True, phase="eval", epoch=0, step=0, images_per_s=0.0, eta_s=None, **status
             )
-            recorder.epoch(epoch_record(base, evaluate_now(model), epoch=0))
+            recorder.epoch(epoch_record(base, evaluate_now(model), epoch=0), config.epochs)
 
     for epoch in range(first_epoch, config.epochs + 1):
         train_loader.sampler.set_epoch(epoch)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             seconds=epoch_seconds,
             images_per_s=images_per_s,
         )
-        recorder.epoch(record)
+        recorder.epoch(record, config.epochs)
         rng = checkpoint.gather_rng_states(world)
         if rank == 0:
             checkpoint.save(

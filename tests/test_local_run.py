@@ -101,7 +101,10 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch):
         assert f"\n| {epoch} | " in markdown
 
     logs = kbench("logs", "synthetic_resnet-tiny", "--store", store_uri)
-    assert logs.exit_code == 0 and logs.output  # the training process's own output
+    assert logs.exit_code == 0, logs.output
+    assert "kbench.jobs.train: epoch 6/6 top1 " in logs.output  # the job's own lines
+    followed = kbench("logs", "synthetic_resnet-tiny", "--store", store_uri, "-f")
+    assert followed.exit_code == 0 and followed.output == logs.output  # finished: ends at once
 
 
 @pytest.mark.slow

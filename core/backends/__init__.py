@@ -7,7 +7,7 @@ the backend never prints by itself.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from kbench.errors import ConfigError
@@ -38,8 +38,10 @@ class Backend(Protocol):
     def states(self, store: Store, run: dict[str, Any]) -> dict[str, tuple[str, str]]:
         """pair -> (state, detail) as the backend sees it; pairs it knows nothing of are absent."""
 
-    def logs(self, store: Store, run: dict[str, Any], pair: str) -> str:
-        """The pair's training log so far."""
+    def logs(
+        self, store: Store, run: dict[str, Any], pair: str, follow: bool = False, node: int = 0
+    ) -> str | Iterator[str]:
+        """The pair's training log so far; following, a stream of it until the pair ends."""
 
     def cancel(self, store: Store, run: dict[str, Any], pairs: list[str]) -> list[str]:
         """Stop the given pairs; returns those that were running."""

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -183,11 +184,14 @@ class LocalBackend:
             states[pair] = (name, detail)
         return states
 
-    def logs(self, store: Store, run: dict[str, Any], pair: str) -> str:
-        state = read_json(
-            store, records.pair_key(run["run_id"], pair, records.LOCAL_STATE), default=None
-        )
+    def logs(
+        self, store: Store, run: dict[str, Any], pair: str, follow: bool = False, node: int = 0
+    ) -> str | Iterator[str]:
+        key = records.pair_key(run["run_id"], pair, records.LOCAL_STATE)
+        state = read_json(store, key, default=None)
         if state and Path(state["log"]).is_file():
+            if follow:
+                return _follow(Path(state["log"]), lambda: read_json(store, key)["state"])
             return Path(state["log"]).read_text("utf-8", errors="replace")
         try:
             return store.read(records.pair_key(run["run_id"], pair, LOG)).decode(errors="replace")
@@ -238,6 +242,20 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     if record["epoch"] == 0:
         return line + " (before training)"
     return line + f", train loss {record['train_loss']:.3f}, {record['images_per_s']:.0f} img/s"
+
+
+def _follow(path: Path, state: Callable[[], str]) -> Iterator[str]:
+    """The log as it grows, until its pair stops running."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        while True:
+            chunk = f.read()
+            if chunk:
+                yield chunk
+            elif state() not in ("running", "cancelling"):
+                yield f.read()
+                return
+            else:
+                time.sleep(POLL_S)
 
 
 def _failure_reason(log_path: Path) -> str | None:
