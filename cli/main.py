@@ -412,7 +412,7 @@ def runs(store) -> None:
 @click.argument("pair")
 @store_option
 @run_option
-@click.option("-f", "--follow", is_flag=True, help="kubernetes: keep streaming new lines.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the pair stops.")
 @click.option(
     "--node",
     type=click.IntRange(min=0),

@@ -1,8 +1,10 @@
-"""Shared fixtures: a real S3-compatible server (SeaweedFS) on free ports."""
+"""Shared fixtures: a real S3-compatible server (SeaweedFS) on free ports, and a Kubernetes API
+emulator that the real client reaches through a real kubeconfig."""
 
 from __future__ import annotations
 
 import pytest
+from k8s_emulator import kubernetes_emulator
 from s3server import S3Server, seaweedfs
 
 
@@ -19,3 +21,12 @@ def s3_env(s3_server, monkeypatch) -> S3Server:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return s3_server
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch, s3_env):
+    """The API emulator, KUBECONFIG pointing at it, and KBENCH_STORE at an S3 prefix."""
+    with kubernetes_emulator(tmp_path) as cluster:
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+        monkeypatch.setenv("KBENCH_STORE", s3_env.uri(f"k8s/{tmp_path.name}"))
+        yield cluster

@@ -58,6 +58,11 @@ class Cluster:
             if (method is None or r.method.value == method) and path_part in str(r.url)
         ]
 
+    def serve_log(self, text: bytes) -> None:
+        """What every pods/log request answers."""
+        view = self.emulator["get", kmock.resource("v1/pods"), kmock.subresource("log")]
+        view << kmock.Response(status=200, payload=text, headers={"Content-Type": "text/plain"})
+
     def fail(self, method: str, resource: str, status: int, message: str) -> None:
         """Make every such request fail as the API server fails: with a Status object."""
         body = {

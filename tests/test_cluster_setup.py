@@ -9,13 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kmock
-import pytest
 import tomllib
 import yaml
 from click.testing import CliRunner
-from k8s_emulator import kubernetes_emulator
-from test_k8s_backend import NS, RUN, add_pod, kbench
+from test_k8s_backend import add_pod, kbench, submit
 
 from kbench.cli.main import cli
 from kbench.k8s.render import render_run, validate
@@ -122,47 +119,23 @@ VERBS = {
 }
 
 
-@pytest.fixture
-def cluster(tmp_path, monkeypatch, s3_env):
-    with kubernetes_emulator(tmp_path) as cluster:
-        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-        monkeypatch.setenv("KBENCH_STORE", s3_env.uri(f"rbac/{tmp_path.name}"))
-        yield cluster
-
-
 def test_role_grants_exactly_the_calls_kbench_makes(cluster):
     """Every code path that talks to the API, then the calls it made against the Role."""
     made = []
 
-    def run(*args):
+    def counted(call) -> None:
         before = len(cluster.requests())
-        result = kbench(*args)
+        result = call()
         assert result.exit_code == 0, result.output
         made.extend(cluster.requests()[before:])
 
-    submit = [
-        "submit",
-        "--grid",
-        "all",
-        "--backend",
-        "kubernetes",
-        "--run-id",
-        RUN,
-        "--image",
-        "i",
-        "-n",
-        NS,
-        "--nodes",
-        "2",
-    ]
-    run(*submit)
-    run(*submit, "--replace")
-    run("status")
+    counted(lambda: submit("--nodes", "2"))
+    counted(lambda: submit("--nodes", "2", "--replace"))
+    counted(lambda: kbench("status"))
     add_pod("dtd_resnet50", "Running")  # the test's own call, not counted
-    log = cluster.emulator["get", kmock.resource("v1/pods"), kmock.subresource("log")]
-    log << kmock.Response(status=200, payload=b"x\n", headers={"Content-Type": "text/plain"})
-    run("logs", "dtd_resnet50")
-    run("cancel")
+    cluster.serve_log(b"x\n")
+    counted(lambda: kbench("logs", "dtd_resnet50"))
+    counted(lambda: kbench("cancel"))
 
     used = set()
     for request in made:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import kmock
 import pytest
 from click.testing import CliRunner
-from k8s_emulator import kubernetes_emulator
 from kubernetes import client as k8s
 from kubernetes import config as kubeconfig
 
@@ -33,27 +32,24 @@ def answer_access_reviews(cluster, denied: set[tuple[str, str]]) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path, monkeypatch, s3_env):
-    with kubernetes_emulator(tmp_path) as cluster:
-        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-        monkeypatch.setenv("KBENCH_STORE", s3_env.uri("doctor"))
-        core = k8s.CoreV1Api(kubeconfig.new_client_from_config(config_file=str(cluster.kubeconfig)))
-        # kmock 0.8 cannot create a Namespace (its path parser fails on POST /api/v1/namespaces),
-        # so the existing one is served as a fixed reply; others get the emulator's 404.
-        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
-        cluster.emulator[f"get /api/v1/namespaces/{NS}"] << kmock.Response(
-            status=200, payload=namespace
-        )
-        for name, gpus in [("cpu-node", "0"), ("gpu-node", "8")]:
-            core.create_node(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Node",
-                    "metadata": {"name": name},
-                    "status": {"allocatable": {"nvidia.com/gpu": gpus, "cpu": "64"}},
-                }
-            )
-        yield cluster
+def doctor_cluster(cluster):
+    """The emulator with the namespace and two nodes, one of them with GPUs."""
+    core = k8s.CoreV1Api(kubeconfig.new_client_from_config(config_file=str(cluster.kubeconfig)))
+    # kmock 0.8 cannot create a Namespace (its path parser fails on POST /api/v1/namespaces),
+    # so the existing one is served as a fixed reply; others get the emulator's 404.
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+    cluster.emulator[f"get /api/v1/namespaces/{NS}"] << kmock.Response(
+        status=200, payload=namespace
+    )
+    for name, gpus in [("cpu-node", "0"), ("gpu-node", "8")]:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name},
+            "status": {"allocatable": {"nvidia.com/gpu": gpus, "cpu": "64"}},
+        }
+        core.create_node(node)
+    return cluster
 
 
 def doctor(*extra: str):
@@ -70,15 +66,15 @@ def lines(output: str) -> dict[str, str]:
     }
 
 
-def test_all_green(cluster):
-    answer_access_reviews(cluster, denied=set())
+def test_all_green(doctor_cluster):
+    answer_access_reviews(doctor_cluster, denied=set())
     result = doctor()
     assert result.exit_code == 0, result.output
     checks = lines(result.output)
     assert set(checks) == {"kubeconfig", "namespace", "permissions", "image", "store", "gpus"}
     assert all(line.startswith("ok") for line in checks.values()), result.output
     assert "8 GPUs on 1 node(s)" in checks["gpus"]
-    reviews = cluster.requests("POST", "selfsubjectaccessreviews")
+    reviews = doctor_cluster.requests("POST", "selfsubjectaccessreviews")
     assert {
         (
             r.data["spec"]["resourceAttributes"]["verb"],
@@ -88,8 +84,8 @@ def test_all_green(cluster):
     } >= {("create", "jobs"), ("list", "pods"), ("get", "pods")}
 
 
-def test_missing_namespace(cluster):
-    answer_access_reviews(cluster, denied=set())
+def test_missing_namespace(doctor_cluster):
+    answer_access_reviews(doctor_cluster, denied=set())
     result = doctor("-n", "nowhere")
     assert result.exit_code == 1
     assert (
@@ -98,18 +94,18 @@ def test_missing_namespace(cluster):
     assert "fix: kbench setup -n nowhere | kubectl apply -f -" in result.output
 
 
-def test_missing_permission(cluster):
-    answer_access_reviews(cluster, denied={("create", "jobs"), ("get", "pods/log")})
+def test_missing_permission(doctor_cluster):
+    answer_access_reviews(doctor_cluster, denied={("create", "jobs"), ("get", "pods/log")})
     result = doctor()
     assert result.exit_code == 1
     assert "not allowed: create jobs, get pods/log" in result.output
     assert "fix: kbench setup -n ml --user <you>" in result.output
 
 
-def test_missing_image_bucket_and_gpus(cluster, s3_env):
-    answer_access_reviews(cluster, denied=set())
+def test_missing_image_bucket_and_gpus(doctor_cluster, s3_env):
+    answer_access_reviews(doctor_cluster, denied=set())
     k8s.CoreV1Api(
-        kubeconfig.new_client_from_config(config_file=str(cluster.kubeconfig))
+        kubeconfig.new_client_from_config(config_file=str(doctor_cluster.kubeconfig))
     ).delete_node("gpu-node")
     result = CliRunner().invoke(cli, ["doctor", "-n", NS, "--store", "s3://no-such-bucket/x"])
     assert result.exit_code == 1
@@ -121,7 +117,7 @@ def test_missing_image_bucket_and_gpus(cluster, s3_env):
     assert result.output.rstrip().endswith("3 check(s) failed: image, store, gpus")
 
 
-def test_no_kubeconfig(cluster, monkeypatch, tmp_path):
+def test_no_kubeconfig(doctor_cluster, monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     result = doctor()
     assert result.exit_code == 1

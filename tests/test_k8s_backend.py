@@ -8,10 +8,9 @@ import os
 import threading
 import time
 
-import kmock
 import pytest
 from click.testing import CliRunner
-from k8s_emulator import kubernetes_emulator, write_kubeconfig
+from k8s_emulator import write_kubeconfig
 from kubernetes import client as k8s
 from kubernetes import config as kubeconfig
 from s3server import free_ports
@@ -23,14 +22,6 @@ from kbench.spec import load_grid
 RUN = "study"
 NS = "ml"
 SELECTOR = "app.kubernetes.io/managed-by=kbench,kbench.dev/run=study"
-
-
-@pytest.fixture
-def cluster(tmp_path, monkeypatch, s3_env):
-    with kubernetes_emulator(tmp_path) as cluster:
-        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-        monkeypatch.setenv("KBENCH_STORE", s3_env.uri(f"k8s/{tmp_path.name}"))
-        yield cluster
 
 
 def kbench(*args: str):
@@ -197,10 +188,7 @@ def test_status_follows_jobs_through_their_states_with_two_requests(cluster):
 def test_logs_and_cancel(cluster):
     assert submit().exit_code == 0
     add_pod("dtd_resnet50", "Running")
-    log = cluster.emulator["get", kmock.resource("v1/pods"), kmock.subresource("log")]
-    log << kmock.Response(
-        status=200, payload=b"epoch 1/20 top1 61.0%\n", headers={"Content-Type": "text/plain"}
-    )
+    cluster.serve_log(b"epoch 1/20 top1 61.0%\n")
     logs = kbench("logs", "dtd_resnet50")
     assert logs.exit_code == 0, logs.output
     assert "epoch 1/20 top1 61.0%" in logs.output

@@ -9,12 +9,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from kbench import records
+from kbench.backends.local import LocalBackend
 from kbench.jobs.checkpoint import POINTER
 from kbench.runs import create_run
 from kbench.spec import parse_grid
@@ -30,21 +30,8 @@ GRID = (
 
 
 def start(store, run_id: str, nproc: int = 2) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "kbench.jobs.train",
-        "--store",
-        store.uri,
-        "--run-id",
-        run_id,
-        "--pair",
-        PAIR,
-    ]
+    """The pair's job as the local backend starts it (kbench's torchrun launcher)."""
+    command = LocalBackend(nproc_per_node=nproc).command(store, run_id, PAIR)
     return subprocess.Popen(
         command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
