@@ -85,7 +85,25 @@ def main(argv: list[str] | None = None) -> None:
         "gpus": world if device.type == "cuda" else 0,
     }
     recorder = Recorder(store, args.run_id, args.pair, enabled=rank == 0, gpus=base["gpus"])
-    status = {"epochs": config.epochs, "steps": steps}
+
+    def progress(
+        phase: str,
+        epoch: int,
+        step: int,
+        images_per_s: float = 0.0,
+        eta_s: float | None = None,
+        force: bool = True,
+    ) -> None:
+        recorder.progress(
+            force=force,
+            phase=phase,
+            epoch=epoch,
+            step=step,
+            steps=steps,
+            epochs=config.epochs,
+            images_per_s=images_per_s,
+            eta_s=eta_s,
+        )
 
     def evaluate_now(m: ImageClassifier) -> dict:
         return evaluate(m, eval_loader, len(splits.classes), config, device, channels_last)
@@ -105,9 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         first_epoch, train_seconds = 1, 0.0
         if info.family == "clip":  # epoch 0: the zero-shot head, untrained
-            recorder.progress(
-                force=True, phase="eval", epoch=0, step=0, images_per_s=0.0, eta_s=None, **status
-            )
+            progress("eval", epoch=0, step=0)
             recorder.epoch(epoch_record(base, evaluate_now(model), epoch=0), config.epochs)
 
     for epoch in range(first_epoch, config.epochs + 1):
@@ -123,28 +139,14 @@ def main(argv: list[str] | None = None) -> None:
 
             images_per_s = step * config.batch_size / (time.perf_counter() - started)
             left = (config.epochs - epoch + 1) * steps - step
-            recorder.progress(
-                phase="train",
-                epoch=epoch,
-                step=step,
-                images_per_s=images_per_s,
-                eta_s=left * config.batch_size / images_per_s,
-                **status,
-            )
+            eta_s = left * config.batch_size / images_per_s
+            progress("train", epoch, step, images_per_s, eta_s, force=False)
         epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
         train_loss = mean_across_processes(loss_sum / steps)
         images_per_s = steps * config.batch_size / epoch_seconds
 
-        recorder.progress(
-            force=True,
-            phase="eval",
-            epoch=epoch,
-            step=steps,
-            images_per_s=images_per_s,
-            eta_s=None,
-            **status,
-        )
+        progress("eval", epoch, steps, images_per_s)
         record = epoch_record(
             base,
             evaluate_now(model),
@@ -175,26 +177,11 @@ def main(argv: list[str] | None = None) -> None:
 
     wise_ft = None
     if zero_shot is not None:
-        recorder.progress(
-            force=True,
-            phase="eval",
-            epoch=config.epochs,
-            step=steps,
-            images_per_s=0.0,
-            eta_s=None,
-            **status,
-        )
+        progress("eval", config.epochs, steps)
         curve = wise_ft_curve(model, zero_shot, evaluate_now)
         wise_ft = [{**point, "headline": point[headline]} for point in curve]
-    recorder.progress(
-        force=True,
-        phase="done",
-        epoch=config.epochs,
-        step=steps,
-        images_per_s=config.epochs * steps * config.batch_size / max(train_seconds, 1e-9),
-        eta_s=0.0,
-        **status,
-    )
+    mean_images_per_s = config.epochs * steps * config.batch_size / max(train_seconds, 1e-9)
+    progress("done", config.epochs, steps, mean_images_per_s, eta_s=0.0)
     recorder.result(
         summarize(args.pair, config, recorder.epochs, model, train_seconds, base, wise_ft)
     )
