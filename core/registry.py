@@ -53,6 +53,8 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("fmow", 62, WORST_REGION, "wilds fmow", (16.8, 16.8)),
         DatasetInfo("iwildcam", 182, MACRO_F1, "wilds iwildcam", (7.3, 7.3)),
         DatasetInfo("synthetic", 10, TOP1, "coloured shapes drawn from a seed (smoke runs, tests)"),
+        # Your own images: `data` holds train/<class>/<image> and val/ (or test/) alike.
+        DatasetInfo("imagefolder", 0, TOP1, "a class/image folder tree, local or under s3://"),
     ]
 }
 
@@ -70,6 +72,7 @@ MODELS: dict[str, ModelInfo] = {
 SYNTHETIC_COLOURS = ["red", "green", "blue", "yellow", "purple"]
 SYNTHETIC_SHAPES = ["circle", "square"]
 SYNTHETIC_TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "a {} on a grey background."]
+IMAGEFOLDER_TEMPLATES = ["a photo of a {}.", "a photo of the {}.", "an image of a {}."]
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -92,13 +95,21 @@ def _prompt_data() -> dict:
     return json.loads(text)["datasets"]
 
 
+def readable(name: str) -> str:
+    """A class name as it reads in a sentence."""
+    return name.replace("_", " ")
+
+
 def prompts(dataset: str) -> tuple[list[str], list[str]]:
-    """Class names (in label order, readable in a sentence) and prompt templates of a dataset."""
+    """Class names (in label order, readable in a sentence) and prompt templates of a dataset.
+    An imagefolder's class names come from its folders, when it is loaded."""
+    if dataset == "imagefolder":
+        return [], list(IMAGEFOLDER_TEMPLATES)
     if dataset == "synthetic":
         classes = [f"{c} {s}" for c in SYNTHETIC_COLOURS for s in SYNTHETIC_SHAPES]
         return classes, list(SYNTHETIC_TEMPLATES)
     entry = _prompt_data()[dataset]
-    classes = [c.replace("_", " ") for c in entry["classes"]]
+    classes = [readable(c) for c in entry["classes"]]
     return classes, list(entry["templates"])
 
 

@@ -48,6 +48,8 @@ class TrainConfig:
     workers: int = 4  # DataLoader workers per process
     train_limit: int | None = None  # use at most this many training samples (smoke runs)
     eval_limit: int | None = None
+    data: str | None = None  # imagefolder: a local folder or s3://bucket/prefix
+    templates: list[str] | None = None  # CLIP prompts, "{}" for the class; None: the dataset's
     # Speed only; none of these changes the recipe. They apply on GPUs (a CPU trains in fp32).
     precision: str = "bf16"  # bf16 | fp32: autocast dtype of forward and backward
     channels_last: bool = True  # memory format of convolutional models
@@ -73,6 +75,14 @@ class TrainConfig:
             )
         if self.model not in MODELS:
             raise ConfigError(f"{where}: unknown model {self.model!r}; known: {_names(MODELS)}")
+        if (self.dataset == "imagefolder") != (self.data is not None):
+            need = "needs `data`: a folder or s3://bucket/prefix with train/ and val/ (or test/)"
+            raise ConfigError(
+                f"{where}: data: "
+                + (need if self.data is None else "only the imagefolder dataset reads `data`")
+            )
+        if self.templates is not None and not all("{}" in t for t in self.templates):
+            raise ConfigError(f"{where}: templates: every template needs {{}} for the class name")
         checks = [
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
@@ -257,12 +267,17 @@ def _is_instance(value: Any, hint: Any) -> bool:
         return hint is bool
     if hint is float:
         return isinstance(value, (int, float))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_is_instance(v, item) for v in value)
     return isinstance(value, hint)
 
 
 def _type_name(hint: Any) -> str:
     if isinstance(hint, types.UnionType):
         return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return "a list of strings"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         hint, "null"
     )

@@ -156,7 +156,7 @@ class S3Store:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def list(self, prefix: str) -> list[str]:
-        full = self._key(prefix).rstrip("/") + "/"
+        full = self._key(prefix).rstrip("/") + "/" if prefix or self.prefix else ""
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys = []
         with self._errors():

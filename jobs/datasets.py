@@ -12,8 +12,9 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import InterpolationMode, v2
 
 from kbench.errors import ConfigError
+from kbench.jobs import imagefolder
 from kbench.jobs.synthetic import SyntheticShapes
-from kbench.registry import ModelInfo, prompts
+from kbench.registry import ModelInfo, prompts, readable
 from kbench.spec import TrainConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI's, as open_clip.constants
@@ -65,12 +66,14 @@ def build_splits(config: TrainConfig, info: ModelInfo) -> Splits:
             f"(available: {', '.join(BUILDERS)})"
         )
     train, evaluation, eval_split = build(config, info, train_tf, eval_tf)
+    if config.dataset == "imagefolder":  # its classes are its folders
+        classes = [readable(name) for name in train.classes]
     return Splits(
         train=_limit(train, config.train_limit, config.seed),
         eval=_limit(evaluation, config.eval_limit, config.seed),
         eval_split=eval_split,
         classes=classes,
-        templates=templates,
+        templates=config.templates or templates,
     )
 
 
@@ -90,6 +93,10 @@ def _synthetic(config, info, train_tf, eval_tf):
         SyntheticShapes("test", size, seed, eval_tf),
         "test",
     )
+
+
+def _imagefolder(config, info, train_tf, eval_tf):
+    return imagefolder.load(config.data, train_tf, eval_tf)
 
 
 def _torchvision(cls, train_kwargs: dict, eval_kwargs: dict, eval_split: str):
@@ -135,4 +142,8 @@ def _torchvision_builders() -> dict:
 
 
 # fmow and iwildcam need the wilds loaders, which arrive with dataset staging.
-BUILDERS: dict[str, Callable] = {"synthetic": _synthetic, **_torchvision_builders()}
+BUILDERS: dict[str, Callable] = {
+    "synthetic": _synthetic,
+    "imagefolder": _imagefolder,
+    **_torchvision_builders(),
+}
