@@ -17,6 +17,10 @@ CLIENT_MODULES = [
     "kbench.runs",
     "kbench.spec",
     "kbench.storage",
+    "kbench.k8s.backend",
+    "kbench.k8s.render",
+    "kbench.k8s.doctor",
+    "kbench.k8s.setup",
 ]
 
 
