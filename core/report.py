@@ -20,10 +20,10 @@ from typing import Any
 
 import jinja2
 
-from kbench import records
 from kbench.charts import Series, line_chart
 from kbench.registry import DATASETS, MODELS
-from kbench.storage import Store, read_json
+from kbench.runs import read_pair
+from kbench.storage import Store
 
 TIE_POINTS = 0.1  # best accuracies closer than this (in points) are a tie
 PUBLISHED_TOLERANCE = 2.0  # points off the published zero-shot number before a flag
@@ -37,19 +37,9 @@ def gather(
 ) -> dict:
     """Read every pair's config, epoch records and result (`workers` pairs at a time: S3 GETs
     are latency-bound), then build the results."""
-    run_id = run["run_id"]
-
-    def one(pair: str) -> dict[str, Any]:
-        key = lambda name: records.pair_key(run_id, pair, name)  # noqa: E731
-        return {
-            "pair": pair,
-            "config": read_json(store, key(records.CONFIG)),
-            "epochs": read_json(store, key(records.METRICS), default={"epochs": []})["epochs"],
-            "result": read_json(store, key(records.RESULT), default=None),
-        }
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        raw = list(pool.map(one, run["pairs"]))
+        raw = list(pool.map(lambda pair: read_pair(store, run["run_id"], pair), run["pairs"]))
     return build_results(run, raw, states)
 
 

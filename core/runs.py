@@ -97,6 +97,21 @@ def load_config(store: Store, run_id: str, pair: str) -> TrainConfig:
     return TrainConfig.from_dict(data, where=records.pair_key(run_id, pair, records.CONFIG))
 
 
+def read_pair(store: Store, run_id: str, pair: str, with_progress: bool = False) -> dict:
+    """A pair's config, epoch records and result (None until it finished); its progress too
+    when asked. Records not written yet read as empty."""
+    key = lambda name: records.pair_key(run_id, pair, name)  # noqa: E731
+    found = {
+        "pair": pair,
+        "config": read_json(store, key(records.CONFIG)),
+        "epochs": read_json(store, key(records.METRICS), default={"epochs": []})["epochs"],
+        "result": read_json(store, key(records.RESULT), default=None),
+    }
+    if with_progress:
+        found["progress"] = read_json(store, key(records.PROGRESS), default={})
+    return found
+
+
 @dataclass
 class PairStatus:
     pair: str
@@ -119,11 +134,9 @@ def pair_statuses(
     """Merge what the backend knows (state, detail per pair) with what the jobs wrote."""
 
     def one(pair: str) -> PairStatus:
-        key = lambda name: records.pair_key(run["run_id"], pair, name)  # noqa: E731
-        config = read_json(store, key(records.CONFIG))
-        progress = read_json(store, key(records.PROGRESS), default={})
-        epochs = read_json(store, key(records.METRICS), default={"epochs": []})["epochs"]
-        result = read_json(store, key(records.RESULT), default=None)
+        records_ = read_pair(store, run["run_id"], pair, with_progress=True)
+        config, epochs, result = records_["config"], records_["epochs"], records_["result"]
+        progress = records_["progress"]
         state, detail = backend_states.get(pair, ("pending", ""))
         if result is not None:
             state = "succeeded"
