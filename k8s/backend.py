@@ -34,7 +34,6 @@ class KubernetesBackend:
         settings: ClusterSettings | None = None,
         replace: bool = False,
         api_client: Any = None,
-        **_: Any,
     ) -> None:
         self.settings = settings or ClusterSettings()
         self.replace = replace

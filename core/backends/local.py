@@ -33,7 +33,7 @@ LOG = "train.log"
 class LocalBackend:
     name = "local"
 
-    def __init__(self, parallel: int = 1, nproc_per_node: int = 1, **_: Any) -> None:
+    def __init__(self, parallel: int = 1, nproc_per_node: int = 1) -> None:
         self.parallel = parallel
         self.nproc_per_node = nproc_per_node
         self._running: dict[str, subprocess.Popen] = {}
