@@ -64,16 +64,17 @@ class LocalBackend:
         ]
 
     def submit(self, store: Store, run: dict[str, Any], pairs: list, echo: Echo) -> dict[str, str]:
-        run_id, pairs = run["run_id"], run["pairs"]
+        """Trains the run's pairs (their configs are in the store) and returns when all ended."""
+        names = run["pairs"]
         echo(
-            f"run {run_id}: {len(pairs)} pairs on this machine, {self.parallel} at a time, "
-            f"{self.nproc_per_node} process(es) each; store {store.uri}"
+            f"run {run['run_id']}: {len(names)} pairs on this machine, {self.parallel} at a "
+            f"time, {self.nproc_per_node} process(es) each; store {store.uri}"
         )
-        numbered = {pair: f"[{i}/{len(pairs)}]" for i, pair in enumerate(pairs, start=1)}
+        numbered = {name: f"[{i}/{len(names)}]" for i, name in enumerate(names, start=1)}
         pool = ThreadPoolExecutor(max_workers=self.parallel)
         try:
             futures = {
-                p: pool.submit(self._run_pair, store, run, p, numbered[p], echo) for p in pairs
+                n: pool.submit(self._run_pair, store, run, n, numbered[n], echo) for n in names
             }
             return {pair: future.result() for pair, future in futures.items()}
         except KeyboardInterrupt:
