@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT = 560, 300
+WIDTH, HEIGHT = 520, 300
 LEFT, RIGHT, TOP, BOTTOM = 52, 150, 16, 40  # margins: the legend sits on the right
 COLOURS = ["#1f6fb4", "#d9711c", "#2a9d4b", "#b8336a", "#6a51a3", "#666666"]
 
