@@ -293,3 +293,31 @@ def test_status_watch_refreshes_with_two_requests_each_until_all_finish(cluster)
     assert refreshes >= 4
     assert len(cluster.requests("GET")) - before == 2 * refreshes  # Jobs and Pods, every time
     assert output.rsplit(f"run {RUN} (grid all", 1)[1].count("succeeded") == 18
+
+
+def test_context_picks_the_cluster(cluster, monkeypatch, tmp_path):
+    """Two contexts in one kubeconfig: the current one is dead, --context picks the live one."""
+    import yaml
+
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    config["clusters"].append({"name": "dead", "cluster": {"server": dead}})
+    config["contexts"].append({"name": "dead", "context": {"cluster": "dead", "user": "emulator"}})
+    config["current-context"] = "dead"
+    both = tmp_path / "two-contexts"
+    both.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(both))
+    assert "cannot reach the Kubernetes API server" in submit().output
+    result = submit("--context", "emulator")
+    assert result.exit_code == 0, result.output
+    assert kbench("status", "--context", "emulator").exit_code == 0
+
+
+def test_logs_follow_streams(cluster):
+    assert submit().exit_code == 0
+    add_pod("dtd_resnet50", "Running")
+    cluster.serve_log(b"epoch 1/20\nepoch 2/20\n")
+    followed = kbench("logs", "dtd_resnet50", "-f")
+    assert followed.exit_code == 0, followed.output
+    assert followed.output == "epoch 1/20\nepoch 2/20\n"
+    assert "follow=true" in str(cluster.requests("GET", "/log")[-1].url)

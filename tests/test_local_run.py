@@ -178,3 +178,39 @@ def test_the_job_runs_as_a_plain_module_without_torchrun(tmp_path):
         store, records.pair_key("plain", "synthetic_resnet-tiny", "metrics.json")
     )["epochs"]
     assert record["world_size"] == 1 and record["samples"] == 37
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_running_local_pair(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "long.yaml"
+    grid.write_text("datasets: [synthetic]\nmodels: {resnet-tiny: {epochs: 50}}\n")
+    store = str(tmp_path / "store")
+    result = {}
+    runner = threading.Thread(
+        target=lambda: result.setdefault(
+            "submit", kbench("submit", "--grid", str(grid), "--store", store, "--run-id", "long")
+        )
+    )
+    runner.start()
+    progress = records.pair_key("long", "synthetic_resnet-tiny", records.PROGRESS)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until it is training, not still starting up
+        if read_json(open_store(store), progress, default={}).get("phase") == "train":
+            break
+        time.sleep(0.1)
+    cancelled = kbench("cancel", "--store", store)
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.output.strip() == "run long: stopped synthetic_resnet-tiny"
+    runner.join(120)
+    assert not runner.is_alive()
+    assert result["submit"].exit_code == 1
+    assert "synthetic_resnet-tiny: cancelled" in result["submit"].output
+    log = kbench("logs", "synthetic_resnet-tiny", "--store", store).output
+    assert "SIGTERM: stopped; a restart resumes from the last checkpoint" in log
+    status = json.loads(kbench("status", "--store", store, "-o", "json").output)
+    assert status["pairs"][0]["state"] == "cancelled"
+    assert kbench("cancel", "--store", store).output.strip() == "run long: stopped nothing running"
