@@ -100,20 +100,22 @@ def _imagefolder(config, info, train_tf, eval_tf):
 
 
 def _torchvision(cls, train_kwargs: dict, eval_kwargs: dict, eval_split: str):
-    """A loader for a torchvision dataset already on local disk under $KBENCH_DATA_ROOT/<name>."""
+    """A torchvision dataset already on local disk, in torchvision's own layout under
+    $KBENCH_DATA_ROOT (default ./data): cifar-10-batches-py/, dtd/dtd/, food-101/, ..."""
 
     def build(config, info, train_tf, eval_tf):
-        root = os.path.join(os.environ.get(DATA_ROOT_ENV, "data"), config.dataset)
-        if not os.path.isdir(root):
-            raise ConfigError(
-                f"no local copy of {config.dataset} at {root}: set {DATA_ROOT_ENV} to the folder "
-                f"that holds {config.dataset}/"
+        root = os.environ.get(DATA_ROOT_ENV, "data")
+        try:
+            return (
+                cls(root, transform=train_tf, download=False, **train_kwargs),
+                cls(root, transform=eval_tf, download=False, **eval_kwargs),
+                eval_split,
             )
-        return (
-            cls(root, transform=train_tf, download=False, **train_kwargs),
-            cls(root, transform=eval_tf, download=False, **eval_kwargs),
-            eval_split,
-        )
+        except RuntimeError as e:  # torchvision: "Dataset not found or corrupted ..."
+            raise ConfigError(
+                f"no local copy of {config.dataset} under {os.path.abspath(root)} ({e}): set "
+                f"{DATA_ROOT_ENV} to the folder that holds it in torchvision's layout"
+            ) from None
 
     return build
 

@@ -51,7 +51,7 @@ def test_missing_local_copy_of_a_dataset_says_what_to_set(monkeypatch, tmp_path)
 
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(tmp_path))
     config = load_grid("all").pair("cifar10_resnet50").config
-    with pytest.raises(ConfigError, match="no local copy of cifar10 .* set KBENCH_DATA_ROOT"):
+    with pytest.raises(ConfigError, match="no local copy of cifar10 under .* set KBENCH_DATA_ROOT"):
         datasets.build_splits(config, model_info("resnet50"))
 
 
