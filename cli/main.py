@@ -310,6 +310,79 @@ def _status_table(run: dict[str, Any], rows: list, clear: bool) -> None:
     _table(table)
 
 
+@cli.group()
+def data() -> None:
+    """Datasets in the store, for pods to read."""
+
+
+@data.command("stage")
+@click.argument("name")
+@store_option
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    help="The local copy, in torchvision's layout [default: $KBENCH_DATA_ROOT or ./data]; "
+    "for imagefolder the tree itself.",
+)
+@click.option(
+    "--frac",
+    type=click.FloatRange(min=0, min_open=True, max=1),
+    default=1.0,
+    show_default=True,
+    help="Stage this fraction of each split (smoke runs).",
+)
+@click.option("--shard-samples", type=click.IntRange(min=1), default=1000, show_default=True)
+def stage(name, store, root, frac, shard_samples) -> None:
+    """Write a dataset (from its local copy) as tar shards + manifest to the store.
+
+    Re-running uploads only shards not already there with the same checksum."""
+    import importlib.util
+    import os
+
+    from kbench.errors import ConfigError
+    from kbench.registry import dataset_info, prompts
+    from kbench.storage import open_store
+
+    dataset_info(name)
+    if name == "synthetic":
+        raise ConfigError("synthetic is drawn on the fly from a seed: there is nothing to stage")
+    if importlib.util.find_spec("torch") is None:
+        raise ConfigError("staging reads datasets with their loaders: pip install 'kbench[train]'")
+    from kbench.jobs import staging
+    from kbench.jobs.datasets import raw_splits
+    from kbench.registry import readable
+    from kbench.spec import TrainConfig
+
+    if root and name != "imagefolder":
+        os.environ["KBENCH_DATA_ROOT"] = root
+    config = TrainConfig(
+        dataset=name,
+        model="resnet-tiny",
+        epochs=1,
+        batch_size=1,
+        optimizer="sgd",
+        lr=0.1,
+        data=root if name == "imagefolder" else None,
+    )
+    train, evaluation, eval_split = raw_splits(config, None)
+    classes, templates = prompts(name)
+    if name == "imagefolder":
+        classes = [readable(c) for c in train.classes]
+    manifest = staging.stage(
+        open_store(store),
+        name,
+        {"train": train, eval_split: evaluation},
+        classes,
+        templates,
+        eval_split,
+        frac=frac,
+        shard_samples=shard_samples,
+        echo=click.echo,
+    )
+    sizes = ", ".join(f"{split} {info['samples']}" for split, info in manifest["splits"].items())
+    click.echo(f"staged {name} ({sizes} samples) under {store}/datasets/{name}/")
+
+
 @cli.command()
 @click.option("--grid", "grid_ref", help="Take cluster settings from this grid's cluster section.")
 @store_option

@@ -12,10 +12,11 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import InterpolationMode, v2
 
 from kbench.errors import ConfigError
-from kbench.jobs import imagefolder
+from kbench.jobs import imagefolder, staging
 from kbench.jobs.synthetic import SyntheticShapes
 from kbench.registry import ModelInfo, prompts, readable
 from kbench.spec import TrainConfig
+from kbench.storage import Store
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI's, as open_clip.constants
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -56,16 +57,16 @@ def build_transforms(info: ModelInfo) -> tuple[Callable, Callable]:
     )
 
 
-def build_splits(config: TrainConfig, info: ModelInfo) -> Splits:
+def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = None) -> Splits:
+    """The dataset's splits with the model's transforms: from the store's staged shards when
+    the dataset was staged there (`kbench data stage`), else from its loader."""
     train_tf, eval_tf = build_transforms(info)
     classes, templates = prompts(config.dataset)
-    build = BUILDERS.get(config.dataset)
-    if build is None:
-        raise ConfigError(
-            f"dataset {config.dataset!r} has no loader in this version of kbench yet "
-            f"(available: {', '.join(BUILDERS)})"
-        )
-    train, evaluation, eval_split = build(config, info, train_tf, eval_tf)
+    manifest = staging.staged_manifest(store, config.dataset) if store is not None else None
+    if manifest is not None:
+        train, evaluation, eval_split = staging.load(store, manifest, train_tf, eval_tf)
+    else:
+        train, evaluation, eval_split = raw_splits(config, info, train_tf, eval_tf)
     if config.dataset == "imagefolder":  # its classes are its folders
         classes = [readable(name) for name in train.classes]
     return Splits(
@@ -75,6 +76,18 @@ def build_splits(config: TrainConfig, info: ModelInfo) -> Splits:
         classes=classes,
         templates=config.templates or templates,
     )
+
+
+def raw_splits(config: TrainConfig, info: ModelInfo | None, train_tf=None, eval_tf=None):
+    """(train, eval, eval split name) from the dataset's own loader; untransformed (PIL
+    images) without transforms, as staging reads them."""
+    build = BUILDERS.get(config.dataset)
+    if build is None:
+        raise ConfigError(
+            f"dataset {config.dataset!r} has no loader in this version of kbench yet "
+            f"(available: {', '.join(BUILDERS)})"
+        )
+    return build(config, info, train_tf, eval_tf)
 
 
 def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     store = open_store(args.store)
     config = load_config(store, args.run_id, args.pair)
     info = model_info(config.model)
-    splits = build_splits(config, info)
+    splits = build_splits(config, info, store)
     model = build_model(config, splits.classes, splits.templates, device)
     channels_last = uses_channels_last(config, info.family, device)
     if channels_last:

@@ -1,0 +1,219 @@
+"""Datasets staged to the store once, read by every pod: tar shards in the WebDataset layout
+(`<key>.jpg|png` + `<key>.cls`, readable by common tools) plus a manifest.
+
+    datasets/<name>/manifest.json             classes, templates, splits, shards and checksums
+    datasets/<name>/<split>-00000.tar         samples in order
+    datasets/<name>/<split>-00000.tar.sha256  written after its shard: a re-run skips it
+
+Staging reads the dataset with its real loader where a copy exists. Pods download the shards
+once per node (local rank 0; the others wait), verify each checksum (a corrupt or missing shard
+is fetched again) and keep them on the node's scratch disk across restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.utils.data import Dataset
+
+from kbench import __version__
+from kbench.errors import StoreError
+from kbench.runs import utc_now
+from kbench.storage import Store, read_json, write_json
+
+SHARD_SAMPLES = 1000
+
+
+def prefix(name: str) -> str:
+    return f"datasets/{name}"
+
+
+def stage(
+    store: Store,
+    name: str,
+    splits: dict[str, Dataset],
+    classes: list[str],
+    templates: list[str],
+    eval_split: str,
+    frac: float = 1.0,
+    seed: int = 0,
+    shard_samples: int = SHARD_SAMPLES,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Write every split as shards, upload them concurrently, then the manifest (last)."""
+    manifest: dict[str, Any] = {
+        "name": name,
+        "classes": classes,
+        "templates": templates,
+        "eval_split": eval_split,
+        "frac": frac,
+        "splits": {},
+        "kbench_version": __version__,
+        "created": utc_now(),
+    }
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=8) as pool:
+        for split, dataset in splits.items():
+            indices = _subset(len(dataset), frac, seed)
+            chunks = [indices[i : i + shard_samples] for i in range(0, len(indices), shard_samples)]
+            shards = []
+            for number, chunk in enumerate(chunks):
+                key = f"{prefix(name)}/{split}-{number:05d}.tar"
+                path = Path(tmp) / Path(key).name
+                digest = _write_shard(path, dataset, chunk)
+                shards.append(
+                    {
+                        "key": key,
+                        "sha256": digest,
+                        "samples": len(chunk),
+                        "bytes": path.stat().st_size,
+                    }
+                )
+            uploaded = list(pool.map(lambda s: _upload(store, tmp, s), shards))
+            echo(
+                f"{name} {split}: {len(indices)} samples in {len(shards)} shard(s), "
+                f"{sum(uploaded)} uploaded, {len(shards) - sum(uploaded)} already there"
+            )
+            manifest["splits"][split] = {"samples": len(indices), "shards": shards}
+    write_json(store, f"{prefix(name)}/manifest.json", manifest)
+    return manifest
+
+
+def _subset(n: int, frac: float, seed: int) -> list[int]:
+    if frac >= 1:
+        return list(range(n))
+    chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[
+        : max(1, int(n * frac))
+    ]
+    return sorted(chosen.tolist())
+
+
+def _write_shard(path: Path, dataset: Dataset, indices: list[int]) -> str:
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for index in indices:
+            data, ext, label = _sample_bytes(dataset, index)
+            for suffix, payload in ((ext, data), ("cls", str(label).encode())):
+                info = tarfile.TarInfo(f"{index:08d}.{suffix}")
+                info.size, info.mtime = len(payload), 0  # same bytes on every run
+                tar.addfile(info, io.BytesIO(payload))
+    return _sha256(path)
+
+
+def _sample_bytes(dataset: Dataset, index: int) -> tuple[bytes, str, int]:
+    """The original file when the loader has one (no re-encoding), else a lossless PNG."""
+    files = getattr(dataset, "_image_files", None)
+    samples = getattr(dataset, "samples", None)
+    if files is not None or samples is not None:
+        path = Path(files[index]) if files is not None else Path(samples[index][0])
+        label = dataset._labels[index] if files is not None else samples[index][1]
+        return path.read_bytes(), path.suffix.lstrip(".").lower() or "jpg", int(label)
+    image, label = dataset[index]
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue(), "png", int(label)
+
+
+def _upload(store: Store, tmp: str, shard: dict) -> bool:
+    """Upload unless the same shard is already there (its checksum object says so)."""
+    checksum_key = shard["key"] + ".sha256"
+    try:
+        if store.read(checksum_key).decode() == shard["sha256"]:
+            return False
+    except KeyError:
+        pass
+    store.put_file(shard["key"], str(Path(tmp) / Path(shard["key"]).name))
+    store.write(checksum_key, shard["sha256"].encode())
+    return True
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------- pod side
+
+
+def staged_manifest(store: Store, name: str) -> dict | None:
+    return read_json(store, f"{prefix(name)}/manifest.json", default=None)
+
+
+def fetch(store: Store, manifest: dict, cache: Path) -> None:
+    """Local rank 0 makes the node's copy complete and correct; the others wait for it."""
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        shards = [s for split in manifest["splits"].values() for s in split["shards"]]
+
+        def one(shard: dict) -> None:
+            path = cache / Path(shard["key"]).name
+            if path.exists() and _sha256(path) == shard["sha256"]:
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            store.get_file(shard["key"], str(path) + ".part")
+            if _sha256(Path(str(path) + ".part")) != shard["sha256"]:
+                raise StoreError(f"{shard['key']} does not match its checksum: stage it again")
+            os.replace(str(path) + ".part", path)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(one, shards))
+    if dist.is_initialized():
+        dist.barrier()
+
+
+class ShardDataset(Dataset):
+    """Random access into local tar shards: an index of (shard, offset, size, label)."""
+
+    def __init__(self, paths: list[Path], transform=None) -> None:
+        self.transform, self.items = transform, []
+        for path in paths:
+            with tarfile.open(path) as tar:
+                members = tar.getmembers()
+            labels = {}
+            images = []
+            for m in members:
+                key, _, ext = m.name.rpartition(".")
+                if ext == "cls":
+                    labels[key] = m
+                else:
+                    images.append((key, m))
+            with open(path, "rb") as f:
+                for key, m in images:
+                    f.seek(labels[key].offset_data)
+                    label = int(f.read(labels[key].size))
+                    self.items.append((str(path), m.offset_data, m.size, label))
+        self.targets = [item[3] for item in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        path, offset, size, label = self.items[index]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            image = Image.open(io.BytesIO(f.read(size))).convert("RGB")
+        return (self.transform(image) if self.transform else image), label
+
+
+def load(store: Store, manifest: dict, train_tf, eval_tf) -> tuple[Dataset, Dataset, str]:
+    cache = Path(tempfile.gettempdir()) / "kbench-data" / manifest["name"]
+    fetch(store, manifest, cache)
+
+    def split(name: str, transform) -> Dataset:
+        shards = manifest["splits"][name]["shards"]
+        return ShardDataset([cache / Path(s["key"]).name for s in shards], transform)
+
+    eval_split = manifest["eval_split"]
+    train_split = next(s for s in manifest["splits"] if s != eval_split)
+    return split(train_split, train_tf), split(eval_split, eval_tf), eval_split
