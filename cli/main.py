@@ -332,7 +332,12 @@ def data() -> None:
     help="Stage this fraction of each split (smoke runs).",
 )
 @click.option("--shard-samples", type=click.IntRange(min=1), default=1000, show_default=True)
-def stage(name, store, root, frac, shard_samples) -> None:
+@click.option(
+    "--download",
+    is_flag=True,
+    help="Fetch the dataset from its original host into --root first (torchvision).",
+)
+def stage(name, store, root, frac, shard_samples, download) -> None:
     """Write a dataset (from its local copy) as tar shards + manifest to the store.
 
     Re-running uploads only shards not already there with the same checksum."""
@@ -364,7 +369,7 @@ def stage(name, store, root, frac, shard_samples) -> None:
         lr=0.1,
         data=root if name == "imagefolder" else None,
     )
-    train, evaluation, eval_split = raw_splits(config, None)
+    train, evaluation, eval_split = raw_splits(config, None, download=download)
     classes, templates = prompts(name)
     if name == "imagefolder":
         classes = [readable(c) for c in train.classes]

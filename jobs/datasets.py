@@ -78,7 +78,9 @@ def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = Non
     )
 
 
-def raw_splits(config: TrainConfig, info: ModelInfo | None, train_tf=None, eval_tf=None):
+def raw_splits(
+    config: TrainConfig, info: ModelInfo | None, train_tf=None, eval_tf=None, download=False
+):
     """(train, eval, eval split name) from the dataset's own loader; untransformed (PIL
     images) without transforms, as staging reads them."""
     build = BUILDERS.get(config.dataset)
@@ -87,7 +89,7 @@ def raw_splits(config: TrainConfig, info: ModelInfo | None, train_tf=None, eval_
             f"dataset {config.dataset!r} has no loader in this version of kbench yet "
             f"(available: {', '.join(BUILDERS)})"
         )
-    return build(config, info, train_tf, eval_tf)
+    return build(config, info, train_tf, eval_tf, download=download)
 
 
 def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -99,7 +101,7 @@ def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     return Subset(dataset, indices.tolist())
 
 
-def _synthetic(config, info, train_tf, eval_tf):
+def _synthetic(config, info, train_tf, eval_tf, download=False):
     size, seed = info.image_size, config.seed
     return (
         SyntheticShapes("train", size, seed, train_tf),
@@ -108,7 +110,7 @@ def _synthetic(config, info, train_tf, eval_tf):
     )
 
 
-def _imagefolder(config, info, train_tf, eval_tf):
+def _imagefolder(config, info, train_tf, eval_tf, download=False):
     return imagefolder.load(config.data, train_tf, eval_tf)
 
 
@@ -116,18 +118,19 @@ def _torchvision(cls, train_kwargs: dict, eval_kwargs: dict, eval_split: str):
     """A torchvision dataset already on local disk, in torchvision's own layout under
     $KBENCH_DATA_ROOT (default ./data): cifar-10-batches-py/, dtd/dtd/, food-101/, ..."""
 
-    def build(config, info, train_tf, eval_tf):
+    def build(config, info, train_tf, eval_tf, download=False):
         root = os.environ.get(DATA_ROOT_ENV, "data")
         try:
             return (
-                cls(root, transform=train_tf, download=False, **train_kwargs),
-                cls(root, transform=eval_tf, download=False, **eval_kwargs),
+                cls(root, transform=train_tf, download=download, **train_kwargs),
+                cls(root, transform=eval_tf, download=download, **eval_kwargs),
                 eval_split,
             )
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted ..."
             raise ConfigError(
                 f"no local copy of {config.dataset} under {os.path.abspath(root)} ({e}): set "
-                f"{DATA_ROOT_ENV} to the folder that holds it in torchvision's layout"
+                f"{DATA_ROOT_ENV} to the folder that holds it in torchvision's layout, or stage "
+                "it with --download where its host is reachable"
             ) from None
 
     return build

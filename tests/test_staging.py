@@ -116,5 +116,6 @@ def test_missing_local_copy_is_one_line(tmp_path, s3_env):
     )
     assert result.exit_code == 2
     assert result.output.startswith("Error: no local copy of cifar10 under")
+    assert "or stage it with --download" in result.output
     assert result.output.count("\n") == 1
     assert "Traceback" not in result.output
