@@ -194,15 +194,17 @@ class ShardDataset(Dataset):
                     label = int(f.read(labels[key].size))
                     self.items.append((str(path), m.offset_data, m.size, label))
         self.targets = [item[3] for item in self.items]
+        self._open: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int):
         path, offset, size, label = self.items[index]
-        with open(path, "rb") as f:
-            f.seek(offset)
-            image = Image.open(io.BytesIO(f.read(size))).convert("RGB")
+        fd = self._open.get(path)
+        if fd is None:  # one descriptor per shard and process; pread needs no seek
+            fd = self._open[path] = os.open(path, os.O_RDONLY)
+        image = Image.open(io.BytesIO(os.pread(fd, size, offset))).convert("RGB")
         return (self.transform(image) if self.transform else image), label
 
 
