@@ -49,7 +49,7 @@ def stage(
     frac: float = 1.0,
     seed: int = 0,
     shard_samples: int = SHARD_SAMPLES,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] = lambda line: None,
 ) -> dict:
     """Write every split as shards, upload them concurrently, then the manifest (last)."""
     manifest: dict[str, Any] = {
@@ -62,27 +62,31 @@ def stage(
         "kbench_version": __version__,
         "created": utc_now(),
     }
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=8) as pool:
+    # Streaming: each shard is uploaded (and its local file deleted) while the next ones are
+    # written, with a few in flight, so local disk holds a few shards, not the dataset.
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=4) as pool:
         for split, dataset in splits.items():
             indices = _subset(len(dataset), frac, seed)
             chunks = [indices[i : i + shard_samples] for i in range(0, len(indices), shard_samples)]
-            shards = []
+            shards, uploads = [], []
             for number, chunk in enumerate(chunks):
                 key = f"{prefix(name)}/{split}-{number:05d}.tar"
                 path = Path(tmp) / Path(key).name
                 digest = _write_shard(path, dataset, chunk)
-                shards.append(
-                    {
-                        "key": key,
-                        "sha256": digest,
-                        "samples": len(chunk),
-                        "bytes": path.stat().st_size,
-                    }
-                )
-            uploaded = list(pool.map(lambda s: _upload(store, tmp, s), shards))
+                shard = {
+                    "key": key,
+                    "sha256": digest,
+                    "samples": len(chunk),
+                    "bytes": path.stat().st_size,
+                }
+                shards.append(shard)
+                uploads.append(pool.submit(_upload, store, path, shard))
+                if len(uploads) - sum(u.done() for u in uploads) >= 8:
+                    next(u for u in uploads if not u.done()).result()
+            uploaded = sum(u.result() for u in uploads)
             echo(
                 f"{name} {split}: {len(indices)} samples in {len(shards)} shard(s), "
-                f"{sum(uploaded)} uploaded, {len(shards) - sum(uploaded)} already there"
+                f"{uploaded} uploaded, {len(shards) - uploaded} already there"
             )
             manifest["splits"][split] = {"samples": len(indices), "shards": shards}
     write_json(store, f"{prefix(name)}/manifest.json", manifest)
@@ -123,17 +127,21 @@ def _sample_bytes(dataset: Dataset, index: int) -> tuple[bytes, str, int]:
     return buffer.getvalue(), "png", int(label)
 
 
-def _upload(store: Store, tmp: str, shard: dict) -> bool:
-    """Upload unless the same shard is already there (its checksum object says so)."""
+def _upload(store: Store, path: Path, shard: dict) -> bool:
+    """Upload unless the same shard is already there (its checksum object says so); then
+    drop the local file."""
     checksum_key = shard["key"] + ".sha256"
     try:
-        if store.read(checksum_key).decode() == shard["sha256"]:
-            return False
-    except KeyError:
-        pass
-    store.put_file(shard["key"], str(Path(tmp) / Path(shard["key"]).name))
-    store.write(checksum_key, shard["sha256"].encode())
-    return True
+        try:
+            if store.read(checksum_key).decode() == shard["sha256"]:
+                return False
+        except KeyError:
+            pass
+        store.put_file(shard["key"], str(path))
+        store.write(checksum_key, shard["sha256"].encode())
+        return True
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
