@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from kbench import __version__, records
+from kbench.jobs import node_cache
 from kbench.storage import Store, read_json, write_json
 
 POINTER = "checkpoints/latest.json"
@@ -72,11 +74,11 @@ def load_latest(store: Store, run_id: str, pair: str, cache_dir: str) -> dict[st
     pointer = read_json(store, _key(run_id, pair, POINTER), default=None)
     if pointer is None:
         return None
-    path = os.path.join(cache_dir, os.path.basename(pointer["key"]))
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and not os.path.exists(path):
-        os.makedirs(cache_dir, exist_ok=True)
-        store.get_file(pointer["key"], path + ".part")
-        os.replace(path + ".part", path)
-    if dist.is_initialized():
-        dist.barrier()
+    path = Path(cache_dir) / os.path.basename(pointer["key"])
+
+    def download() -> None:
+        if not path.exists():
+            node_cache.fetch(store, pointer["key"], path)
+
+    node_cache.once_per_node(download)
     return torch.load(path, map_location="cpu", weights_only=True)

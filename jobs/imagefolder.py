@@ -5,15 +5,14 @@ labels follow their sorted order, as torchvision's ImageFolder gives them."""
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch.distributed as dist
 from torchvision.datasets import ImageFolder
 
 from kbench.errors import ConfigError
+from kbench.jobs import node_cache
 from kbench.storage import S3Store
 
 EVAL_SPLITS = ("val", "test")
@@ -34,26 +33,19 @@ def load(data: str, train_tf, eval_tf) -> tuple[ImageFolder, ImageFolder, str]:
 
 
 def _local_copy(uri: str) -> Path:
-    """One download per node into the scratch space: local rank 0 fetches what is missing (a
-    restarted pod keeps what it has), the node's other processes wait."""
+    """The tree on the node's scratch disk, downloaded once per node."""
     cache = (
         Path(tempfile.gettempdir()) / "kbench-data" / hashlib.sha256(uri.encode()).hexdigest()[:16]
     )
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+
+    def download() -> None:
         store = S3Store(uri)
         keys = store.list("")
         if not keys:
             raise ConfigError(f"nothing under {uri}: upload train/<class>/<image> and val/ there")
-
-        def fetch(key: str) -> None:
-            target = cache / key
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                store.get_file(key, str(target) + ".part")
-                os.replace(str(target) + ".part", target)  # complete files only
-
+        missing = [key for key in keys if not (cache / key).exists()]  # a restart keeps the rest
         with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(fetch, keys))
-    if dist.is_initialized():
-        dist.barrier()
+            list(pool.map(lambda key: node_cache.fetch(store, key, cache / key), missing))
+
+    node_cache.once_per_node(download)
     return cache

@@ -12,7 +12,6 @@ is fetched again) and keep them on the node's scratch disk across restarts.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
@@ -23,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import Dataset
 
 from kbench import __version__
-from kbench.errors import StoreError
+from kbench.jobs import node_cache
 from kbench.runs import utc_now
 from kbench.storage import Store, read_json, write_json
 
@@ -110,7 +108,7 @@ def _write_shard(path: Path, dataset: Dataset, indices: list[int]) -> str:
                 info = tarfile.TarInfo(f"{index:08d}.{suffix}")
                 info.size, info.mtime = len(payload), 0  # same bytes on every run
                 tar.addfile(info, io.BytesIO(payload))
-    return _sha256(path)
+    return node_cache.file_sha256(path)
 
 
 def _sample_bytes(dataset: Dataset, index: int) -> tuple[bytes, str, int]:
@@ -144,14 +142,6 @@ def _upload(store: Store, path: Path, shard: dict) -> bool:
         path.unlink(missing_ok=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------- pod side
 
 
@@ -160,24 +150,19 @@ def staged_manifest(store: Store, name: str) -> dict | None:
 
 
 def fetch(store: Store, manifest: dict, cache: Path) -> None:
-    """Local rank 0 makes the node's copy complete and correct; the others wait for it."""
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        shards = [s for split in manifest["splits"].values() for s in split["shards"]]
+    """Make the node's copy complete and correct: a missing or corrupt shard is fetched again."""
+    shards = [s for split in manifest["splits"].values() for s in split["shards"]]
 
-        def one(shard: dict) -> None:
-            path = cache / Path(shard["key"]).name
-            if path.exists() and _sha256(path) == shard["sha256"]:
-                return
-            path.parent.mkdir(parents=True, exist_ok=True)
-            store.get_file(shard["key"], str(path) + ".part")
-            if _sha256(Path(str(path) + ".part")) != shard["sha256"]:
-                raise StoreError(f"{shard['key']} does not match its checksum: stage it again")
-            os.replace(str(path) + ".part", path)
+    def one(shard: dict) -> None:
+        path = cache / Path(shard["key"]).name
+        if not (path.exists() and node_cache.file_sha256(path) == shard["sha256"]):
+            node_cache.fetch(store, shard["key"], path, shard["sha256"])
 
+    def download() -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(one, shards))
-    if dist.is_initialized():
-        dist.barrier()
+
+    node_cache.once_per_node(download)
 
 
 class ShardDataset(Dataset):

@@ -1,0 +1,40 @@
+"""Files from the store on a node's local disk, fetched once per node: local rank 0 downloads,
+the node's other processes wait, and a file is only ever seen whole."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch.distributed as dist
+
+from kbench.errors import StoreError
+from kbench.storage import Store
+
+
+def once_per_node(work: Callable[[], None]) -> None:
+    """Local rank 0 runs `work`; the node's other processes wait until it is done."""
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        work()
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def fetch(store: Store, key: str, path: Path, sha256: str | None = None) -> None:
+    """Download into `<path>.part`, check it when a checksum is given, then move it in place."""
+    part = Path(f"{path}.part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store.get_file(key, str(part))
+    if sha256 is not None and file_sha256(part) != sha256:
+        raise StoreError(f"{key} does not match its checksum: stage it again")
+    os.replace(part, path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
