@@ -162,7 +162,7 @@ def load_grid(ref: str) -> Grid:
 
 
 def parse_grid(text: str, source: str, default_name: str) -> Grid:
-    doc = _load_yaml(text, source)
+    doc = load_yaml(text, source)
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: expected a mapping with keys {', '.join(GRID_KEYS)}")
     unknown = sorted(set(doc) - set(GRID_KEYS))
@@ -213,13 +213,13 @@ def parse_grid(text: str, source: str, default_name: str) -> Grid:
 def load_recipe(model: str) -> dict[str, Any]:
     """The model's default recipe (`recipes/<model>.yaml`), shipped with the package."""
     text = resources.files("kbench").joinpath(f"recipes/{model}.yaml").read_text("utf-8")
-    return _load_yaml(text, f"recipes/{model}.yaml")
+    return load_yaml(text, f"recipes/{model}.yaml")
 
 
 # ---------------------------------------------------------------------------- validation helpers
 
 
-def _load_yaml(text: str, source: str) -> Any:
+def load_yaml(text: str, source: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -254,30 +254,39 @@ def _check_keys(data: dict[str, Any], where: str) -> None:
         if key not in hints:
             allowed = ", ".join(hints)
             raise ConfigError(f"{where}: unknown key {key!r}; allowed: {allowed}")
-        if not _is_instance(value, hints[key]):
-            raise ConfigError(f"{where}: {key}: expected {_type_name(hints[key])}, got {value!r}")
+        if not fits_type(value, hints[key]):
+            raise ConfigError(f"{where}: {key}: expected {type_name(hints[key])}, got {value!r}")
 
 
-def _is_instance(value: Any, hint: Any) -> bool:
+def fits_type(value: Any, hint: Any) -> bool:
+    """Whether a value read from YAML fits a dataclass field's type hint."""
+    if hint is Any:
+        return True
     if isinstance(hint, types.UnionType):
-        return any(_is_instance(value, h) for h in typing.get_args(hint))
+        return any(fits_type(value, h) for h in typing.get_args(hint))
     if hint is type(None):
         return value is None
     if isinstance(value, bool):  # YAML `yes` must not pass as an integer
         return hint is bool
     if hint is float:
         return isinstance(value, (int, float))
-    if typing.get_origin(hint) is list:
+    origin = typing.get_origin(hint)
+    if origin is list:
         (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_is_instance(v, item) for v in value)
+        return isinstance(value, list) and all(fits_type(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
     return isinstance(value, hint)
 
 
-def _type_name(hint: Any) -> str:
+def type_name(hint: Any) -> str:
     if isinstance(hint, types.UnionType):
-        return " or ".join(_type_name(h) for h in typing.get_args(hint))
-    if typing.get_origin(hint) is list:
-        return "a list of strings"
+        return " or ".join(type_name(h) for h in typing.get_args(hint))
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return "a list of strings" if typing.get_args(hint) == (str,) else "a list"
+    if origin is dict:
+        return "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         hint, "null"
     )

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kbench.errors import ConfigError
+from kbench.spec import fits_type, load_yaml, type_name
 
 
 @dataclass
@@ -63,7 +62,9 @@ def resolve(layers: list[tuple[dict[str, Any] | None, str]]) -> ClusterSettings:
                 allowed = ", ".join(ClusterSettings.keys())
                 raise ConfigError(f"{where}: unknown key {key!r}; allowed: {allowed}")
             if value is not None and not _fits(value, hints[key]):
-                raise ConfigError(f"{where}: {key}: wrong type, got {value!r}")
+                raise ConfigError(
+                    f"{where}: {key}: expected {type_name(hints[key])}, got {value!r}"
+                )
             merged[key] = value
     settings = ClusterSettings(**merged)
     for key in ("nodes", "gpus_per_node", "backoff_limit", "rendezvous_timeout"):
@@ -76,21 +77,14 @@ def load_profile(path: str | None) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
-        return yaml.safe_load(Path(path).read_text("utf-8")) or {}
+        text = Path(path).read_text("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"no profile file {path!r}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    return load_yaml(text, path) or {}
 
 
 def _fits(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return any(_fits(value, h) for h in typing.get_args(hint) if h is not type(None))
-    if origin is not None:
-        return isinstance(value, origin)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
-    return isinstance(value, hint)
+    """As grid keys, except that string settings also take YAML numbers (`cpu: 8`)."""
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    return fits_type(value, hint)

@@ -251,3 +251,17 @@ def test_unknown_kubernetes_version_is_one_clear_error():
 
     with pytest.raises(ConfigError, match="no schema for Kubernetes 9.99"):
         validate(manifests()[:1], "9.99")
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    ({"nodes": "two"}, "profile: nodes: expected an integer, got 'two'"),
+    ({"nodes": True}, "profile: nodes: expected an integer, got True"),
+    ({"tolerations": "gpu"}, "profile: tolerations: expected a list, got 'gpu'"),
+    ({"node_selector": ["gpu"]}, "profile: node_selector: expected a mapping, got ['gpu']"),
+])  # fmt: skip
+def test_cluster_settings_of_the_wrong_type_are_refused(layer, message):
+    from kbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve([(layer, "profile")])
+    assert resolve([({"cpu": 8}, "profile")]).cpu == 8  # quantities may be YAML numbers
