@@ -60,7 +60,19 @@ EPOCH_RECORD_SCHEMA = {
         "top1": _number,
         "top5": _number,
         "mean_per_class": _number,
-        "macro_f1": _number,
+        "macro_f1": _number,  # over the classes that occur as labels, as WILDS computes it
+        # Datasets with groups (FMoW's regions) only: accuracy per group, and the worst of them
+        # over the groups present in the split.
+        "worst_region": _number,
+        "per_group": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["samples", "top1"],
+                "additionalProperties": False,
+                "properties": {"samples": _count, "top1": {"type": ["number", "null"]}},
+            },
+        },
         "headline_metric": {"type": "string"},  # the dataset's metric, e.g. "mean_per_class"
         "headline": _number,  # its value
         "loss": _number,  # eval cross-entropy

@@ -12,15 +12,27 @@ import torch.nn.functional as F
 
 
 class EvalAccumulator:
-    def __init__(self, num_classes: int, device: torch.device) -> None:
-        self.num_classes = num_classes
+    """`groups`: names of the groups samples may belong to (FMoW's regions) for the worst-group
+    accuracy; a sample in none of them has group -1."""
+
+    def __init__(self, num_classes: int, device: torch.device, groups: tuple[str, ...] = ()):
+        self.num_classes, self.groups = num_classes, groups
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
         # [samples, top-5 hits, summed loss]; float64 so large splits sum exactly enough.
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        # Per group: [samples, correct].
+        self.group_counts = torch.zeros(len(groups), 2, dtype=torch.int64, device=device)
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    def update(
+        self, logits: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> None:
         predictions = logits.argmax(dim=1)
+        if self.groups:
+            member, n = groups >= 0, len(self.groups)
+            correct = member & (predictions == targets)
+            self.group_counts[:, 0] += torch.bincount(groups[member], minlength=n)
+            self.group_counts[:, 1] += torch.bincount(groups[correct], minlength=n)
         index = targets * self.num_classes + predictions
         self.confusion += torch.bincount(index, minlength=self.num_classes**2).view_as(
             self.confusion
@@ -36,6 +48,7 @@ class EvalAccumulator:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.confusion)
             dist.all_reduce(self.sums)
+            dist.all_reduce(self.group_counts)
 
     def compute(self) -> dict[str, float | int]:
         c = self.confusion.double().cpu()
@@ -45,11 +58,12 @@ class EvalAccumulator:
         hits = c.diag()
         present = true_per_class > 0  # classes absent from the split do not count
         per_class = hits[present] / true_per_class[present]
-        # Macro-F1 over classes that occur as label or prediction, like scikit-learn's default.
-        seen = present | (predicted_per_class > 0)
-        f1 = 2 * hits[seen] / (true_per_class[seen] + predicted_per_class[seen])
+        # Macro-F1 over the classes that occur as labels, as WILDS computes it for iWildCam
+        # (scikit-learn with labels=unique(y_true)); predicting an absent class still costs
+        # the true class its recall.
+        f1 = 2 * hits[present] / (true_per_class[present] + predicted_per_class[present])
         n = max(samples, 1)
-        return {
+        metrics = {
             "samples": int(samples),
             "top1": float(hits.sum() / n),
             "top5": top5_hits / n,
@@ -57,3 +71,13 @@ class EvalAccumulator:
             "macro_f1": float(f1.mean()) if len(f1) else 0.0,
             "loss": loss_sum / n,
         }
+        if self.groups:
+            counts = self.group_counts.cpu().tolist()
+            metrics["per_group"] = {
+                name: {"samples": total, "top1": correct / total if total else None}
+                for name, (total, correct) in zip(self.groups, counts, strict=True)
+            }
+            # Worst over the groups that occur in the split, as WILDS does for FMoW's regions.
+            scored = [g["top1"] for g in metrics["per_group"].values() if g["samples"]]
+            metrics["worst_region"] = min(scored) if scored else 0.0
+        return metrics
