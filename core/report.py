@@ -179,6 +179,8 @@ def _published_check(config: dict, zero_shot: float | None) -> str | None:
     info = DATASETS.get(config["dataset"])
     if not (config["model"] == "clip-vit-b32" and config.get("pretrained") and info):
         return None
+    if config.get("eval_split") not in (None, info.eval_splits[0]):  # published: that split
+        return None
     if zero_shot is None or info.published_zero_shot is None:
         return None
     low, high = info.published_zero_shot

@@ -249,3 +249,12 @@ def test_html_report_renders_in_chromium(fixture_run, tmp_path):
         assert section.count("<polyline") >= 1 and "data-y=" in section, dataset
     assert dom.stdout.count("zero-shot</text>") == 3  # CLIP's epoch 0 marked in every plot
     assert dom.stdout.count('id="wiseft-') == 1  # the WiSE-FT curve where there is one
+
+
+def test_published_zero_shot_is_checked_only_on_the_split_it_was_published_for():
+    from kbench.report import _published_check
+
+    config = {"dataset": "dtd", "model": "clip-vit-b32", "pretrained": True}
+    assert _published_check(config, 0.30) is not None  # the study's split: test
+    assert _published_check({**config, "eval_split": "test"}, 0.30) is not None
+    assert _published_check({**config, "eval_split": "val"}, 0.30) is None
