@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from kbench.jobs.datasets import build_transforms
+from kbench.jobs.datasets import Transformed, build_transforms
 from kbench.jobs.staging import ShardDataset, fetch, stage
 from kbench.registry import model_info
 from kbench.storage import LocalStore
@@ -66,16 +66,17 @@ def main() -> None:
         manifest = stage(
             store,
             "bench",
-            {"train": ImageFolder(str(folder)), "test": ImageFolder(str(folder))},
-            [f"class{i}" for i in range(10)],
-            ["{}"],
-            "test",
-            echo=lambda line: None,
-        )
+            {"train": ImageFolder(str(folder))},
+            classes=[f"class{i}" for i in range(10)],
+            templates=["{}"],
+            train_split="train",
+            groups=(),
+            source="bench",
+        )["manifest"]
         cache = Path(tmp) / "cache"
-        fetch(store, manifest, cache)
+        fetch(store, manifest, cache, ["train"])
         shards = [cache / Path(s["key"]).name for s in manifest["splits"]["train"]["shards"]]
-        staged = ShardDataset(shards, transform=train_tf)
+        staged = Transformed(ShardDataset(shards), train_tf)
         assert len(staged) == len(loose) == args.images
 
         rate(loose, args.workers, args.batch)  # warm the page cache for both

@@ -335,57 +335,61 @@ def data() -> None:
 @click.option(
     "--download",
     is_flag=True,
-    help="Fetch the dataset from its original host into --root first (torchvision).",
+    help="Fetch the dataset from its original host into --root first (torchvision, WILDS).",
 )
 def stage(name, store, root, frac, shard_samples, download) -> None:
-    """Write a dataset (from its local copy) as tar shards + manifest to the store.
+    """Write every split of a dataset (from its local copy) as tar shards + manifest to the
+    store, with a progress bar.
 
-    Re-running uploads only shards not already there with the same checksum."""
+    Re-running uploads only shards not already there with the same checksum. An imagefolder
+    is staged from --root; runs whose `data` is that folder then read the staged copy."""
     import importlib.util
     import os
+    import sys
 
     from kbench.errors import ConfigError
-    from kbench.registry import dataset_info, prompts
+    from kbench.registry import dataset_info
     from kbench.storage import open_store
 
-    dataset_info(name)
+    info = dataset_info(name)
     if name == "synthetic":
         raise ConfigError("synthetic is drawn on the fly from a seed: there is nothing to stage")
+    if name == "imagefolder" and not root:
+        raise ConfigError("imagefolder: give the tree to stage with --root DIR")
     if importlib.util.find_spec("torch") is None:
         raise ConfigError("staging reads datasets with their loaders: pip install 'kbench[train]'")
     from kbench.jobs import staging
-    from kbench.jobs.datasets import raw_splits
-    from kbench.registry import readable
-    from kbench.spec import TrainConfig
+    from kbench.jobs.datasets import DATA_ROOT_ENV, class_names, raw_splits
+    from kbench.registry import prompts
+    from kbench.spec import TrainConfig, local_data_path
 
     if root and name != "imagefolder":
-        os.environ["KBENCH_DATA_ROOT"] = root
-    config = TrainConfig(
-        dataset=name,
-        model="resnet-tiny",
-        epochs=1,
-        batch_size=1,
-        optimizer="sgd",
-        lr=0.1,
-        data=root if name == "imagefolder" else None,
-    )
-    train, evaluation, eval_split = raw_splits(config, None, download=download)
-    classes, templates = prompts(name)
-    if name == "imagefolder":
-        classes = [readable(c) for c in train.classes]
-    manifest = staging.stage(
+        os.environ[DATA_ROOT_ENV] = root
+    data = local_data_path(root) if name == "imagefolder" else None
+    config = TrainConfig(name, "resnet-tiny", 1, 1, "sgd", 0.1, data=data)
+    splits = raw_splits(config, download=download)
+    where = data or os.path.abspath(os.environ.get(DATA_ROOT_ENV, "data"))
+    staged = staging.stage(
         open_store(store),
-        name,
-        {"train": train, eval_split: evaluation},
-        classes,
-        templates,
-        eval_split,
+        staging.staged_name(name, data),
+        splits,
+        classes=class_names(config, splits),
+        templates=prompts(name)[1],
+        train_split=info.train_split,
+        groups=info.groups,
+        source=f"{info.source} from {where}",
         frac=frac,
         shard_samples=shard_samples,
-        echo=click.echo,
+        progress=sys.stderr.isatty(),
     )
-    sizes = ", ".join(f"{split} {info['samples']}" for split, info in manifest["splits"].items())
-    click.echo(f"staged {name} ({sizes} samples) under {store}/datasets/{name}/")
+    manifest = staged["manifest"]
+    for split, entry in manifest["splits"].items():
+        fresh = staged["uploaded"][split]
+        click.echo(
+            f"{split}: {entry['samples']} samples in {len(entry['shards'])} shard(s), "
+            f"{fresh} uploaded, {len(entry['shards']) - fresh} already there"
+        )
+    click.echo(f"staged {name} under {store}/{staging.prefix(manifest['name'])}/")
 
 
 @cli.command()

@@ -28,6 +28,11 @@ class DatasetInfo:
     source: str  # where the real loader comes from
     # OpenAI ViT-B/32's published zero-shot headline (%, low-high), a check for epoch 0
     published_zero_shot: tuple[float, float] | None = None
+    train_split: str = "train"
+    # Splits a run may evaluate on; the first is the one the study reports.
+    eval_splits: tuple[str, ...] = ("test",)
+    # Groups of the worst-group headline (FMoW's regions), in the order records list them.
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,23 +43,58 @@ class ModelInfo:
     description: str
 
 
+WILDS_EVAL_SPLITS = ("test", "val", "id_test", "id_val")
+
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in [
         DatasetInfo("cifar10", 10, TOP1, "torchvision CIFAR10", (89.8, 91.3)),
         DatasetInfo("cifar100", 100, TOP1, "torchvision CIFAR100", (64.2, 65.1)),
-        DatasetInfo("dtd", 47, TOP1, "torchvision DTD (partition 1)", (44.4, 44.4)),
         DatasetInfo(
-            "fgvc-aircraft", 100, MEAN_PER_CLASS, "torchvision FGVCAircraft (variant)", (19.5, 19.5)
+            "dtd", 47, TOP1, "torchvision DTD (partition 1)", (44.4, 44.4), "train", ("test", "val")
         ),
-        DatasetInfo("flowers102", 102, MEAN_PER_CLASS, "torchvision Flowers102", (66.7, 66.7)),
+        DatasetInfo(
+            "fgvc-aircraft",
+            100,
+            MEAN_PER_CLASS,
+            "torchvision FGVCAircraft (variant)",
+            (19.5, 19.5),
+            train_split="trainval",
+        ),
+        DatasetInfo(
+            "flowers102",
+            102,
+            MEAN_PER_CLASS,
+            "torchvision Flowers102",
+            (66.7, 66.7),
+            eval_splits=("test", "val"),
+        ),
         DatasetInfo("food101", 101, TOP1, "torchvision Food101", (84.0, 84.4)),
         DatasetInfo("stl10", 10, TOP1, "torchvision STL10", (97.1, 97.2)),
-        DatasetInfo("fmow", 62, WORST_REGION, "wilds fmow", (16.8, 16.8)),
-        DatasetInfo("iwildcam", 182, MACRO_F1, "wilds iwildcam", (7.3, 7.3)),
+        # WILDS: "test" and "val" are out-of-distribution (later years, unseen camera traps),
+        # "id_test" and "id_val" in-distribution; the study reports the OOD test split.
+        DatasetInfo(
+            "fmow",
+            62,
+            WORST_REGION,
+            "wilds fmow (official split)",
+            (16.8, 16.8),
+            eval_splits=WILDS_EVAL_SPLITS,
+            # WILDS' regions; worst-region accuracy leaves out the region "Other", as WILDS does.
+            groups=("Africa", "Americas", "Asia", "Europe", "Oceania"),
+        ),
+        DatasetInfo(
+            "iwildcam", 182, MACRO_F1, "wilds iwildcam", (7.3, 7.3), eval_splits=WILDS_EVAL_SPLITS
+        ),
         DatasetInfo("synthetic", 10, TOP1, "coloured shapes drawn from a seed (smoke runs, tests)"),
         # Your own images: `data` holds train/<class>/<image> and val/ (or test/) alike.
-        DatasetInfo("imagefolder", 0, TOP1, "a class/image folder tree, local or under s3://"),
+        DatasetInfo(
+            "imagefolder",
+            0,
+            TOP1,
+            "a class/image folder tree, local or under s3://",
+            eval_splits=("val", "test"),
+        ),
     ]
 }
 

@@ -49,6 +49,7 @@ class TrainConfig:
     train_limit: int | None = None  # use at most this many training samples (smoke runs)
     eval_limit: int | None = None
     data: str | None = None  # imagefolder: a local folder or s3://bucket/prefix
+    eval_split: str | None = None  # None: the split the study reports (kbench.registry)
     templates: list[str] | None = None  # CLIP prompts, "{}" for the class; None: the dataset's
     # Speed only; none of these changes the recipe. They apply on GPUs (a CPU trains in fp32).
     precision: str = "bf16"  # bf16 | fp32: autocast dtype of forward and backward
@@ -80,6 +81,12 @@ class TrainConfig:
             raise ConfigError(
                 f"{where}: data: "
                 + (need if self.data is None else "only the imagefolder dataset reads `data`")
+            )
+        splits = DATASETS[self.dataset].eval_splits
+        if self.eval_split is not None and self.eval_split not in splits:
+            raise ConfigError(
+                f"{where}: eval_split: {self.dataset} has {', '.join(splits)}, "
+                f"got {self.eval_split!r}"
             )
         if self.templates is not None and not all("{}" in t for t in self.templates):
             raise ConfigError(f"{where}: templates: every template needs {{}} for the class name")
@@ -203,11 +210,22 @@ def parse_grid(text: str, source: str, default_name: str) -> Grid:
                 _check_keys(layer, where)
                 merged.update(layer)
             config = TrainConfig.from_dict(merged, where=f"{source}: pair {name}")
+            if config.data is not None:
+                config.data = local_data_path(config.data)
             pairs.append(Pair(name=name, config=config))
     name = doc.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: name: expected a non-empty string")
     return Grid(name=name, source=source, pairs=pairs, document=doc)
+
+
+def local_data_path(data: str) -> str:
+    """An imagefolder's `data` as every machine reads it: an s3:// URI as given, a local
+    folder as an absolute path (relative to where kbench runs), which also names its staged
+    copy."""
+    if data.startswith("s3://"):
+        return data
+    return str(Path(data).expanduser().resolve())
 
 
 def load_recipe(model: str) -> dict[str, Any]:

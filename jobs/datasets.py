@@ -12,9 +12,9 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import InterpolationMode, v2
 
 from kbench.errors import ConfigError
-from kbench.jobs import imagefolder, staging
+from kbench.jobs import imagefolder, staging, wilds_datasets
 from kbench.jobs.synthetic import SyntheticShapes
-from kbench.registry import ModelInfo, prompts, readable
+from kbench.registry import ModelInfo, dataset_info, prompts, readable
 from kbench.spec import TrainConfig
 from kbench.storage import Store
 
@@ -28,10 +28,25 @@ DATA_ROOT_ENV = "KBENCH_DATA_ROOT"
 @dataclass
 class Splits:
     train: Dataset
-    eval: Dataset
+    eval: Dataset  # samples are (image, label) or, with groups, (image, label, group)
     eval_split: str  # which split the eval numbers come from, for the records
     classes: list[str]  # readable names, in label order
     templates: list[str]
+    groups: tuple[str, ...]  # the worst-group metric's groups (FMoW's regions), or none
+
+
+class Transformed(Dataset):
+    """(image, label[, group]) samples with a transform applied to the image."""
+
+    def __init__(self, dataset: Dataset, transform: Callable) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, *rest = self.dataset[index]
+        return (self.transform(image), *rest)
 
 
 def build_transforms(info: ModelInfo) -> tuple[Callable, Callable]:
@@ -58,38 +73,53 @@ def build_transforms(info: ModelInfo) -> tuple[Callable, Callable]:
 
 
 def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = None) -> Splits:
-    """The dataset's splits with the model's transforms: from the store's staged shards when
-    the dataset was staged there (`kbench data stage`), else from its loader."""
+    """The dataset's train and eval splits with the model's transforms: from the store's staged
+    shards when the dataset was staged there (`kbench data stage`), else from its loader."""
     train_tf, eval_tf = build_transforms(info)
-    classes, templates = prompts(config.dataset)
-    manifest = staging.staged_manifest(store, config.dataset) if store is not None else None
+    dataset = dataset_info(config.dataset)
+    manifest = staging.staged_manifest(store, config) if store is not None else None
     if manifest is not None:
-        train, evaluation, eval_split = staging.load(store, manifest, train_tf, eval_tf)
+        eval_split = choose_eval_split(config, list(manifest["splits"]))
+        train_split = manifest["train_split"]
+        loaded = staging.load(store, manifest, [train_split, eval_split])
+        classes, templates = manifest["classes"], manifest["templates"]
     else:
-        train, evaluation, eval_split = raw_splits(config, info, train_tf, eval_tf)
-    if config.dataset == "imagefolder":  # its classes are its folders
-        classes = [readable(name) for name in train.classes]
+        loaded = raw_splits(config, info)
+        eval_split, train_split = choose_eval_split(config, list(loaded)), dataset.train_split
+        classes, templates = class_names(config, loaded), prompts(config.dataset)[1]
     return Splits(
-        train=_limit(train, config.train_limit, config.seed),
-        eval=_limit(evaluation, config.eval_limit, config.seed),
+        train=_limit(Transformed(loaded[train_split], train_tf), config.train_limit, config.seed),
+        eval=_limit(Transformed(loaded[eval_split], eval_tf), config.eval_limit, config.seed),
         eval_split=eval_split,
         classes=classes,
         templates=config.templates or templates,
+        groups=dataset.groups,
     )
 
 
-def raw_splits(
-    config: TrainConfig, info: ModelInfo | None, train_tf=None, eval_tf=None, download=False
-):
-    """(train, eval, eval split name) from the dataset's own loader; untransformed (PIL
-    images) without transforms, as staging reads them."""
-    build = BUILDERS.get(config.dataset)
-    if build is None:
+def raw_splits(config: TrainConfig, info: ModelInfo | None = None, download: bool = False):
+    """Every split of the dataset from its own loader, untransformed (PIL images): split name
+    -> dataset of (image, label[, group])."""
+    return BUILDERS[config.dataset](config, info, download=download)
+
+
+def class_names(config: TrainConfig, splits: dict[str, Dataset]) -> list[str]:
+    """Readable class names in label order: an imagefolder's folders, else the prompt file's."""
+    if config.dataset == "imagefolder":
+        return [readable(name) for name in splits["train"].classes]
+    return prompts(config.dataset)[0]
+
+
+def choose_eval_split(config: TrainConfig, available: list[str]) -> str:
+    """The config's eval split, else the first the dataset offers in the study's order."""
+    wanted = [config.eval_split] if config.eval_split else dataset_info(config.dataset).eval_splits
+    chosen = next((split for split in wanted if split in available), None)
+    if chosen is None:
         raise ConfigError(
-            f"dataset {config.dataset!r} has no loader in this version of kbench yet "
-            f"(available: {', '.join(BUILDERS)})"
+            f"{config.dataset} has no {' or '.join(wanted)} split here "
+            f"(it has {', '.join(available)}): set eval_split to one of them"
         )
-    return build(config, info, train_tf, eval_tf, download=download)
+    return chosen
 
 
 def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -101,31 +131,35 @@ def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     return Subset(dataset, indices.tolist())
 
 
-def _synthetic(config, info, train_tf, eval_tf, download=False):
+def _synthetic(config, info, download=False):
     size, seed = info.image_size, config.seed
-    return (
-        SyntheticShapes("train", size, seed, train_tf),
-        SyntheticShapes("test", size, seed, eval_tf),
-        "test",
-    )
+    return {
+        "train": SyntheticShapes("train", size, seed),
+        "test": SyntheticShapes("test", size, seed),
+    }
 
 
-def _imagefolder(config, info, train_tf, eval_tf, download=False):
-    return imagefolder.load(config.data, train_tf, eval_tf)
+def _imagefolder(config, info, download=False):
+    return imagefolder.load(config.data)
 
 
-def _torchvision(cls, train_kwargs: dict, eval_kwargs: dict, eval_split: str):
+def _wilds(config, info, download=False):
+    return wilds_datasets.load(config.dataset, data_root(), download)
+
+
+def data_root() -> str:
+    return os.environ.get(DATA_ROOT_ENV, "data")
+
+
+def _torchvision(cls, **splits: dict):
     """A torchvision dataset already on local disk, in torchvision's own layout under
-    $KBENCH_DATA_ROOT (default ./data): cifar-10-batches-py/, dtd/dtd/, food-101/, ..."""
+    $KBENCH_DATA_ROOT (default ./data): cifar-10-batches-py/, dtd/dtd/, food-101/, ...
+    `splits`: split name -> the loader's keyword arguments for it."""
 
-    def build(config, info, train_tf, eval_tf, download=False):
-        root = os.environ.get(DATA_ROOT_ENV, "data")
+    def build(config, info, download=False):
+        root = data_root()
         try:
-            return (
-                cls(root, transform=train_tf, download=download, **train_kwargs),
-                cls(root, transform=eval_tf, download=download, **eval_kwargs),
-                eval_split,
-            )
+            return {split: cls(root, download=download, **kw) for split, kw in splits.items()}
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted ..."
             raise ConfigError(
                 f"no local copy of {config.dataset} under {os.path.abspath(root)} ({e}): set "
@@ -136,32 +170,32 @@ def _torchvision(cls, train_kwargs: dict, eval_kwargs: dict, eval_split: str):
     return build
 
 
+TRAIN_VAL_TEST = ("train", "val", "test")
+
+
 def _torchvision_builders() -> dict:
     from torchvision import datasets as tv
 
-    # Eval splits are those the reference study reports (the official test split where one
-    # exists).
+    train, test = {"train": True}, {"train": False}
+    dtd = {s: {"split": s, "partition": 1} for s in TRAIN_VAL_TEST}
+    fgvc = {s: {"split": s, "annotation_level": "variant"} for s in ("trainval", "test")}
     return {
-        "cifar10": _torchvision(tv.CIFAR10, {"train": True}, {"train": False}, "test"),
-        "cifar100": _torchvision(tv.CIFAR100, {"train": True}, {"train": False}, "test"),
-        "dtd": _torchvision(
-            tv.DTD, {"split": "train", "partition": 1}, {"split": "test", "partition": 1}, "test"
-        ),
-        "fgvc-aircraft": _torchvision(
-            tv.FGVCAircraft,
-            {"split": "trainval", "annotation_level": "variant"},
-            {"split": "test", "annotation_level": "variant"},
-            "test",
-        ),
-        "flowers102": _torchvision(tv.Flowers102, {"split": "train"}, {"split": "test"}, "test"),
-        "food101": _torchvision(tv.Food101, {"split": "train"}, {"split": "test"}, "test"),
-        "stl10": _torchvision(tv.STL10, {"split": "train"}, {"split": "test"}, "test"),
+        "cifar10": _torchvision(tv.CIFAR10, train=train, test=test),
+        "cifar100": _torchvision(tv.CIFAR100, train=train, test=test),
+        "dtd": _torchvision(tv.DTD, **dtd),
+        "fgvc-aircraft": _torchvision(tv.FGVCAircraft, **fgvc),
+        "flowers102": _torchvision(tv.Flowers102, **{s: {"split": s} for s in TRAIN_VAL_TEST}),
+        "food101": _torchvision(tv.Food101, **{s: {"split": s} for s in ("train", "test")}),
+        "stl10": _torchvision(tv.STL10, **{s: {"split": s} for s in ("train", "test")}),
     }
 
 
-# fmow and iwildcam need the wilds loaders, which arrive with dataset staging.
+# Split names are the registry's (kbench.registry: train_split, eval_splits); the eval split a
+# run uses is its config's eval_split, by default the one the reference study reports.
 BUILDERS: dict[str, Callable] = {
     "synthetic": _synthetic,
     "imagefolder": _imagefolder,
+    "fmow": _wilds,
+    "iwildcam": _wilds,
     **_torchvision_builders(),
 }

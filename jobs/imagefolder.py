@@ -13,23 +13,26 @@ from torchvision.datasets import ImageFolder
 
 from kbench.errors import ConfigError
 from kbench.jobs import node_cache
+from kbench.registry import dataset_info
 from kbench.storage import S3Store
 
-EVAL_SPLITS = ("val", "test")
 
-
-def load(data: str, train_tf, eval_tf) -> tuple[ImageFolder, ImageFolder, str]:
+def load(data: str) -> dict[str, ImageFolder]:
+    """train/ and every evaluation folder there is (val/, test/), untransformed."""
     root = _local_copy(data) if data.startswith("s3://") else Path(data).expanduser()
     if not (root / "train").is_dir():
-        raise ConfigError(f"no train/ folder in {data}: lay it out as train/<class>/<image>")
-    eval_split = next((s for s in EVAL_SPLITS if (root / s).is_dir()), None)
-    if eval_split is None:
+        raise ConfigError(
+            f"no train/ folder in {data}: lay it out as train/<class>/<image> (or stage it "
+            "with `kbench data stage imagefolder --root DIR` and keep `data` as DIR)"
+        )
+    found = [s for s in dataset_info("imagefolder").eval_splits if (root / s).is_dir()]
+    if not found:
         raise ConfigError(f"no val/ or test/ folder in {data}: keep evaluation images there")
-    train = ImageFolder(str(root / "train"), transform=train_tf)
-    evaluation = ImageFolder(str(root / eval_split), transform=eval_tf)
-    if evaluation.classes != train.classes:
-        raise ConfigError(f"{data}: train/ and {eval_split}/ must hold the same class folders")
-    return train, evaluation, eval_split
+    splits = {split: ImageFolder(str(root / split)) for split in ["train", *found]}
+    for split in found:
+        if splits[split].classes != splits["train"].classes:
+            raise ConfigError(f"{data}: train/ and {split}/ must hold the same class folders")
+    return splits
 
 
 def _local_copy(uri: str) -> Path:

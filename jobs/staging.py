@@ -1,22 +1,24 @@
 """Datasets staged to the store once, read by every pod: tar shards in the WebDataset layout
-(`<key>.jpg|png` + `<key>.cls`, readable by common tools) plus a manifest.
+(`<key>.jpg|png` + `<key>.cls`, and `<key>.grp` where samples carry a group, readable by common
+tools) plus a manifest.
 
     datasets/<name>/manifest.json             classes, templates, splits, shards and checksums
     datasets/<name>/<split>-00000.tar         samples in order
     datasets/<name>/<split>-00000.tar.sha256  written after its shard: a re-run skips it
 
-Staging reads the dataset with its real loader where a copy exists. Pods download the shards
-once per node (local rank 0; the others wait), verify each checksum (a corrupt or missing shard
-is fetched again) and keep them on the node's scratch disk across restarts.
+Every split of the dataset is staged; a run fetches its train split and its eval split. Staging
+reads the dataset with its real loader where a copy exists. Pods download the shards once per
+node (local rank 0; the others wait), verify each checksum (a corrupt or missing shard is
+fetched again) and keep them on the node's scratch disk across restarts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
 import tempfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,13 +26,24 @@ from typing import Any
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from kbench import __version__
 from kbench.jobs import node_cache
+from kbench.jobs.wilds_datasets import FileList
 from kbench.runs import utc_now
+from kbench.spec import TrainConfig
 from kbench.storage import Store, read_json, write_json
 
 SHARD_SAMPLES = 1000
+
+
+def staged_name(dataset: str, data: str | None = None) -> str:
+    """The dataset's folder under datasets/. A user's imagefolder is named by its source, so
+    several can live in one store; a run finds it by its config's `data`."""
+    if dataset != "imagefolder":
+        return dataset
+    return f"imagefolder-{hashlib.sha256(str(data).encode()).hexdigest()[:12]}"
 
 
 def prefix(name: str) -> str:
@@ -41,30 +54,44 @@ def stage(
     store: Store,
     name: str,
     splits: dict[str, Dataset],
+    *,
     classes: list[str],
     templates: list[str],
-    eval_split: str,
+    train_split: str,
+    groups: tuple[str, ...],
+    source: str,
     frac: float = 1.0,
     seed: int = 0,
     shard_samples: int = SHARD_SAMPLES,
-    echo: Callable[[str], None] = lambda line: None,
+    progress: bool = False,
 ) -> dict:
-    """Write every split as shards, upload them concurrently, then the manifest (last)."""
+    """Write every split as shards, upload them concurrently, then the manifest (last).
+    Returns the manifest and, per split, how many shards were uploaded (the rest were there)."""
     manifest: dict[str, Any] = {
         "name": name,
+        "source": source,
         "classes": classes,
         "templates": templates,
-        "eval_split": eval_split,
+        "train_split": train_split,
+        "groups": list(groups),
         "frac": frac,
         "splits": {},
         "kbench_version": __version__,
         "created": utc_now(),
     }
+    chosen = {split: _subset(len(dataset), frac, seed) for split, dataset in splits.items()}
+    uploaded: dict[str, int] = {}
+    bar = tqdm(
+        total=sum(map(len, chosen.values())),
+        desc=f"staging {name}",
+        unit="img",
+        disable=not progress,
+    )
     # Streaming: each shard is uploaded (and its local file deleted) while the next ones are
     # written, with a few in flight, so local disk holds a few shards, not the dataset.
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=4) as pool:
+    with bar, tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=4) as pool:
         for split, dataset in splits.items():
-            indices = _subset(len(dataset), frac, seed)
+            indices = chosen[split]
             chunks = [indices[i : i + shard_samples] for i in range(0, len(indices), shard_samples)]
             shards, uploads = [], []
             for number, chunk in enumerate(chunks):
@@ -78,17 +105,13 @@ def stage(
                     "bytes": path.stat().st_size,
                 }
                 shards.append(shard)
-                uploads.append(pool.submit(_upload, store, path, shard))
+                uploads.append(pool.submit(_upload, store, path, shard, bar))
                 if len(uploads) - sum(u.done() for u in uploads) >= 8:
                     next(u for u in uploads if not u.done()).result()
-            uploaded = sum(u.result() for u in uploads)
-            echo(
-                f"{name} {split}: {len(indices)} samples in {len(shards)} shard(s), "
-                f"{uploaded} uploaded, {len(shards) - uploaded} already there"
-            )
+            uploaded[split] = sum(u.result() for u in uploads)
             manifest["splits"][split] = {"samples": len(indices), "shards": shards}
     write_json(store, f"{prefix(name)}/manifest.json", manifest)
-    return manifest
+    return {"manifest": manifest, "uploaded": uploaded}
 
 
 def _subset(n: int, frac: float, seed: int) -> list[int]:
@@ -103,29 +126,42 @@ def _subset(n: int, frac: float, seed: int) -> list[int]:
 def _write_shard(path: Path, dataset: Dataset, indices: list[int]) -> str:
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for index in indices:
-            data, ext, label = _sample_bytes(dataset, index)
-            for suffix, payload in ((ext, data), ("cls", str(label).encode())):
+            data, ext, label, group = _sample_bytes(dataset, index)
+            fields = [(ext, data), ("cls", str(label).encode())]
+            if group is not None:
+                fields.append(("grp", str(group).encode()))
+            for suffix, payload in fields:
                 info = tarfile.TarInfo(f"{index:08d}.{suffix}")
                 info.size, info.mtime = len(payload), 0  # same bytes on every run
                 tar.addfile(info, io.BytesIO(payload))
     return node_cache.file_sha256(path)
 
 
-def _sample_bytes(dataset: Dataset, index: int) -> tuple[bytes, str, int]:
-    """The original file when the loader has one (no re-encoding), else a lossless PNG."""
-    files = getattr(dataset, "_image_files", None)
-    samples = getattr(dataset, "samples", None)
-    if files is not None or samples is not None:
-        path = Path(files[index]) if files is not None else Path(samples[index][0])
-        label = dataset._labels[index] if files is not None else samples[index][1]
-        return path.read_bytes(), path.suffix.lstrip(".").lower() or "jpg", int(label)
-    image, label = dataset[index]
+def _sample_bytes(dataset: Dataset, index: int) -> tuple[bytes, str, int, int | None]:
+    """The original file when the loader keeps one (no re-encoding), else a lossless PNG."""
+    original = _original_file(dataset, index)
+    if original is not None:
+        path, label, group = original
+        return path.read_bytes(), path.suffix.lstrip(".").lower() or "jpg", int(label), group
+    image, label, *group = dataset[index]
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return buffer.getvalue(), "png", int(label)
+    return buffer.getvalue(), "png", int(label), (int(group[0]) if group else None)
 
 
-def _upload(store: Store, path: Path, shard: dict) -> bool:
+def _original_file(dataset: Dataset, index: int) -> tuple[Path, int, int | None] | None:
+    if isinstance(dataset, FileList):  # WILDS
+        group = dataset.groups[index] if dataset.groups is not None else None
+        return dataset.files[index], dataset.labels[index], group
+    if hasattr(dataset, "_image_files"):  # torchvision DTD, FGVCAircraft, Flowers102, Food101
+        return Path(dataset._image_files[index]), dataset._labels[index], None
+    if hasattr(dataset, "samples"):  # torchvision ImageFolder
+        path, label = dataset.samples[index]
+        return Path(path), label, None
+    return None  # CIFAR, STL10: arrays in memory
+
+
+def _upload(store: Store, path: Path, shard: dict, bar: tqdm) -> bool:
     """Upload unless the same shard is already there (its checksum object says so); then
     drop the local file."""
     checksum_key = shard["key"] + ".sha256"
@@ -140,18 +176,22 @@ def _upload(store: Store, path: Path, shard: dict) -> bool:
         return True
     finally:
         path.unlink(missing_ok=True)
+        bar.update(shard["samples"])
 
 
 # ------------------------------------------------------------------------------- pod side
 
 
-def staged_manifest(store: Store, name: str) -> dict | None:
-    return read_json(store, f"{prefix(name)}/manifest.json", default=None)
+def staged_manifest(store: Store, config: TrainConfig) -> dict | None:
+    return read_json(
+        store, f"{prefix(staged_name(config.dataset, config.data))}/manifest.json", default=None
+    )
 
 
-def fetch(store: Store, manifest: dict, cache: Path) -> None:
-    """Make the node's copy complete and correct: a missing or corrupt shard is fetched again."""
-    shards = [s for split in manifest["splits"].values() for s in split["shards"]]
+def fetch(store: Store, manifest: dict, cache: Path, splits: list[str]) -> None:
+    """Make the node's copy of these splits complete and correct: a missing or corrupt shard
+    is fetched again."""
+    shards = [s for split in splits for s in manifest["splits"][split]["shards"]]
 
     def one(shard: dict) -> None:
         path = cache / Path(shard["key"]).name
@@ -166,49 +206,55 @@ def fetch(store: Store, manifest: dict, cache: Path) -> None:
 
 
 class ShardDataset(Dataset):
-    """Random access into local tar shards: an index of (shard, offset, size, label)."""
+    """Random access into local tar shards: an index of (shard, offset, size, label, group).
+    Samples are (image, label), or (image, label, group) where the shards hold groups."""
 
-    def __init__(self, paths: list[Path], transform=None) -> None:
-        self.transform, self.items = transform, []
+    def __init__(self, paths: list[Path]) -> None:
+        self.items = []
         for path in paths:
             with tarfile.open(path) as tar:
                 members = tar.getmembers()
-            labels = {}
-            images = []
+            images, fields = [], {}
             for m in members:
                 key, _, ext = m.name.rpartition(".")
-                if ext == "cls":
-                    labels[key] = m
+                if ext in ("cls", "grp"):
+                    fields[key, ext] = m
                 else:
                     images.append((key, m))
             with open(path, "rb") as f:
+
+                def number(member: tarfile.TarInfo | None) -> int | None:
+                    if member is None:
+                        return None
+                    f.seek(member.offset_data)
+                    return int(f.read(member.size))
+
                 for key, m in images:
-                    f.seek(labels[key].offset_data)
-                    label = int(f.read(labels[key].size))
-                    self.items.append((str(path), m.offset_data, m.size, label))
+                    label, group = number(fields[key, "cls"]), number(fields.get((key, "grp")))
+                    self.items.append((str(path), m.offset_data, m.size, label, group))
         self.targets = [item[3] for item in self.items]
+        self.has_groups = bool(self.items) and self.items[0][4] is not None
         self._open: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int):
-        path, offset, size, label = self.items[index]
+        path, offset, size, label, group = self.items[index]
         fd = self._open.get(path)
         if fd is None:  # one descriptor per shard and process; pread needs no seek
             fd = self._open[path] = os.open(path, os.O_RDONLY)
         image = Image.open(io.BytesIO(os.pread(fd, size, offset))).convert("RGB")
-        return (self.transform(image) if self.transform else image), label
+        return (image, label, group) if self.has_groups else (image, label)
 
 
-def load(store: Store, manifest: dict, train_tf, eval_tf) -> tuple[Dataset, Dataset, str]:
+def load(store: Store, manifest: dict, splits: list[str]) -> dict[str, ShardDataset]:
+    """These splits, fetched to the node's scratch disk: split name -> dataset."""
     cache = Path(tempfile.gettempdir()) / "kbench-data" / manifest["name"]
-    fetch(store, manifest, cache)
-
-    def split(name: str, transform) -> Dataset:
-        shards = manifest["splits"][name]["shards"]
-        return ShardDataset([cache / Path(s["key"]).name for s in shards], transform)
-
-    eval_split = manifest["eval_split"]
-    train_split = next(s for s in manifest["splits"] if s != eval_split)
-    return split(train_split, train_tf), split(eval_split, eval_tf), eval_split
+    fetch(store, manifest, cache, splits)
+    return {
+        split: ShardDataset(
+            [cache / Path(s["key"]).name for s in manifest["splits"][split]["shards"]]
+        )
+        for split in splits
+    }

@@ -25,10 +25,10 @@ SPLITS = {"train": 5000, "test": 1000}
 
 
 class SyntheticShapes(Dataset):
-    def __init__(self, split: str, image_size: int = 32, seed: int = 0, transform=None) -> None:
+    def __init__(self, split: str, image_size: int = 32, seed: int = 0) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, not {split!r}")
-        self.split, self.image_size, self.seed, self.transform = split, image_size, seed, transform
+        self.split, self.image_size, self.seed = split, image_size, seed
         self.classes = prompts("synthetic")[0]
         self.size = SPLITS[split]
 
@@ -38,7 +38,7 @@ class SyntheticShapes(Dataset):
     def __getitem__(self, index: int):
         label = index % len(self.classes)  # balanced classes
         image = self.draw(index, label)
-        return (self.transform(image) if self.transform else image), label
+        return image, label
 
     def draw(self, index: int, label: int) -> Image.Image:
         rng = np.random.default_rng([self.seed, list(SPLITS).index(self.split), index])

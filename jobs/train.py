@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError
 from kbench.jobs import checkpoint
-from kbench.jobs.datasets import build_splits
+from kbench.jobs.datasets import Splits, build_splits
 from kbench.jobs.metrics import EvalAccumulator
 from kbench.jobs.models import ImageClassifier, build_model
 from kbench.jobs.recorder import Recorder
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     def evaluate_now(m: ImageClassifier) -> dict:
-        return evaluate(m, eval_loader, len(splits.classes), config, device, channels_last)
+        return evaluate(m, eval_loader, splits, config, device, channels_last)
 
     # Resume after the last checkpoint, or start with epoch 0.
     cache = os.path.join(tempfile.gettempdir(), "kbench", args.run_id, args.pair)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         train_loader.sampler.set_epoch(epoch)
         model.train()
         started, loss_sum = time.perf_counter(), torch.zeros((), device=device)
-        for step, (images, labels) in enumerate(train_loader, start=1):
+        for step, (images, labels, *_) in enumerate(train_loader, start=1):
             images = images.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -301,20 +301,21 @@ def build_scheduler(config: TrainConfig, optimizer, total_steps: int):
 def evaluate(
     model: ImageClassifier,
     loader: DataLoader,
-    num_classes: int,
+    splits: Splits,
     config: TrainConfig,
     device: torch.device,
     channels_last: bool,
 ) -> dict[str, float | int]:
     model.eval()
-    accumulator = EvalAccumulator(num_classes, device)
-    for images, labels in loader:
+    accumulator = EvalAccumulator(len(splits.classes), device, splits.groups)
+    for images, labels, *groups in loader:  # a group per sample where the dataset has groups
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(config, device):
             logits = model(images)
-        accumulator.update(logits, labels.to(device, non_blocking=True))
+        labels = labels.to(device, non_blocking=True)
+        accumulator.update(logits, labels, groups[0].to(device) if groups else None)
     accumulator.all_reduce()
     return accumulator.compute()
 

@@ -3,6 +3,9 @@ emulator that the real client reaches through a real kubeconfig."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 from k8s_emulator import kubernetes_emulator
 from s3server import S3Server, seaweedfs
@@ -30,3 +33,25 @@ def cluster(tmp_path, monkeypatch, s3_env):
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
         monkeypatch.setenv("KBENCH_STORE", s3_env.uri(f"k8s/{tmp_path.name}"))
         yield cluster
+
+
+@pytest.fixture
+def no_md5_checks(monkeypatch):
+    """What torchvision's own dataset tests bypass on fake copies: the md5 of the real files,
+    nothing else."""
+    from torchvision import datasets as tv
+
+    for cls in (tv.CIFAR10, tv.CIFAR100, tv.STL10, tv.Flowers102):
+        monkeypatch.setattr(cls, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(tv.cifar, "check_integrity", lambda path, md5=None: True)
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch) -> Path:
+    """A pod's scratch disk (TMPDIR) for this test, in this process and the ones it starts.
+    Python caches its temporary directory, so the cached value is reset too."""
+    path = tmp_path / "scratch"
+    path.mkdir()
+    monkeypatch.setenv("TMPDIR", str(path))
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    return path

@@ -51,8 +51,8 @@ def test_local_tree(tree):
     splits = build_splits(config(str(tree)), model_info("clip-tiny"))
     assert splits.classes == ["crème brûlée", "golden retriever", "tabby cat"]
     assert (len(splits.train), len(splits.eval), splits.eval_split) == (72, 24, "val")
-    assert sorted(set(splits.train.targets)) == [0, 1, 2]
-    path, label = splits.eval.samples[0]
+    assert sorted(set(splits.train.dataset.targets)) == [0, 1, 2]
+    path, label = splits.eval.dataset.samples[0]
     assert Path(path).parent.name == "crème_brûlée" and label == 0
     assert "{}" in splits.templates[0]
     custom = build_splits(
@@ -61,9 +61,7 @@ def test_local_tree(tree):
     assert custom.templates == ["a photo of my {}."]
 
 
-def test_same_tree_under_an_s3_prefix(tree, s3_env, monkeypatch, tmp_path):
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))  # where a pod's cache would live
-    (tmp_path / "scratch").mkdir()
+def test_same_tree_under_an_s3_prefix(tree, s3_env, scratch):
     uri = s3_env.uri("datasets/my-images")
     store = open_store(uri)
     for file in sorted(p for p in tree.rglob("*") if p.is_file()):
@@ -72,12 +70,29 @@ def test_same_tree_under_an_s3_prefix(tree, s3_env, monkeypatch, tmp_path):
     remote = build_splits(config(uri), model_info("clip-tiny"))
     local = build_splits(config(str(tree)), model_info("clip-tiny"))
     assert remote.classes == local.classes
-    assert remote.train.targets == local.train.targets
-    cached = Path(remote.train.samples[0][0])
-    assert cached.read_bytes() == Path(local.train.samples[0][0]).read_bytes()
+    assert remote.train.dataset.targets == local.train.dataset.targets
+    cached = Path(remote.train.dataset.samples[0][0])
+    assert cached.is_relative_to(scratch)  # the node's scratch disk
+    assert cached.read_bytes() == Path(local.train.dataset.samples[0][0]).read_bytes()
     before = cached.stat().st_mtime_ns
     build_splits(config(uri), model_info("clip-tiny"))  # a restart keeps the node's copy
     assert cached.stat().st_mtime_ns == before
+
+
+def test_a_staged_tree_serves_runs_whose_data_is_that_folder(tree, s3_env, scratch, tmp_path):
+    uri = s3_env.uri(f"store-{tmp_path.name}")
+    args = ["data", "stage", "imagefolder", "--store", uri, "--shard-samples", "10"]
+    result = CliRunner().invoke(cli, [*args, "--root", str(tree)])
+    assert result.exit_code == 0, result.output
+    local = build_splits(config(str(tree)), model_info("clip-tiny"))
+
+    tree.rename(tmp_path / "elsewhere")  # a pod has no copy of the folder, only the store
+    staged = build_splits(config(str(tree)), model_info("clip-tiny"), open_store(uri))
+    assert (staged.classes, staged.eval_split) == (local.classes, "val")
+    assert staged.train.dataset.targets == local.train.dataset.targets
+    assert len(staged.eval) == len(local.eval) == 24
+    with pytest.raises(ConfigError, match="no train/ folder in"):  # another folder is not it
+        build_splits(config(str(tmp_path / "other")), model_info("clip-tiny"), open_store(uri))
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,7 @@ def smoke_config(model: str, **changes):
 
 def test_registries_of_both_sides_agree():
     assert set(models.BUILDERS) == set(MODELS)
-    # fmow and iwildcam need the WILDS loaders, which are not built yet.
-    assert set(datasets.BUILDERS) == set(DATASETS) - {"fmow", "iwildcam"}
+    assert set(datasets.BUILDERS) == set(DATASETS)
 
 
 def test_synthetic_data_is_deterministic_balanced_and_named():
@@ -46,12 +45,14 @@ def test_limit_takes_the_same_subset_everywhere():
     assert first.train.indices == second.train.indices
 
 
-def test_missing_local_copy_of_a_dataset_says_what_to_set(monkeypatch, tmp_path):
+@pytest.mark.parametrize("dataset", ["cifar10", "fmow"])  # a torchvision and a WILDS loader
+def test_missing_local_copy_of_a_dataset_says_what_to_set(dataset, monkeypatch, tmp_path):
     from kbench.errors import ConfigError
 
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(tmp_path))
-    config = load_grid("all").pair("cifar10_resnet50").config
-    with pytest.raises(ConfigError, match="no local copy of cifar10 under .* set KBENCH_DATA_ROOT"):
+    config = load_grid("all").pair(f"{dataset}_resnet50").config
+    message = f"no local copy of {dataset} under .* set KBENCH_DATA_ROOT"
+    with pytest.raises(ConfigError, match=message):
         datasets.build_splits(config, model_info("resnet50"))
 
 

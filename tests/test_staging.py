@@ -3,17 +3,29 @@ a manifest to a real S3 server; then read back the way a pod does."""
 
 from __future__ import annotations
 
+import hashlib
+import http.server
+import subprocess
+import tarfile
+import threading
+from functools import partial
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_torchvision_datasets import FAKES, no_md5_checks  # noqa: F401 - a fixture
+from fake_datasets import FAKES, fake_cifar
+from torchvision import datasets as tv
 
+from kbench.backends.local import LocalBackend
 from kbench.cli.main import cli
+from kbench.jobs import staging
 from kbench.jobs.datasets import build_splits, raw_splits
-from kbench.registry import model_info, prompts
-from kbench.spec import TrainConfig, load_grid
+from kbench.records import EPOCH_RECORD_SCHEMA, METRICS, pair_key
+from kbench.registry import dataset_info, model_info, prompts
+from kbench.runs import create_run
+from kbench.spec import TrainConfig, load_grid, parse_grid
 from kbench.storage import open_store, read_json
 
 
@@ -23,7 +35,7 @@ def config(dataset: str) -> TrainConfig:
 
 
 @pytest.fixture
-def staged(tmp_path, monkeypatch, s3_env, no_md5_checks):  # noqa: F811
+def staged(tmp_path, s3_env, no_md5_checks, scratch):
     made = set()
 
     def stage(dataset: str, *extra: str):
@@ -32,8 +44,6 @@ def staged(tmp_path, monkeypatch, s3_env, no_md5_checks):  # noqa: F811
         if dataset not in made:  # the local copy, written once
             FAKES[dataset](root, dataset)
             made.add(dataset)
-        monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))  # the pod's cache
-        (tmp_path / "scratch").mkdir(exist_ok=True)
         uri = s3_env.uri(f"staging/{tmp_path.name}")
         result = CliRunner().invoke(
             cli,
@@ -55,35 +65,36 @@ def staged(tmp_path, monkeypatch, s3_env, no_md5_checks):  # noqa: F811
     return stage
 
 
-@pytest.mark.parametrize("dataset", ["cifar10", "dtd"])  # re-encoded PNG, original JPEG files
+@pytest.mark.parametrize("dataset", sorted(FAKES))
 def test_stage_then_read_like_a_pod(staged, dataset, monkeypatch):
     result, store, root = staged(dataset)
     assert result.exit_code == 0, result.output
     manifest = read_json(store, f"datasets/{dataset}/manifest.json")
-    assert manifest["classes"] == prompts(dataset)[0]
-    assert manifest["eval_split"] == "test" and set(manifest["splits"]) == {"train", "test"}
+    assert (manifest["classes"], manifest["templates"]) == prompts(dataset)
+    assert manifest["groups"] == list(dataset_info(dataset).groups)
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(root))
-    train_raw, test_raw, _ = raw_splits(config(dataset), None)
-    assert manifest["splits"]["train"]["samples"] == len(train_raw)
-    assert len(manifest["splits"]["train"]["shards"]) == -(-len(train_raw) // 4)
-    for shard in manifest["splits"]["test"]["shards"]:
-        assert store.read(shard["key"] + ".sha256").decode() == shard["sha256"]
+    raw = raw_splits(config(dataset))
+    assert set(manifest["splits"]) == set(raw)  # every split, so any eval_split can be chosen
+    for split, samples in raw.items():
+        entry = manifest["splits"][split]
+        assert entry["samples"] == len(samples)
+        assert len(entry["shards"]) == -(-len(samples) // 4)
+        for shard in entry["shards"]:
+            assert store.read(shard["key"] + ".sha256").decode() == shard["sha256"]
 
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(root / "gone"))  # pods have no local copy
     splits = build_splits(config(dataset), model_info("resnet50"), store)
-    assert len(splits.train) == len(train_raw) and len(splits.eval) == len(test_raw)
-    assert splits.eval.targets == [test_raw[i][1] for i in range(len(test_raw))]
-    raw_image = np.asarray(test_raw[0][0])
-    staged_image = np.asarray(_untransformed(splits.eval, 0))
-    assert np.array_equal(raw_image, staged_image)  # lossless: the same pixels
-
-
-def _untransformed(dataset, index):
-    transform, dataset.transform = dataset.transform, None
-    try:
-        return dataset[index][0]
-    finally:
-        dataset.transform = transform
+    train_split = dataset_info(dataset).train_split
+    assert (len(splits.train), len(splits.eval)) == (len(raw[train_split]), len(raw["test"]))
+    staged_test = splits.eval.dataset  # the shards, before the model's transforms
+    for i in range(len(raw["test"])):
+        (image, *label_group), (staged_image, *staged_label_group) = raw["test"][i], staged_test[i]
+        assert staged_label_group == label_group
+        assert np.array_equal(np.asarray(image), np.asarray(staged_image))  # the same pixels
+    # The node fetched the run's two splits, not the others.
+    cached = {p.name for p in Path(staged_test.items[0][0]).parent.iterdir()}
+    fetched = {n.split("-")[0] for n in cached}
+    assert fetched == {train_split, "test"}
 
 
 def test_rerun_uploads_nothing_and_a_corrupt_shard_is_fetched_again(staged, monkeypatch):
@@ -94,7 +105,7 @@ def test_rerun_uploads_nothing_and_a_corrupt_shard_is_fetched_again(staged, monk
 
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(root / "gone"))
     splits = build_splits(config("cifar10"), model_info("resnet50"), store)
-    shard = Path(splits.train.items[0][0])
+    shard = Path(splits.train.dataset.items[0][0])
     good = shard.read_bytes()
     shard.write_bytes(b"corrupt" + good[7:])
     again = build_splits(config("cifar10"), model_info("resnet50"), store)
@@ -119,3 +130,108 @@ def test_missing_local_copy_is_one_line(tmp_path, s3_env):
     assert "or stage it with --download" in result.output
     assert result.output.count("\n") == 1
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_a_pod_trains_on_staged_fmow_and_reports_worst_region(staged, monkeypatch):
+    """Two torchrun processes read the staged shards (no local copy) and all-reduce the
+    per-region counts: the records hold every OOD test sample's region once."""
+    result, store, root = staged("fmow")
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("KBENCH_DATA_ROOT", str(root / "gone"))
+    grid = "datasets: [fmow]\nmodels: {clip-tiny: {epochs: 1, batch_size: 4, workers: 0}}"
+    create_run(store, "r", parse_grid(grid, "g.yaml", "g"), backend="local")
+    command = LocalBackend(nproc_per_node=2).command(store, "r", "fmow_clip-tiny")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    epochs = read_json(store, pair_key("r", "fmow_clip-tiny", METRICS))["epochs"]
+    assert [r["epoch"] for r in epochs] == [0, 1]  # zero-shot, then the trained epoch
+    test = raw_splits_of(root)["test"]
+    regions = dataset_info("fmow").groups
+    for record in epochs:
+        jsonschema.validate(record, EPOCH_RECORD_SCHEMA)
+        assert (record["split"], record["headline_metric"]) == ("test", "worst_region")
+        assert record["samples"] == len(test)
+        counts = {name: g["samples"] for name, g in record["per_group"].items()}
+        assert counts == {name: test.groups.count(i) for i, name in enumerate(regions)}
+        scored = [g["top1"] for g in record["per_group"].values() if g["samples"]]
+        assert record["headline"] == record["worst_region"] == min(scored)
+
+
+def raw_splits_of(root):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KBENCH_DATA_ROOT", str(root))
+        return raw_splits(config("fmow"))
+
+
+@pytest.fixture
+def archive_host(tmp_path):
+    """A local HTTP server: where a dataset's host would be (no internet in tests)."""
+    served = tmp_path / "host"
+    served.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_fetches_the_archive_then_stages(tmp_path, s3_env, archive_host, monkeypatch):
+    """--download runs torchvision's own download and checks: CIFAR10's class points at a fake
+    archive on a local host, with that archive's checksums (nothing is bypassed)."""
+    served, url = archive_host
+    made = tmp_path / "made"
+    made.mkdir()
+    fake_cifar(made, "cifar10")
+    with tarfile.open(served / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(made / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    folder = made / "cifar-10-batches-py"
+
+    def md5(path) -> str:
+        return hashlib.md5(path.read_bytes()).hexdigest()
+
+    cls = tv.CIFAR10
+    monkeypatch.setattr(cls, "url", f"{url}/cifar-10-python.tar.gz")
+    monkeypatch.setattr(cls, "tgz_md5", md5(served / "cifar-10-python.tar.gz"))
+    monkeypatch.setattr(cls, "train_list", [[n, md5(folder / n)] for n, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[n, md5(folder / n)] for n, _ in cls.test_list])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5(folder / "batches.meta")})
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+    root, uri = tmp_path / "data", s3_env.uri(f"download-{tmp_path.name}")
+    args = ["data", "stage", "cifar10", "--store", uri, "--root", str(root)]
+    missing = CliRunner().invoke(cli, args)
+    assert missing.exit_code == 2 and "--download" in missing.output  # no copy, no download
+    result = CliRunner().invoke(cli, [*args, "--download"])
+    assert result.exit_code == 0, result.output
+    assert (root / "cifar-10-batches-py" / "data_batch_1").read_bytes() == (
+        folder / "data_batch_1"
+    ).read_bytes()
+    manifest = read_json(open_store(uri), "datasets/cifar10/manifest.json")
+    assert {s: e["samples"] for s, e in manifest["splits"].items()} == {"train": 30, "test": 4}
+
+
+def test_staging_shows_a_progress_bar_of_uploaded_samples(tmp_path, capsys):
+    from kbench.jobs.synthetic import SyntheticShapes
+    from kbench.storage import LocalStore
+
+    splits = {"train": SyntheticShapes("train"), "test": SyntheticShapes("test")}
+    staged = staging.stage(
+        LocalStore(tmp_path / "store"),
+        "shapes",
+        splits,
+        classes=prompts("synthetic")[0],
+        templates=["{}"],
+        train_split="train",
+        groups=(),
+        source="test",
+        frac=0.1,
+        shard_samples=16,
+        progress=True,
+    )
+    total = sum(e["samples"] for e in staged["manifest"]["splits"].values())
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert bar[-1].startswith("staging shapes: 100%") and f"{total}/{total} [" in bar[-1]
