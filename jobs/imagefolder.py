@@ -47,8 +47,12 @@ def _local_copy(uri: str) -> Path:
         if not keys:
             raise ConfigError(f"nothing under {uri}: upload train/<class>/<image> and val/ there")
         missing = [key for key in keys if not (cache / key).exists()]  # a restart keeps the rest
+
+        def one(key: str) -> None:  # images are small: one GET each
+            node_cache.fetch(store, key, cache / key, small=True)
+
         with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda key: node_cache.fetch(store, key, cache / key), missing))
+            list(pool.map(one, missing))
 
     node_cache.once_per_node(download)
     return cache

@@ -22,11 +22,18 @@ def once_per_node(work: Callable[[], None]) -> None:
         dist.barrier()
 
 
-def fetch(store: Store, key: str, path: Path, sha256: str | None = None) -> None:
-    """Download into `<path>.part`, check it when a checksum is given, then move it in place."""
+def fetch(
+    store: Store, key: str, path: Path, sha256: str | None = None, small: bool = False
+) -> None:
+    """Download into `<path>.part`, check it when a checksum is given, then move it in place.
+    `small`: one plain GET, without the managed transfer's set-up that pays off for large
+    files only (bench/node_download.py)."""
     part = Path(f"{path}.part")
     path.parent.mkdir(parents=True, exist_ok=True)
-    store.get_file(key, str(part))
+    if small:
+        part.write_bytes(store.read(key))
+    else:
+        store.get_file(key, str(part))
     if sha256 is not None and file_sha256(part) != sha256:
         raise StoreError(f"{key} does not match its checksum: stage it again")
     os.replace(part, path)
