@@ -50,7 +50,8 @@ class TrainConfig:
     eval_limit: int | None = None
     data: str | None = None  # imagefolder: a local folder or s3://bucket/prefix
     eval_split: str | None = None  # None: the split the study reports (kbench.registry)
-    templates: list[str] | None = None  # CLIP prompts, "{}" for the class; None: the dataset's
+    # CLIP prompts, "{}" for the class (in a grid also a file, one per line); None: the dataset's
+    templates: list[str] | None = None
     # Speed only; none of these changes the recipe. They apply on GPUs (a CPU trains in fp32).
     precision: str = "bf16"  # bf16 | fp32: autocast dtype of forward and backward
     channels_last: bool = True  # memory format of convolutional models
@@ -165,10 +166,14 @@ def load_grid(ref: str) -> Grid:
             f"no grid {ref!r}: give a built-in name ({', '.join(builtin_grids())}) "
             "or the path of a YAML file"
         )
-    return parse_grid(path.read_text("utf-8"), source=str(path), default_name=path.stem)
+    return parse_grid(
+        path.read_text("utf-8"), source=str(path), default_name=path.stem, base=path.parent
+    )
 
 
-def parse_grid(text: str, source: str, default_name: str) -> Grid:
+def parse_grid(text: str, source: str, default_name: str, base: Path | None = None) -> Grid:
+    """`base`: the folder that relative paths in the grid (`data`, a `templates` file) start
+    from: the grid file's own; the working directory without one."""
     doc = load_yaml(text, source)
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: expected a mapping with keys {', '.join(GRID_KEYS)}")
@@ -207,11 +212,12 @@ def parse_grid(text: str, source: str, default_name: str) -> Grid:
             ]
             merged: dict[str, Any] = {"dataset": dataset, "model": model}
             for layer, where in layers:
+                layer = _read_template_file(layer, base, where)
                 _check_keys(layer, where)
                 merged.update(layer)
             config = TrainConfig.from_dict(merged, where=f"{source}: pair {name}")
             if config.data is not None:
-                config.data = local_data_path(config.data)
+                config.data = local_data_path(config.data, base)
             pairs.append(Pair(name=name, config=config))
     name = doc.get("name", default_name)
     if not isinstance(name, str) or not name:
@@ -219,13 +225,29 @@ def parse_grid(text: str, source: str, default_name: str) -> Grid:
     return Grid(name=name, source=source, pairs=pairs, document=doc)
 
 
-def local_data_path(data: str) -> str:
+def local_data_path(data: str, base: Path | None = None) -> str:
     """An imagefolder's `data` as every machine reads it: an s3:// URI as given, a local
-    folder as an absolute path (relative to where kbench runs), which also names its staged
-    copy."""
+    folder as an absolute path (which also names its staged copy)."""
     if data.startswith("s3://"):
         return data
-    return str(Path(data).expanduser().resolve())
+    return str(((base or Path()) / Path(data).expanduser()).resolve())
+
+
+def _read_template_file(layer: dict[str, Any], base: Path | None, where: str) -> dict[str, Any]:
+    """`templates` may name a text file, one prompt per line ('#' starts a comment); the grid
+    carries its lines, so pods need no copy of the file."""
+    name = layer.get("templates")
+    if not isinstance(name, str):
+        return layer
+    path = (base or Path()) / Path(name).expanduser()
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"{where}: templates: cannot read {path} ({e.strerror})") from None
+    templates = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if not templates:
+        raise ConfigError(f"{where}: templates: {path} holds no template")
+    return {**layer, "templates": templates}
 
 
 def load_recipe(model: str) -> dict[str, Any]:

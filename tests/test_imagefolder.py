@@ -130,6 +130,28 @@ def test_grid_checks_data(tmp_path):
         )
 
 
+def test_grid_paths_start_from_the_grid_file_and_a_template_file_is_read(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "prompts.txt").write_text(
+        "# my prompts\na photo of my {}.\n\n  a blurry photo of a {}.\n"
+    )
+    (project / "mine.yaml").write_text(
+        "datasets: [imagefolder]\nmodels: [clip-tiny]\n"
+        "defaults: {data: ./my-images, templates: prompts.txt}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # elsewhere: paths still start from the grid's folder
+    config = load_grid(str(project / "mine.yaml")).pairs[0].config
+    assert config.data == str(project / "my-images")
+    assert config.templates == ["a photo of my {}.", "a blurry photo of a {}."]
+
+    (project / "mine.yaml").write_text(
+        "datasets: [imagefolder]\nmodels: [clip-tiny]\ndefaults: {data: x, templates: nope.txt}\n"
+    )
+    with pytest.raises(ConfigError, match=r"defaults: templates: cannot read .*nope.txt \("):
+        load_grid(str(project / "mine.yaml"))
+
+
 @pytest.mark.slow
 def test_train_on_it_end_to_end(tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
