@@ -125,9 +125,9 @@ def test_an_interrupted_stage_resumes_with_the_missing_shards(staged):
         "manifest.json",
         "train-00006.tar",
         "train-00006.tar.sha256",
-        "train-00007.tar.sha256",
+        "train-00007.tar.sha256",  # its shard arrived, its checksum not: not trusted
     ):
-        store.delete(f"datasets/cifar10/{name}")  # a shard without its checksum: not trusted
+        store.delete(f"datasets/cifar10/{name}")
     resumed, _, _ = staged("cifar10")
     assert resumed.exit_code == 0, resumed.output
     assert "train: 30 samples in 8 shard(s), 2 uploaded, 6 already there" in resumed.output
