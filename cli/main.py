@@ -366,7 +366,16 @@ def stage(name, store, root, frac, shard_samples, download) -> None:
     if root and name != "imagefolder":
         os.environ[DATA_ROOT_ENV] = root
     data = local_data_path(root) if name == "imagefolder" else None
-    config = TrainConfig(name, "resnet-tiny", 1, 1, "sgd", 0.1, data=data)
+    # Only the dataset part of a config matters to the loaders.
+    config = TrainConfig(
+        dataset=name,
+        model="resnet-tiny",
+        epochs=1,
+        batch_size=1,
+        optimizer="sgd",
+        lr=0.1,
+        data=data,
+    )
     splits = raw_splits(config, download=download)
     where = data or os.path.abspath(os.environ.get(DATA_ROOT_ENV, "data"))
     staged = staging.stage(

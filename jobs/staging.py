@@ -222,16 +222,17 @@ class ShardDataset(Dataset):
                 else:
                     images.append((key, m))
             with open(path, "rb") as f:
-
-                def number(member: tarfile.TarInfo | None) -> int | None:
-                    if member is None:
-                        return None
-                    f.seek(member.offset_data)
-                    return int(f.read(member.size))
-
                 for key, m in images:
-                    label, group = number(fields[key, "cls"]), number(fields.get((key, "grp")))
-                    self.items.append((str(path), m.offset_data, m.size, label, group))
+                    label, group = fields[key, "cls"], fields.get((key, "grp"))
+                    self.items.append(
+                        (
+                            str(path),
+                            m.offset_data,
+                            m.size,
+                            _read_int(f, label),
+                            None if group is None else _read_int(f, group),
+                        )
+                    )
         self.targets = [item[3] for item in self.items]
         self.has_groups = bool(self.items) and self.items[0][4] is not None
         self._open: dict[str, int] = {}
@@ -246,6 +247,11 @@ class ShardDataset(Dataset):
             fd = self._open[path] = os.open(path, os.O_RDONLY)
         image = Image.open(io.BytesIO(os.pread(fd, size, offset))).convert("RGB")
         return (image, label, group) if self.has_groups else (image, label)
+
+
+def _read_int(f, member: tarfile.TarInfo) -> int:
+    f.seek(member.offset_data)
+    return int(f.read(member.size))
 
 
 def load(store: Store, manifest: dict, splits: list[str]) -> dict[str, ShardDataset]:
