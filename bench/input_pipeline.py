@@ -39,6 +39,20 @@ def make_images(folder: Path, count: int, size: int) -> None:
         Image.fromarray(small).resize((size, size), Image.BICUBIC).save(target, quality=90)
 
 
+def stage_folder(store, folder: Path) -> dict:
+    """The folder's images staged as the split `train`; returns the manifest."""
+    return stage(
+        store,
+        "bench",
+        {"train": ImageFolder(str(folder))},
+        classes=[f"class{i}" for i in range(10)],
+        templates=["{}"],
+        train_split="train",
+        groups=(),
+        source="bench",
+    )["manifest"]
+
+
 def rate(dataset, workers: int, batch: int) -> float:
     loader = DataLoader(
         dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=False
@@ -63,16 +77,7 @@ def main() -> None:
         make_images(folder, args.images, args.size)
         loose = ImageFolder(str(folder), transform=train_tf)
         store = LocalStore(Path(tmp) / "store")
-        manifest = stage(
-            store,
-            "bench",
-            {"train": ImageFolder(str(folder))},
-            classes=[f"class{i}" for i in range(10)],
-            templates=["{}"],
-            train_split="train",
-            groups=(),
-            source="bench",
-        )["manifest"]
+        manifest = stage_folder(store, folder)
         cache = Path(tmp) / "cache"
         fetch(store, manifest, cache, ["train"])
         shards = [cache / Path(s["key"]).name for s in manifest["splits"]["train"]["shards"]]

@@ -24,12 +24,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from torchvision.datasets import ImageFolder
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from input_pipeline import make_images  # noqa: E402
+from input_pipeline import make_images, stage_folder  # noqa: E402
 from s3server import seaweedfs  # noqa: E402
 
 from kbench.jobs import imagefolder, node_cache, staging  # noqa: E402
@@ -52,16 +50,7 @@ def measure(server, tmp: Path, args) -> dict:
     for file in files:
         loose.put_file(file.relative_to(tree).as_posix(), str(file))
     store = S3Store(server.uri("staged"))
-    manifest = staging.stage(
-        store,
-        "bench",
-        {"train": ImageFolder(str(tree / "train"))},
-        classes=[f"class{i}" for i in range(10)],
-        templates=["{}"],
-        train_split="train",
-        groups=(),
-        source="bench",
-    )["manifest"]
+    manifest = stage_folder(store, tree / "train")
 
     # Each download goes to an empty node disk.
     tempfile.tempdir = str(tmp / "node-loose")  # where imagefolder keeps its node copy
