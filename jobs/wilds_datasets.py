@@ -50,6 +50,11 @@ def load(name: str, root: str, download: bool = False) -> dict[str, FileList]:
         dataset = cls(root_dir=root, download=download)
     except FileNotFoundError:
         folder = f"{name}_v{max(cls._versions_dict)}"
+        if download:  # WILDS prints a failed download and carries on without the files
+            raise ConfigError(
+                f"downloading {name} into {Path(root).resolve() / folder} failed (see WILDS' "
+                "messages above): check the network, or copy it there by hand"
+            ) from None
         raise ConfigError(
             f"no local copy of {name} under {Path(root).resolve()} (WILDS reads {folder}/ with "
             f"its RELEASE file): set KBENCH_DATA_ROOT to the folder that holds it, or stage it "

@@ -15,7 +15,7 @@ import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fake_datasets import FAKES, fake_cifar
+from fake_datasets import FAKES, fake_cifar, fake_fmow
 from torchvision import datasets as tv
 
 from kbench.backends.local import LocalBackend
@@ -258,3 +258,36 @@ def test_staging_shows_a_progress_bar_of_uploaded_samples(tmp_path, capsys):
     total = sum(e["samples"] for e in staged["manifest"]["splits"].values())
     bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
     assert bar[-1].startswith("staging shapes: 100%") and f"{total}/{total} [" in bar[-1]
+
+
+def test_download_of_a_wilds_dataset_then_stages(tmp_path, s3_env, archive_host, monkeypatch):
+    """--download runs WILDS' own download and extraction, from a local host holding a fake
+    FMoW archive; an unreachable host is a one-line error."""
+    from wilds.datasets.fmow_dataset import FMoWDataset
+
+    served, url = archive_host
+    made = tmp_path / "made"
+    made.mkdir()
+    train_n, test_n = fake_fmow(made, "fmow")
+    with tarfile.open(served / "fmow.tar.gz", "w:gz") as tar:
+        for path in sorted((made / "fmow_v1.1").iterdir()):
+            tar.add(path, arcname=path.name)  # WILDS' archives hold the folder's contents
+    size = (served / "fmow.tar.gz").stat().st_size
+    versions = {"1.1": {"download_url": f"{url}/fmow.tar.gz", "compressed_size": size}}
+    monkeypatch.setattr(FMoWDataset, "_versions_dict", versions)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+    root, uri = tmp_path / "data", s3_env.uri(f"download-{tmp_path.name}")
+    args = ["data", "stage", "fmow", "--store", uri, "--root", str(root), "--download"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_json(open_store(uri), "datasets/fmow/manifest.json")
+    assert manifest["splits"]["train"]["samples"] == train_n
+    assert manifest["splits"]["test"]["samples"] == test_n
+
+    dead = {"1.1": {"download_url": "http://127.0.0.1:9/fmow.tar.gz", "compressed_size": size}}
+    monkeypatch.setattr(FMoWDataset, "_versions_dict", dead)
+    failed = CliRunner().invoke(cli, [*args[:-3], "--root", str(tmp_path / "other"), "--download"])
+    assert failed.exit_code == 2
+    (error,) = [line for line in failed.output.splitlines() if line.startswith("Error:")]
+    assert error.startswith("Error: downloading fmow into ") and "failed" in error
