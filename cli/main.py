@@ -315,6 +315,25 @@ def data() -> None:
     """Datasets in the store, for pods to read."""
 
 
+@data.command("list")
+@store_option
+def data_list(store) -> None:
+    """List the datasets staged in the store."""
+    from kbench.storage import open_store, read_json
+
+    the_store = open_store(store)
+    table = [["NAME", "SPLITS", "FRAC", "SOURCE", "CREATED"]]
+    for key in the_store.list("datasets"):
+        if key.count("/") == 2 and key.endswith("/manifest.json"):
+            manifest = read_json(the_store, key)
+            first = manifest["train_split"]
+            order = [first, *sorted(set(manifest["splits"]) - {first})]
+            splits = ", ".join(f"{s} {manifest['splits'][s]['samples']}" for s in order)
+            row = [manifest["name"], splits, f"{manifest['frac']:g}"]
+            table.append([*row, manifest["source"], manifest["created"]])
+    _table(table)
+
+
 @data.command("stage")
 @click.argument("name")
 @store_option

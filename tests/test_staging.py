@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import re
 import subprocess
 import tarfile
 import threading
@@ -135,11 +136,17 @@ def test_an_interrupted_stage_resumes_with_the_missing_shards(staged):
     assert read_json(store, "datasets/cifar10/manifest.json")["splits"]["train"]["samples"] == 30
 
 
-def test_frac_stages_a_subset(staged):
+def test_frac_stages_a_subset_and_data_list_shows_it(staged):
     result, store, _ = staged("dtd", "--frac", "0.5")
     assert result.exit_code == 0, result.output
     manifest = read_json(store, "datasets/dtd/manifest.json")
     assert manifest["frac"] == 0.5 and manifest["splits"]["train"]["samples"] == 24
+    listed = CliRunner().invoke(cli, ["data", "list", "--store", store.uri])
+    assert listed.exit_code == 0, listed.output
+    header, row = [re.split(r"\s{2,}", line) for line in listed.output.splitlines()]
+    assert header == ["NAME", "SPLITS", "FRAC", "SOURCE", "CREATED"]
+    assert row[:3] == ["dtd", "train 24, test 16, val 4", "0.5"]
+    assert row[3].startswith("torchvision DTD (partition 1) from ")
 
 
 def test_missing_local_copy_is_one_line(tmp_path, s3_env):
