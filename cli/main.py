@@ -158,8 +158,8 @@ def submit(
 ) -> None:
     """Train every dataset x model pair of a grid and record the results in the store."""
     from kbench.backends import get_backend
-    from kbench.errors import BackendError
-    from kbench.runs import check_run_id, create_run, new_run_id
+    from kbench.errors import BackendError, ConfigError
+    from kbench.runs import check_run_id, create_run, new_run_id, unstaged_datasets
     from kbench.spec import load_grid
     from kbench.storage import open_store
 
@@ -184,6 +184,14 @@ def submit(
             return
     chosen.check()
     the_store = open_store(store)
+    if backend == "kubernetes":  # pods read data from the store only: check before any Job
+        missing = unstaged_datasets(the_store, grid)
+        if missing:
+            raise ConfigError(
+                f"not staged in {the_store.uri}: {', '.join(missing)}; pods read datasets "
+                f"from the store: run `kbench data stage NAME --store {the_store.uri}` "
+                "(an imagefolder: --root DIR) first"
+            )
     run = create_run(
         the_store, run_id, grid, backend, extra=extra, exist_ok=backend == "kubernetes"
     )
@@ -379,6 +387,7 @@ def stage(name, store, root, frac, shard_samples, download) -> None:
         raise ConfigError("staging reads datasets with their loaders: pip install 'kbench[train]'")
     from kbench.jobs import staging
     from kbench.jobs.datasets import DATA_ROOT_ENV, class_names, raw_splits
+    from kbench.records import dataset_key, staged_name
     from kbench.registry import prompts
     from kbench.spec import TrainConfig, local_data_path
 
@@ -399,7 +408,7 @@ def stage(name, store, root, frac, shard_samples, download) -> None:
     where = data or os.path.abspath(os.environ.get(DATA_ROOT_ENV, "data"))
     staged = staging.stage(
         open_store(store),
-        staging.staged_name(name, data),
+        staged_name(name, data),
         splits,
         classes=class_names(config, splits),
         templates=prompts(name)[1],
@@ -417,7 +426,7 @@ def stage(name, store, root, frac, shard_samples, download) -> None:
             f"{split}: {entry['samples']} samples in {len(entry['shards'])} shard(s), "
             f"{fresh} uploaded, {len(entry['shards']) - fresh} already there"
         )
-    click.echo(f"staged {name} under {store}/{staging.prefix(manifest['name'])}/")
+    click.echo(f"staged {name} under {store}/{dataset_key(manifest['name'], '')}")
 
 
 @cli.command()
@@ -432,7 +441,7 @@ def doctor(grid_ref, store, image, namespace, context, profile, nodes, gpus_per_
 
     grid = load_grid(grid_ref) if grid_ref else None
     settings = _cluster_settings(grid, profile, image, namespace, context, nodes, gpus_per_node)
-    checks = run_checks(settings, store)
+    checks = run_checks(settings, store, grid=grid)
     width = max(len(c.name) for c in checks)
     for c in checks:
         mark = {True: "ok  ", False: "FAIL", None: "??  "}[c.ok]

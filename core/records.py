@@ -7,9 +7,12 @@ shape of the records. The job writes them, `status` and `collect` read them.
     runs/<run>/<pair>/progress.json      where training is now, rewritten every few seconds
     runs/<run>/<pair>/result.json        the final summary, written last
     runs/<run>/<pair>/local.json         the local backend's view of the process (local runs only)
+    datasets/<name>/manifest.json        a staged dataset (`kbench data stage`; kbench.jobs.staging)
 """
 
 from __future__ import annotations
+
+import hashlib
 
 RUN = "run.json"
 CONFIG = "config.json"
@@ -25,6 +28,18 @@ def run_key(run_id: str, name: str = RUN) -> str:
 
 def pair_key(run_id: str, pair: str, name: str) -> str:
     return f"runs/{run_id}/{pair}/{name}"
+
+
+def dataset_key(name: str, file: str = "manifest.json") -> str:
+    return f"datasets/{name}/{file}"
+
+
+def staged_name(dataset: str, data: str | None = None) -> str:
+    """A staged dataset's folder under datasets/. A user's imagefolder is named by its source,
+    so several can live in one store; a run finds it by its config's `data`."""
+    if dataset != "imagefolder":
+        return dataset
+    return f"imagefolder-{hashlib.sha256(str(data).encode()).hexdigest()[:12]}"
 
 
 _number = {"type": "number"}  # NaN is a number here: a diverged run still gets its record

@@ -72,6 +72,21 @@ def create_run(
     return run
 
 
+def unstaged_datasets(store: Store, grid: Grid) -> list[str]:
+    """The grid's datasets a pod could not read: not staged in the store. Synthetic data is
+    drawn in the pod and an imagefolder under s3:// is read directly."""
+    needed: dict[str, str] = {}
+    for pair in grid.pairs:
+        config = pair.config
+        if config.dataset == "synthetic" or (config.data or "").startswith("s3://"):
+            continue
+        label = f"imagefolder {config.data}" if config.data else config.dataset
+        needed[records.staged_name(config.dataset, config.data)] = label
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = list(pool.map(lambda n: read_json(store, records.dataset_key(n), None), needed))
+    return [label for label, got in zip(needed.values(), found, strict=True) if got is None]
+
+
 def list_runs(store: Store) -> list[dict[str, Any]]:
     """Every run in the store, oldest first."""
     keys = [k for k in store.list("runs") if k.count("/") == 2 and k.endswith("/" + records.RUN)]

@@ -14,7 +14,6 @@ fetched again) and keep them on the node's scratch disk across restarts.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
@@ -31,23 +30,12 @@ from tqdm import tqdm
 from kbench import __version__
 from kbench.jobs import node_cache
 from kbench.jobs.wilds_datasets import FileList
+from kbench.records import dataset_key, staged_name
 from kbench.runs import utc_now
 from kbench.spec import TrainConfig
 from kbench.storage import Store, read_json, write_json
 
 SHARD_SAMPLES = 1000
-
-
-def staged_name(dataset: str, data: str | None = None) -> str:
-    """The dataset's folder under datasets/. A user's imagefolder is named by its source, so
-    several can live in one store; a run finds it by its config's `data`."""
-    if dataset != "imagefolder":
-        return dataset
-    return f"imagefolder-{hashlib.sha256(str(data).encode()).hexdigest()[:12]}"
-
-
-def prefix(name: str) -> str:
-    return f"datasets/{name}"
 
 
 def stage(
@@ -95,7 +83,7 @@ def stage(
             chunks = [indices[i : i + shard_samples] for i in range(0, len(indices), shard_samples)]
             shards, uploads = [], []
             for number, chunk in enumerate(chunks):
-                key = f"{prefix(name)}/{split}-{number:05d}.tar"
+                key = dataset_key(name, f"{split}-{number:05d}.tar")
                 path = Path(tmp) / Path(key).name
                 digest = _write_shard(path, dataset, chunk)
                 shard = {
@@ -110,7 +98,7 @@ def stage(
                     next(u for u in uploads if not u.done()).result()
             uploaded[split] = sum(u.result() for u in uploads)
             manifest["splits"][split] = {"samples": len(indices), "shards": shards}
-    write_json(store, f"{prefix(name)}/manifest.json", manifest)
+    write_json(store, dataset_key(name), manifest)
     return {"manifest": manifest, "uploaded": uploaded}
 
 
@@ -183,9 +171,7 @@ def _upload(store: Store, path: Path, shard: dict, bar: tqdm) -> bool:
 
 
 def staged_manifest(store: Store, config: TrainConfig) -> dict | None:
-    return read_json(
-        store, f"{prefix(staged_name(config.dataset, config.data))}/manifest.json", default=None
-    )
+    return read_json(store, dataset_key(staged_name(config.dataset, config.data)), default=None)
 
 
 def fetch(store: Store, manifest: dict, cache: Path, splits: list[str]) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kbench.errors import KbenchError
+from kbench.spec import Grid
 
 from .backend import KubernetesBackend
 from .settings import ClusterSettings
@@ -23,9 +24,13 @@ class Check:
     fix: str = ""
 
 
-def run_checks(settings: ClusterSettings, store_uri: str, api_client: Any = None) -> list[Check]:
+def run_checks(
+    settings: ClusterSettings, store_uri: str, api_client: Any = None, grid: Grid | None = None
+) -> list[Check]:
     backend = KubernetesBackend(settings=settings, api_client=api_client)
     checks = [_image(settings), _store(store_uri)]
+    if grid is not None and checks[-1].ok:
+        checks.append(_datasets(store_uri, grid))
     try:
         client = backend.client()
     except KbenchError as e:
@@ -67,6 +72,21 @@ def _store(uri: str) -> Check:
     except KbenchError as e:
         return Check("store", False, str(e), "fix the bucket, AWS_ENDPOINT_URL or credentials")
     return Check("store", True, f"{uri} answers with these credentials")
+
+
+def _datasets(uri: str, grid: Grid) -> Check:
+    from kbench.runs import unstaged_datasets
+    from kbench.storage import open_store
+
+    missing = unstaged_datasets(open_store(uri), grid)
+    if missing:
+        return Check(
+            "datasets",
+            False,
+            f"not staged in the store: {', '.join(missing)}",
+            f"kbench data stage NAME --store {uri} (an imagefolder: --root DIR)",
+        )
+    return Check("datasets", True, f"the grid's datasets are staged in {uri} (or drawn, or s3://)")
 
 
 def _namespace(client: Any, namespace: str) -> Check:

@@ -10,6 +10,10 @@ import pytest
 from k8s_emulator import kubernetes_emulator
 from s3server import S3Server, seaweedfs
 
+from kbench.records import dataset_key
+from kbench.spec import load_grid
+from kbench.storage import open_store, write_json
+
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> S3Server:
@@ -28,10 +32,16 @@ def s3_env(s3_server, monkeypatch) -> S3Server:
 
 @pytest.fixture
 def cluster(tmp_path, monkeypatch, s3_env):
-    """The API emulator, KUBECONFIG pointing at it, and KBENCH_STORE at an S3 prefix."""
+    """The API emulator, KUBECONFIG pointing at it, and KBENCH_STORE at an S3 prefix that holds
+    the manifests of the study's datasets, as `kbench data stage` leaves them (submit checks
+    them; no shards: no pod reads data here)."""
+    uri = s3_env.uri(f"k8s/{tmp_path.name}")
+    store = open_store(uri)
+    for name in load_grid("all").document["datasets"]:
+        write_json(store, dataset_key(name), {"name": name, "splits": {}})
     with kubernetes_emulator(tmp_path) as cluster:
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-        monkeypatch.setenv("KBENCH_STORE", s3_env.uri(f"k8s/{tmp_path.name}"))
+        monkeypatch.setenv("KBENCH_STORE", uri)
         yield cluster
 
 

@@ -3,6 +3,8 @@ failing on its own, with its fix."""
 
 from __future__ import annotations
 
+import os
+
 import kmock
 import pytest
 from click.testing import CliRunner
@@ -10,6 +12,8 @@ from kubernetes import client as k8s
 from kubernetes import config as kubeconfig
 
 from kbench.cli.main import cli
+from kbench.records import dataset_key
+from kbench.storage import open_store
 
 NS = "ml"
 
@@ -123,3 +127,14 @@ def test_no_kubeconfig(doctor_cluster, monkeypatch, tmp_path):
     assert result.exit_code == 1
     assert "FAIL kubeconfig" in result.output and "no usable kubeconfig" in result.output
     assert "fix: point KUBECONFIG at a kubeconfig" in result.output
+
+
+def test_datasets_of_a_grid_that_are_not_staged(doctor_cluster):
+    answer_access_reviews(doctor_cluster, denied=set())
+    assert lines(doctor("--grid", "all").output)["datasets"].startswith("ok")  # all staged
+    store = open_store(os.environ["KBENCH_STORE"])
+    store.delete(dataset_key("fmow"))
+    result = doctor("--grid", "all")
+    assert result.exit_code == 1
+    assert lines(result.output)["datasets"].endswith("not staged in the store: fmow")
+    assert f"fix: kbench data stage NAME --store {store.uri}" in result.output

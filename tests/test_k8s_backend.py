@@ -17,7 +17,9 @@ from s3server import free_ports
 
 from kbench.cli.main import cli
 from kbench.k8s.render import job_name
+from kbench.records import dataset_key
 from kbench.spec import load_grid
+from kbench.storage import open_store
 
 RUN = "study"
 NS = "ml"
@@ -268,6 +270,23 @@ def test_local_store_is_refused_before_anything_is_sent(cluster, tmp_path):
     assert result.exit_code == 2
     assert "is a local folder the pods cannot reach" in result.output
     assert cluster.requests() == []
+
+
+def test_datasets_not_staged_in_the_store_are_refused_before_any_job(cluster, tmp_path):
+    store = open_store(os.environ["KBENCH_STORE"])
+    store.delete(dataset_key("dtd"))
+    grid = tmp_path / "mine.yaml"
+    grid.write_text(
+        "datasets: [dtd, cifar10, imagefolder, synthetic]\nmodels: [resnet50]\n"
+        "overrides: {imagefolder_resnet50: {data: ./pets}}\n"
+    )
+    result = submit("--grid", str(grid))
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.splitlines()
+    assert line.startswith(f"Error: not staged in {store.uri}: dtd, imagefolder {tmp_path}/pets;")
+    assert f"run `kbench data stage NAME --store {store.uri}`" in line
+    assert cluster.requests("POST") == []  # no Job, nothing half-done
+    assert store.list("runs") == []
 
 
 def test_status_watch_refreshes_with_two_requests_each_until_all_finish(cluster):
