@@ -426,7 +426,8 @@ def stage(name, store, root, frac, shard_samples, download) -> None:
             f"{split}: {entry['samples']} samples in {len(entry['shards'])} shard(s), "
             f"{fresh} uploaded, {len(entry['shards']) - fresh} already there"
         )
-    click.echo(f"staged {name} under {store}/{dataset_key(manifest['name'], '')}")
+    for_runs = f"; runs with data: {data} read it" if data else ""
+    click.echo(f"staged {name} under {store}/{dataset_key(manifest['name'], '')}{for_runs}")
 
 
 @cli.command()

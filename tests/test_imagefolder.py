@@ -84,6 +84,7 @@ def test_a_staged_tree_serves_runs_whose_data_is_that_folder(tree, s3_env, scrat
     args = ["data", "stage", "imagefolder", "--store", uri, "--shard-samples", "10"]
     result = CliRunner().invoke(cli, [*args, "--root", str(tree)])
     assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith(f"runs with data: {tree} read it")
     local = build_splits(config(str(tree)), model_info("clip-tiny"))
 
     tree.rename(tmp_path / "elsewhere")  # a pod has no copy of the folder, only the store
