@@ -128,6 +128,7 @@ def _pair(raw: dict, backend: tuple[str, str] | None) -> dict:
         "images_per_s": mean(e["images_per_s"] for e in trained) if trained else None,
         "parameters": result["parameters"] if result else None,
         "wise_ft": result.get("wise_ft") if result else None,
+        "per_group": best.get("per_group") if best else None,  # FMoW: regions, best epoch
         "environment": result.get("environment") if result else None,
         "flags": flags,
         "config": config,
@@ -158,8 +159,24 @@ def _dataset(name: str, pairs: list[dict]) -> dict:
         "difference": difference,  # points, CLIP minus ResNet
         "winner": winner,  # a model name, "tie", or None while a pair is not complete
         "winner_family": family,
+        "groups": _group_rows(clip, resnet),
         "pairs": [p["pair"] for p in pairs],
     }
+
+
+def _group_rows(clip: dict | None, resnet: dict | None) -> list[dict]:
+    """Each group's (FMoW: region's) accuracy at each model's best epoch; [] without groups."""
+    tables = [(p or {}).get("per_group") or {} for p in (clip, resnet)]
+    names = list(tables[0] or tables[1])
+    return [
+        {
+            "group": name,
+            "samples": (tables[0].get(name) or tables[1].get(name))["samples"],
+            "clip": tables[0][name]["top1"] if name in tables[0] else None,
+            "resnet": tables[1][name]["top1"] if name in tables[1] else None,
+        }
+        for name in names
+    ]
 
 
 def _epoch_table(pairs: list[dict]) -> tuple[list[str], list[list[Any]]]:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
@@ -258,3 +259,39 @@ def test_published_zero_shot_is_checked_only_on_the_split_it_was_published_for()
     assert _published_check(config, 0.30) is not None  # the study's split: test
     assert _published_check({**config, "eval_split": "test"}, 0.30) is not None
     assert _published_check({**config, "eval_split": "val"}, 0.30) is None
+
+
+def test_fmow_shows_each_region_at_each_models_best_epoch(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    grid = "datasets: [fmow]\nmodels: [clip-vit-b32, resnet50]\n"
+    create_run(store, "study", parse_grid(grid, "g.yaml", "g"), backend="local")
+
+    def regions(epoch_n: int, africa: float, europe: float) -> dict:
+        record = epoch(epoch_n, min(africa, europe), "worst_region")
+        record["worst_region"] = record["headline"]
+        record["per_group"] = {
+            "Africa": {"samples": 10, "top1": africa},
+            "Europe": {"samples": 30, "top1": europe},
+            "Oceania": {"samples": 0, "top1": None},
+        }
+        return record
+
+    clip = [regions(0, 0.10, 0.20), regions(1, 0.40, 0.60), regions(2, 0.30, 0.70)]
+    write_pair(store, "study", "fmow_clip-vit-b32", clip)
+    write_pair(store, "study", "fmow_resnet50", [regions(1, 0.35, 0.50)])
+    for record in clip:
+        jsonschema.validate(record, records.EPOCH_RECORD_SCHEMA)
+    _, results = collect(store, tmp_path / "report")
+    (fmow,) = results["datasets"]
+    assert fmow["groups"] == [  # CLIP's best epoch is 1 (worst region 40%), not 2 (30%)
+        {"group": "Africa", "samples": 10, "clip": 0.40, "resnet": 0.35},
+        {"group": "Europe", "samples": 30, "clip": 0.60, "resnet": 0.50},
+        {"group": "Oceania", "samples": 0, "clip": None, "resnet": None},
+    ]
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "### fmow: accuracy per group, at each model's best epoch" in markdown
+    assert "| Africa | 10 | 40.00 | 35.00 |" in markdown
+    assert (
+        '<td class="text">Europe</td><td>30</td>'
+        in (tmp_path / "report" / "report.html").read_text()
+    )
