@@ -85,6 +85,13 @@ def _regions(dataset) -> list[int]:
     """Each sample's region as an index into the registry's groups; -1 for "Other"."""
     known = dataset_info("fmow").groups
     names = dataset.metadata_map["region"]
+    # A region kbench does not know would silently drop out of the worst-region metric.
+    unknown = [n for n in names if isinstance(n, str) and n not in known and n != "Other"]
+    if unknown:
+        raise ConfigError(
+            f"FMoW's country mapping has regions kbench does not know: {', '.join(unknown)} "
+            f"(known: {', '.join(known)}, Other)"
+        )
     column = dataset.metadata_array[:, dataset.metadata_fields.index("region")].tolist()
     index = {i: known.index(n) if n in known else -1 for i, n in enumerate(names)}
     return [index[c] for c in column]

@@ -118,3 +118,11 @@ def test_unknown_eval_split_is_a_config_error():
     grid = "datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {eval_split: val}"
     with pytest.raises(ConfigError, match="eval_split: cifar10 has test, got 'val'"):
         parse_grid(grid, "g.yaml", "g")
+
+
+def test_an_fmow_region_kbench_does_not_know_is_an_error(fake, tmp_path):
+    fake("fmow")
+    mapping = tmp_path / "fmow_v1.1" / "country_code_mapping.csv"
+    mapping.write_text(mapping.read_text().replace("Oceania", "Atlantis"))
+    with pytest.raises(ConfigError, match="regions kbench does not know: Atlantis"):
+        raw_splits(study_config("fmow"))
