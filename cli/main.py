@@ -386,7 +386,7 @@ def stage(name, store, root, frac, shard_samples, download) -> None:
     if importlib.util.find_spec("torch") is None:
         raise ConfigError("staging reads datasets with their loaders: pip install 'kbench[train]'")
     from kbench.jobs import staging
-    from kbench.jobs.datasets import DATA_ROOT_ENV, class_names, raw_splits
+    from kbench.jobs.datasets import DATA_ROOT_ENV, class_names, data_root, raw_splits
     from kbench.records import dataset_key, staged_name
     from kbench.registry import prompts
     from kbench.spec import TrainConfig, local_data_path
@@ -405,7 +405,7 @@ def stage(name, store, root, frac, shard_samples, download) -> None:
         data=data,
     )
     splits = raw_splits(config, download=download)
-    where = data or os.path.abspath(os.environ.get(DATA_ROOT_ENV, "data"))
+    where = data or os.path.abspath(data_root())
     staged = staging.stage(
         open_store(store),
         staged_name(name, data),

@@ -230,7 +230,12 @@ def local_data_path(data: str, base: Path | None = None) -> str:
     folder as an absolute path (which also names its staged copy)."""
     if data.startswith("s3://"):
         return data
-    return str(((base or Path()) / Path(data).expanduser()).resolve())
+    return str(_grid_path(data, base).resolve())
+
+
+def _grid_path(name: str, base: Path | None) -> Path:
+    """A path written in a grid: relative ones start from `base` (the grid's folder)."""
+    return (base or Path()) / Path(name).expanduser()
 
 
 def _read_template_file(layer: dict[str, Any], base: Path | None, where: str) -> dict[str, Any]:
@@ -239,7 +244,7 @@ def _read_template_file(layer: dict[str, Any], base: Path | None, where: str) ->
     name = layer.get("templates")
     if not isinstance(name, str):
         return layer
-    path = (base or Path()) / Path(name).expanduser()
+    path = _grid_path(name, base)
     try:
         lines = path.read_text("utf-8").splitlines()
     except OSError as e:

@@ -16,6 +16,14 @@ from PIL import Image
 from scipy.io import savemat
 
 from kbench.registry import prompts
+from kbench.spec import TrainConfig, load_grid
+
+
+def study_config(dataset: str, **extra) -> TrainConfig:
+    """The study's ResNet50 pair of `dataset` without pretrained weights (nothing downloads)."""
+    base = load_grid("all").pair(f"{dataset}_resnet50").config.to_dict()
+    return TrainConfig.from_dict({**base, "pretrained": False, **extra})
+
 
 TRAIN, TEST = 6, 4  # images per split in each fake copy
 

@@ -15,22 +15,17 @@ import csv
 
 import numpy as np
 import pytest
-from fake_datasets import FAKES, FMOW_COUNTRIES
+from fake_datasets import FAKES, FMOW_COUNTRIES, study_config
 
 from kbench.errors import ConfigError
 from kbench.jobs.datasets import build_splits, raw_splits
 from kbench.registry import dataset_info, model_info, prompts
-from kbench.spec import TrainConfig, load_grid, parse_grid
+from kbench.spec import parse_grid
 
 # OpenAI's prompt names rename three of torchvision's Flowers102 labels in place ('globe-flower',
 # 'pink-yellow dahlia?', 'ball moss' -> 'globe flower', 'pink and yellow dahlia', 'air plant');
 # the order is the same.
 RENAMED = {"flowers102": {15, 59, 92}}
-
-
-def study_config(dataset: str, **extra) -> TrainConfig:
-    base = load_grid("all").pair(f"{dataset}_resnet50").config.to_dict()
-    return TrainConfig.from_dict({**base, "pretrained": False, **extra})
 
 
 @pytest.fixture

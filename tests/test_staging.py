@@ -16,7 +16,7 @@ import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fake_datasets import FAKES, fake_cifar, fake_fmow
+from fake_datasets import FAKES, fake_cifar, fake_fmow, study_config
 from torchvision import datasets as tv
 
 from kbench.backends.local import LocalBackend
@@ -26,13 +26,8 @@ from kbench.jobs.datasets import build_splits, raw_splits
 from kbench.records import EPOCH_RECORD_SCHEMA, METRICS, pair_key
 from kbench.registry import dataset_info, model_info, prompts
 from kbench.runs import create_run
-from kbench.spec import TrainConfig, load_grid, parse_grid
+from kbench.spec import parse_grid
 from kbench.storage import open_store, read_json
-
-
-def config(dataset: str) -> TrainConfig:
-    base = load_grid("all").pair(f"{dataset}_resnet50").config.to_dict()
-    return TrainConfig.from_dict({**base, "pretrained": False})
 
 
 @pytest.fixture
@@ -74,7 +69,7 @@ def test_stage_then_read_like_a_pod(staged, dataset, monkeypatch):
     assert (manifest["classes"], manifest["templates"]) == prompts(dataset)
     assert manifest["groups"] == list(dataset_info(dataset).groups)
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(root))
-    raw = raw_splits(config(dataset))
+    raw = raw_splits(study_config(dataset))
     assert set(manifest["splits"]) == set(raw)  # every split, so any eval_split can be chosen
     for split, samples in raw.items():
         entry = manifest["splits"][split]
@@ -84,7 +79,7 @@ def test_stage_then_read_like_a_pod(staged, dataset, monkeypatch):
             assert store.read(shard["key"] + ".sha256").decode() == shard["sha256"]
 
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(root / "gone"))  # pods have no local copy
-    splits = build_splits(config(dataset), model_info("resnet50"), store)
+    splits = build_splits(study_config(dataset), model_info("resnet50"), store)
     train_split = dataset_info(dataset).train_split
     assert (len(splits.train), len(splits.eval)) == (len(raw[train_split]), len(raw["test"]))
     staged_test = splits.eval.dataset  # the shards, before the model's transforms
@@ -107,13 +102,13 @@ def test_rerun_uploads_nothing_and_a_corrupt_or_missing_shard_is_fetched_again(s
     assert again.exit_code == 0
 
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(root / "gone"))
-    splits = build_splits(config("cifar10"), model_info("resnet50"), store)
+    splits = build_splits(study_config("cifar10"), model_info("resnet50"), store)
     shard = Path(splits.train.dataset.items[0][0])
     good = shard.read_bytes()
     shard.write_bytes(b"corrupt" + good[7:])
     other = Path(splits.eval.dataset.items[0][0])
     other.unlink()
-    again = build_splits(config("cifar10"), model_info("resnet50"), store)
+    again = build_splits(study_config("cifar10"), model_info("resnet50"), store)
     assert shard.read_bytes() == good and len(again.train) == len(splits.train)
     assert other.exists() and len(again.eval) == len(splits.eval)
 
@@ -192,7 +187,7 @@ def test_a_pod_trains_on_staged_fmow_and_reports_worst_region(staged, monkeypatc
 def raw_splits_of(root):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KBENCH_DATA_ROOT", str(root))
-        return raw_splits(config("fmow"))
+        return raw_splits(study_config("fmow"))
 
 
 @pytest.fixture
