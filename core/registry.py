@@ -51,7 +51,12 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("cifar10", 10, TOP1, "torchvision CIFAR10", (89.8, 91.3)),
         DatasetInfo("cifar100", 100, TOP1, "torchvision CIFAR100", (64.2, 65.1)),
         DatasetInfo(
-            "dtd", 47, TOP1, "torchvision DTD (partition 1)", (44.4, 44.4), "train", ("test", "val")
+            "dtd",
+            47,
+            TOP1,
+            "torchvision DTD (partition 1)",
+            (44.4, 44.4),
+            eval_splits=("test", "val"),
         ),
         DatasetInfo(
             "fgvc-aircraft",

@@ -151,15 +151,16 @@ def data_root() -> str:
     return os.environ.get(DATA_ROOT_ENV, "data")
 
 
-def _torchvision(cls, **splits: dict):
+def _torchvision(cls, arguments: Callable[[str], dict] = lambda split: {"split": split}):
     """A torchvision dataset already on local disk, in torchvision's own layout under
     $KBENCH_DATA_ROOT (default ./data): cifar-10-batches-py/, dtd/dtd/, food-101/, ...
-    `splits`: split name -> the loader's keyword arguments for it."""
+    Its splits are the registry's; `arguments`: the loader's keyword arguments for a split."""
 
     def build(config, info, download=False):
-        root = data_root()
+        root, dataset = data_root(), dataset_info(config.dataset)
+        splits = (dataset.train_split, *dataset.eval_splits)
         try:
-            return {split: cls(root, download=download, **kw) for split, kw in splits.items()}
+            return {split: cls(root, download=download, **arguments(split)) for split in splits}
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted ..."
             raise ConfigError(
                 f"no local copy of {config.dataset} under {os.path.abspath(root)} ({e}): set "
@@ -170,23 +171,22 @@ def _torchvision(cls, **splits: dict):
     return build
 
 
-TRAIN_VAL_TEST = ("train", "val", "test")
-
-
 def _torchvision_builders() -> dict:
     from torchvision import datasets as tv
 
-    train, test = {"train": True}, {"train": False}
-    dtd = {s: {"split": s, "partition": 1} for s in TRAIN_VAL_TEST}
-    fgvc = {s: {"split": s, "annotation_level": "variant"} for s in ("trainval", "test")}
+    def cifar(split: str) -> dict:
+        return {"train": split == "train"}
+
     return {
-        "cifar10": _torchvision(tv.CIFAR10, train=train, test=test),
-        "cifar100": _torchvision(tv.CIFAR100, train=train, test=test),
-        "dtd": _torchvision(tv.DTD, **dtd),
-        "fgvc-aircraft": _torchvision(tv.FGVCAircraft, **fgvc),
-        "flowers102": _torchvision(tv.Flowers102, **{s: {"split": s} for s in TRAIN_VAL_TEST}),
-        "food101": _torchvision(tv.Food101, **{s: {"split": s} for s in ("train", "test")}),
-        "stl10": _torchvision(tv.STL10, **{s: {"split": s} for s in ("train", "test")}),
+        "cifar10": _torchvision(tv.CIFAR10, cifar),
+        "cifar100": _torchvision(tv.CIFAR100, cifar),
+        "dtd": _torchvision(tv.DTD, lambda split: {"split": split, "partition": 1}),
+        "fgvc-aircraft": _torchvision(
+            tv.FGVCAircraft, lambda split: {"split": split, "annotation_level": "variant"}
+        ),
+        "flowers102": _torchvision(tv.Flowers102),
+        "food101": _torchvision(tv.Food101),
+        "stl10": _torchvision(tv.STL10),
     }
 
 
