@@ -9,16 +9,13 @@ config is resolved in layers, later ones winning:
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kbench.errors import ConfigError
+from kbench.layers import load_yaml, merge_layers, missing_fields
 from kbench.registry import DATASETS, MODELS
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -59,8 +56,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
-        _check_keys(data, where)
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and _required(f)]
+        data = merge_layers(cls, [(data, where)], "config keys")
+        missing = missing_fields(cls, data)
         if missing:
             raise ConfigError(f"{where}: missing {', '.join(missing)}")
         config = cls(**data)
@@ -204,17 +201,12 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
             layers = [
                 (load_recipe(model), f"recipes/{model}.yaml"),
                 (defaults, f"{source}: defaults"),
-                (_mapping(model_keys, f"{source}: models.{model}"), f"{source}: models.{model}"),
-                (
-                    _mapping(overrides.get(name), f"{source}: overrides.{name}"),
-                    f"{source}: overrides.{name}",
-                ),
+                (model_keys, f"{source}: models.{model}"),
+                (overrides.get(name), f"{source}: overrides.{name}"),
             ]
-            merged: dict[str, Any] = {"dataset": dataset, "model": model}
-            for layer, where in layers:
-                layer = _read_template_file(layer, base, where)
-                _check_keys(layer, where)
-                merged.update(layer)
+            layers = [(_read_template_file(layer, base, where), where) for layer, where in layers]
+            merged = {"dataset": dataset, "model": model}
+            merged.update(merge_layers(TrainConfig, layers, "config keys"))
             config = TrainConfig.from_dict(merged, where=f"{source}: pair {name}")
             if config.data is not None:
                 config.data = local_data_path(config.data, base)
@@ -238,10 +230,10 @@ def _grid_path(name: str, base: Path | None) -> Path:
     return (base or Path()) / Path(name).expanduser()
 
 
-def _read_template_file(layer: dict[str, Any], base: Path | None, where: str) -> dict[str, Any]:
+def _read_template_file(layer: Any, base: Path | None, where: str) -> Any:
     """`templates` may name a text file, one prompt per line ('#' starts a comment); the grid
     carries its lines, so pods need no copy of the file."""
-    name = layer.get("templates")
+    name = layer.get("templates") if isinstance(layer, dict) else None
     if not isinstance(name, str):
         return layer
     path = _grid_path(name, base)
@@ -264,16 +256,6 @@ def load_recipe(model: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- validation helpers
 
 
-def load_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "cannot parse"
-        raise ConfigError(f"{source}: not valid YAML{line}: {problem}") from None
-
-
 def _name_list(value: Any, key: str, known: dict, source: str) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{source}: {key}: expected a non-empty list of names")
@@ -291,54 +273,6 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping of config keys")
     return value
-
-
-def _check_keys(data: dict[str, Any], where: str) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    for key, value in data.items():
-        if key not in hints:
-            allowed = ", ".join(hints)
-            raise ConfigError(f"{where}: unknown key {key!r}; allowed: {allowed}")
-        if not fits_type(value, hints[key]):
-            raise ConfigError(f"{where}: {key}: expected {type_name(hints[key])}, got {value!r}")
-
-
-def fits_type(value: Any, hint: Any) -> bool:
-    """Whether a value read from YAML fits a dataclass field's type hint."""
-    if hint is Any:
-        return True
-    if isinstance(hint, types.UnionType):
-        return any(fits_type(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if isinstance(value, bool):  # YAML `yes` must not pass as an integer
-        return hint is bool
-    if hint is float:
-        return isinstance(value, (int, float))
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(fits_type(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    return isinstance(value, hint)
-
-
-def type_name(hint: Any) -> str:
-    if isinstance(hint, types.UnionType):
-        return " or ".join(type_name(h) for h in typing.get_args(hint))
-    origin = typing.get_origin(hint)
-    if origin is list:
-        return "a list of strings" if typing.get_args(hint) == (str,) else "a list"
-    if origin is dict:
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        hint, "null"
-    )
-
-
-def _required(f: dataclasses.Field) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _names(known: dict) -> str:
