@@ -20,6 +20,7 @@ METRICS = "metrics.json"
 PROGRESS = "progress.json"
 RESULT = "result.json"
 LOCAL_STATE = "local.json"
+MANIFEST = "manifest.json"
 
 
 def run_key(run_id: str, name: str = RUN) -> str:
@@ -30,7 +31,7 @@ def pair_key(run_id: str, pair: str, name: str) -> str:
     return f"runs/{run_id}/{pair}/{name}"
 
 
-def dataset_key(name: str, file: str = "manifest.json") -> str:
+def dataset_key(name: str, file: str = MANIFEST) -> str:
     return f"datasets/{name}/{file}"
 
 
@@ -153,8 +154,9 @@ RESULT_SCHEMA = {
         "dataset": {"type": "string"},
         "model": {"type": "string"},
         "headline_metric": {"type": "string"},
-        "best_epoch": _count,
-        "best": _number,
+        # The fine-tuned best (epochs >= 1, kbench.pairs.best_epoch); null if every one diverged
+        "best_epoch": {"type": ["integer", "null"], "minimum": 1},
+        "best": {"type": ["number", "null"]},
         "final": _number,
         "zero_shot": {"type": ["number", "null"]},  # CLIP's epoch 0; null for ResNet
         # CLIP: the WiSE-FT curve, one eval per alpha in 0, 0.1, ..., 1; null for ResNet

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from statistics import mean
@@ -21,8 +20,9 @@ from typing import Any
 import jinja2
 
 from kbench.charts import Series, line_chart
+from kbench.pairs import Outcome, PairRecords, PairState, pair_state
 from kbench.registry import DATASETS, MODELS
-from kbench.runs import read_pair
+from kbench.runs import Run, read_pairs
 from kbench.storage import Store
 
 TIE_POINTS = 0.1  # best accuracies closer than this (in points) are a tie
@@ -32,22 +32,17 @@ PUBLISHED_TOLERANCE = 2.0  # points off the published zero-shot number before a 
 # ------------------------------------------------------------------------------------- reading
 
 
-def gather(
-    store: Store, run: dict[str, Any], states: dict[str, tuple[str, str]], workers: int = 32
-) -> dict:
+def gather(store: Store, run: Run, states: dict[str, Outcome], workers: int = 32) -> dict:
     """Read every pair's config, epoch records and result (`workers` pairs at a time: S3 GETs
     are latency-bound), then build the results."""
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        raw = list(pool.map(lambda pair: read_pair(store, run["run_id"], pair), run["pairs"]))
-    return build_results(run, raw, states)
+    return build_results(run, read_pairs(store, run, workers=workers), states)
 
 
 # ------------------------------------------------------------------------------------ building
 
 
-def build_results(run: dict[str, Any], raw: list[dict], states: dict[str, tuple[str, str]]) -> dict:
-    pairs = [_pair(p, states.get(p["pair"])) for p in raw]
+def build_results(run: Run, found: list[PairRecords], states: dict[str, Outcome]) -> dict:
+    pairs = [_pair(p, states.get(p.pair)) for p in found]
     datasets = []
     for name in dict.fromkeys(p["dataset"] for p in pairs):  # grid order
         datasets.append(_dataset(name, [p for p in pairs if p["dataset"] == name]))
@@ -62,7 +57,7 @@ def build_results(run: dict[str, Any], raw: list[dict], states: dict[str, tuple[
         "mean_difference": mean(differences) if differences else None,
     }
     header, rows = _epoch_table(pairs)
-    meta = {k: v for k, v in run.items() if k != "document"}
+    meta = {k: v for k, v in run.to_dict().items() if k != "document"}
     return _no_nan(
         {
             "run": meta,
@@ -74,30 +69,19 @@ def build_results(run: dict[str, Any], raw: list[dict], states: dict[str, tuple[
     )
 
 
-def _pair(raw: dict, backend: tuple[str, str] | None) -> dict:
-    config, epochs, result = raw["config"], raw["epochs"], raw["result"]
+def _pair(found: PairRecords, backend: Outcome | None) -> dict:
+    config, epochs, result = found.config, found.epochs, found.result
     model = config["model"]
     family = MODELS[model].family if model in MODELS else "unknown"
     metric = epochs[0]["headline_metric"] if epochs else _headline_metric(config["dataset"])
-    trained = [e for e in epochs if e["epoch"] >= 1]
-    scored = [e for e in trained if _finite(e["headline"])]
-    best = max(scored, key=lambda e: e["headline"]) if scored else None
-    zero_shot = next((e["headline"] for e in epochs if e["epoch"] == 0), None)
+    best = found.best
     gpus = epochs[-1]["gpus"] if epochs else 0
-
-    if result is not None:
-        state = "complete"
-    elif backend and backend[0] in ("failed", "cancelled"):
-        state = backend[0]
-    elif epochs:
-        state = "running"
-    else:
-        state = backend[0] if backend else "no records"
+    outcome = pair_state(found, backend)
+    state = outcome.state.value
 
     flags = []
-    if state != "complete":
-        detail = f": {backend[1]}" if backend and backend[1] else ""
-        flags.append(f"{state}{detail}")
+    if outcome.state is not PairState.SUCCEEDED:
+        flags.append(f"{state}: {outcome.detail}" if outcome.detail else state)
     nan_epochs = [e["epoch"] for e in epochs if not _finite(e["headline"])]
     if nan_epochs:
         flags.append(f"diverged: {metric} is NaN at epoch {', '.join(map(str, nan_epochs))}")
@@ -105,27 +89,27 @@ def _pair(raw: dict, backend: tuple[str, str] | None) -> dict:
     missing = [e for e in range(1, max(seen, default=0)) if e not in seen]
     if missing:
         flags.append(f"no record for epoch {', '.join(map(str, missing))}")
-    published = _published_check(config, zero_shot)
+    published = _published_check(config, found.zero_shot)
     if published:
         flags.append(published)
 
     return {
-        "pair": raw["pair"],
+        "pair": found.pair,
         "dataset": config["dataset"],
         "model": model,
         "family": family,
         "state": state,
         "headline_metric": metric,
-        "epochs_done": len(trained),
+        "epochs_done": len(found.trained),
         "epochs_total": config["epochs"],
-        "zero_shot": zero_shot,
+        "zero_shot": found.zero_shot,
         "best": best["headline"] if best else None,
         "best_epoch": best["epoch"] if best else None,
         "last": epochs[-1]["headline"] if epochs else None,
-        "gpu_hours": sum(e["epoch_seconds"] for e in epochs) * gpus / 3600,
-        "train_hours": sum(e["epoch_seconds"] for e in epochs) / 3600,
+        "gpu_hours": found.train_seconds * gpus / 3600,
+        "train_hours": found.train_seconds / 3600,
         "gpus": gpus,
-        "images_per_s": mean(e["images_per_s"] for e in trained) if trained else None,
+        "images_per_s": found.images_per_s,
         "parameters": result["parameters"] if result else None,
         "wise_ft": result.get("wise_ft") if result else None,
         "per_group": best.get("per_group") if best else None,  # FMoW: regions, best epoch
@@ -139,7 +123,7 @@ def _pair(raw: dict, backend: tuple[str, str] | None) -> dict:
 def _dataset(name: str, pairs: list[dict]) -> dict:
     clip = next((p for p in pairs if p["family"] == "clip"), None)
     resnet = next((p for p in pairs if p["family"] == "resnet"), None)
-    done = clip and resnet and clip["state"] == resnet["state"] == "complete"
+    done = clip and resnet and clip["state"] == resnet["state"] == PairState.SUCCEEDED.value
     difference = winner = family = None
     if done and clip["best"] is not None and resnet["best"] is not None:
         difference = 100 * (clip["best"] - resnet["best"])

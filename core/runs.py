@@ -1,18 +1,62 @@
-"""Runs in a store: create one from a grid, find them again, and say where each pair stands."""
+"""Runs in a store: create one from a plan, find them again, read a pair's records, and say
+where each pair stands (kbench.pairs decides the facts; this module reads and writes them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kbench import __version__, records
 from kbench.errors import ConfigError, StoreError
+from kbench.pairs import Outcome, PairRecords, PairState, pair_state
 from kbench.registry import dataset_info
-from kbench.spec import Grid, TrainConfig
+from kbench.spec import Grid, Pair, TrainConfig
 from kbench.storage import Store, read_json, write_json
+
+
+@dataclass
+class Run:
+    """A run as recorded in run.json: the grid as submitted, its pairs, where they went."""
+
+    run_id: str
+    grid: str
+    source: str  # the grid's file
+    pairs: list[str]
+    backend: str
+    created: str
+    kbench_version: str = __version__
+    document: dict[str, Any] = field(default_factory=dict)  # the grid file as written
+    cluster: dict[str, Any] | None = None  # kubernetes: {"namespace", "context"} it went to
+
+    @classmethod
+    def new(cls, run_id: str, grid: Grid, backend: str) -> Run:
+        return cls(
+            run_id=check_run_id(run_id),
+            grid=grid.name,
+            source=grid.source,
+            pairs=[p.name for p in grid.pairs],
+            backend=backend,
+            created=utc_now(),
+            document=grid.document,
+        )
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Run:
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = ("run_id", "grid", "source", "pairs", "backend", "created")
+        if not isinstance(data, dict) or any(key not in data for key in required):
+            raise StoreError(f"{where} is not a kbench run record: it lacks {', '.join(required)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if data["cluster"] is None:
+            del data["cluster"]
+        return data
 
 
 def utc_now() -> str:
@@ -35,76 +79,55 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def create_run(
-    store: Store,
-    run_id: str,
-    grid: Grid,
-    backend: str,
-    extra: dict[str, Any] | None = None,
-    exist_ok: bool = False,
-) -> dict[str, Any]:
+def create_run(store: Store, run: Run, pairs: list[Pair], resubmit: bool = False) -> bool:
     """Write run.json and every pair's config.json. An existing run is refused, or with
-    `exist_ok` (resubmitting to a cluster) returned as it is when it holds the same pairs."""
-    check_run_id(run_id)
-    existing = read_json(store, records.run_key(run_id), default=None)
+    `resubmit` (a backend that creates only what is missing) kept as it is when it holds the
+    same pairs on the same backend. Returns whether the run already existed."""
+    existing = read_json(store, records.run_key(run.run_id), default=None)
     if existing is not None:
-        same = existing["pairs"] == [p.name for p in grid.pairs]
-        if exist_ok and same and existing["backend"] == backend:
-            return existing
-        raise ConfigError(f"run {run_id!r} already exists in {store.uri}: pick another --run-id")
-    run = {
-        "run_id": run_id,
-        "grid": grid.name,
-        "source": grid.source,
-        "document": grid.document,
-        "pairs": [p.name for p in grid.pairs],
-        "backend": backend,
-        "created": utc_now(),
-        "kbench_version": __version__,
-        **(extra or {}),
-    }
-    for pair in grid.pairs:
+        same = existing.get("pairs") == run.pairs and existing.get("backend") == run.backend
+        if resubmit and same:
+            return True
+        raise ConfigError(
+            f"run {run.run_id!r} already exists in {store.uri}: pick another --run-id"
+        )
+    for pair in pairs:
         write_json(
-            store, records.pair_key(run_id, pair.name, records.CONFIG), pair.config.to_dict()
+            store, records.pair_key(run.run_id, pair.name, records.CONFIG), pair.config.to_dict()
         )
     # run.json last: a run is listed only once every pair's config is there.
-    write_json(store, records.run_key(run_id), run)
-    return run
+    write_json(store, records.run_key(run.run_id), run.to_dict())
+    return False
 
 
-def unstaged_datasets(store: Store, grid: Grid) -> list[str]:
-    """The grid's datasets a pod could not read: not staged in the store. Synthetic data is
-    drawn in the pod and an imagefolder under s3:// is read directly."""
-    needed: dict[str, str] = {}
-    for pair in grid.pairs:
-        config = pair.config
-        if config.dataset == "synthetic" or (config.data or "").startswith("s3://"):
-            continue
-        label = f"imagefolder {config.data}" if config.data else config.dataset
-        needed[records.staged_name(config.dataset, config.data)] = label
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        found = list(pool.map(lambda n: read_json(store, records.dataset_key(n), None), needed))
-    return [label for label, got in zip(needed.values(), found, strict=True) if got is None]
-
-
-def list_runs(store: Store) -> list[dict[str, Any]]:
+def list_runs(store: Store) -> list[Run]:
     """Every run in the store, oldest first."""
     keys = [k for k in store.list("runs") if k.count("/") == 2 and k.endswith("/" + records.RUN)]
-    runs = [read_json(store, k) for k in keys]
-    return sorted(runs, key=lambda r: (r["created"], r["run_id"]))
+    runs = [Run.from_dict(read_json(store, k), where=k) for k in keys]
+    return sorted(runs, key=lambda r: (r.created, r.run_id))
 
 
-def load_run(store: Store, run_id: str | None) -> dict[str, Any]:
+def load_run(store: Store, run_id: str | None) -> Run:
     """The named run, or the newest one when no id is given."""
     if run_id is None:
         runs = list_runs(store)
         if not runs:
             raise StoreError(f"no runs in {store.uri}: start one with `kbench submit`")
         return runs[-1]
-    run = read_json(store, records.run_key(run_id), default=None)
-    if run is None:
+    key = records.run_key(run_id)
+    data = read_json(store, key, default=None)
+    if data is None:
         raise StoreError(f"no run {run_id!r} in {store.uri}: `kbench runs` lists them")
-    return run
+    return Run.from_dict(data, where=key)
+
+
+def check_pairs(run: Run, pairs: list[str]) -> list[str]:
+    """The named pairs, each one of the run's."""
+    for pair in pairs:
+        if pair not in run.pairs:
+            known = ", ".join(run.pairs)
+            raise ConfigError(f"run {run.run_id} has no pair {pair!r}; pairs: {known}")
+    return pairs
 
 
 def load_config(store: Store, run_id: str, pair: str) -> TrainConfig:
@@ -112,25 +135,33 @@ def load_config(store: Store, run_id: str, pair: str) -> TrainConfig:
     return TrainConfig.from_dict(data, where=records.pair_key(run_id, pair, records.CONFIG))
 
 
-def read_pair(store: Store, run_id: str, pair: str, with_progress: bool = False) -> dict:
+def read_pair(store: Store, run_id: str, pair: str, with_progress: bool = False) -> PairRecords:
     """A pair's config, epoch records and result (None until it finished); its progress too
     when asked. Records not written yet read as empty."""
     key = lambda name: records.pair_key(run_id, pair, name)  # noqa: E731
-    found = {
-        "pair": pair,
-        "config": read_json(store, key(records.CONFIG)),
-        "epochs": read_json(store, key(records.METRICS), default={"epochs": []})["epochs"],
-        "result": read_json(store, key(records.RESULT), default=None),
-    }
-    if with_progress:
-        found["progress"] = read_json(store, key(records.PROGRESS), default={})
-    return found
+    return PairRecords(
+        pair=pair,
+        config=read_json(store, key(records.CONFIG)),
+        epochs=read_json(store, key(records.METRICS), default={"epochs": []})["epochs"],
+        result=read_json(store, key(records.RESULT), default=None),
+        progress=read_json(store, key(records.PROGRESS), default={}) if with_progress else None,
+    )
+
+
+def read_pairs(
+    store: Store, run: Run, with_progress: bool = False, workers: int = 32
+) -> list[PairRecords]:
+    """Every pair's records, `workers` pairs at a time: S3 GETs are latency-bound."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda p: read_pair(store, run.run_id, p, with_progress), run.pairs))
 
 
 @dataclass
 class PairStatus:
+    """One row of `kbench status`."""
+
     pair: str
-    state: str  # pending | running | succeeded | failed | cancelled
+    state: PairState
     epoch: int | None  # last evaluated epoch
     epochs: int
     headline_metric: str
@@ -140,34 +171,26 @@ class PairStatus:
     detail: str  # why it failed, where its log is, ...
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**dataclasses.asdict(self), "state": self.state.value}
 
 
-def pair_statuses(
-    store: Store, run: dict[str, Any], backend_states: dict[str, tuple[str, str]]
-) -> list[PairStatus]:
-    """Merge what the backend knows (state, detail per pair) with what the jobs wrote."""
+def pair_statuses(store: Store, run: Run, backend_states: dict[str, Outcome]) -> list[PairStatus]:
+    """Merge what the backend knows of each pair with what its job wrote."""
 
-    def one(pair: str) -> PairStatus:
-        records_ = read_pair(store, run["run_id"], pair, with_progress=True)
-        config, epochs, result = records_["config"], records_["epochs"], records_["result"]
-        progress = records_["progress"]
-        state, detail = backend_states.get(pair, ("pending", ""))
-        if result is not None:
-            state = "succeeded"
-        last = epochs[-1] if epochs else None
-        running = state == "running"
+    def status(found: PairRecords) -> PairStatus:
+        outcome = pair_state(found, backend_states.get(found.pair))
+        last, progress = found.last, found.progress or {}
+        running = outcome.state is PairState.RUNNING
         return PairStatus(
-            pair=pair,
-            state=state,
+            pair=found.pair,
+            state=outcome.state,
             epoch=last["epoch"] if last else None,
-            epochs=config["epochs"],
-            headline_metric=dataset_info(config["dataset"]).headline,
+            epochs=found.config["epochs"],
+            headline_metric=dataset_info(found.config["dataset"]).headline,
             headline=last["headline"] if last else None,
             images_per_s=progress.get("images_per_s") if running else None,
             eta_s=progress.get("eta_s") if running else None,
-            detail=detail,
+            detail=outcome.detail,
         )
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        return list(pool.map(one, run["pairs"]))
+    return [status(found) for found in read_pairs(store, run, with_progress=True, workers=16)]

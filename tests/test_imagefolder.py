@@ -168,5 +168,5 @@ def test_train_on_it_end_to_end(tree, tmp_path, monkeypatch):
     assert report.exit_code == 0, report.output
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     (pair,) = results["pairs"]
-    assert pair["pair"] == "imagefolder_clip-tiny" and pair["state"] == "complete"
+    assert pair["pair"] == "imagefolder_clip-tiny" and pair["state"] == "succeeded"
     assert [e["samples"] for e in pair["epochs"]] == [24, 24, 24]

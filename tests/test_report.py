@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from kbench import records
 from kbench.cli.main import cli
-from kbench.runs import create_run
+from kbench.runs import Run, create_run
 from kbench.spec import parse_grid
 from kbench.storage import open_store, write_json
 
@@ -79,7 +79,8 @@ def write_pair(store, run_id, pair, epochs, done=True, local_state=None, wise_ft
 @pytest.fixture
 def fixture_run(tmp_path):
     store = open_store(str(tmp_path / "store"))
-    create_run(store, "study", parse_grid(GRID, "study.yaml", "study"), backend="local")
+    grid = parse_grid(GRID, "study.yaml", "study")
+    create_run(store, Run.new("study", grid, "local"), grid.pairs)
     # cifar10: both complete, CLIP's zero-shot within the published 89.8-91.3, CLIP wins by 2.
     clip = [epoch(0, 0.905), epoch(1, 0.96), epoch(2, 0.97)]
     wise_ft = [
@@ -263,8 +264,8 @@ def test_published_zero_shot_is_checked_only_on_the_split_it_was_published_for()
 
 def test_fmow_shows_each_region_at_each_models_best_epoch(tmp_path):
     store = open_store(str(tmp_path / "store"))
-    grid = "datasets: [fmow]\nmodels: [clip-vit-b32, resnet50]\n"
-    create_run(store, "study", parse_grid(grid, "g.yaml", "g"), backend="local")
+    grid = parse_grid("datasets: [fmow]\nmodels: [clip-vit-b32, resnet50]\n", "g.yaml", "g")
+    create_run(store, Run.new("study", grid, "local"), grid.pairs)
 
     def regions(epoch_n: int, africa: float, europe: float) -> dict:
         record = epoch(epoch_n, min(africa, europe), "worst_region")

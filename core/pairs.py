@@ -1,0 +1,151 @@
+"""A pair's records and the facts derived from them, decided here and nowhere else: the pair's
+state, its best epoch, its zero-shot number, its throughput. The trainer's `result.json`,
+`kbench status` and the report all ask this module, so they cannot disagree.
+
+Torch-free: the client and the training job share it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from statistics import mean
+from typing import Any
+
+
+class PairState(str, Enum):
+    """Where a pair stands. Backends report it; a pair's records can settle it (a result)."""
+
+    QUEUED = "queued"  # waiting for admission (a suspended Job: Kueue)
+    PENDING = "pending"  # submitted, not training yet
+    RUNNING = "running"
+    RESTARTING = "restarting"  # running again after a failed attempt
+    SUCCEEDED = "succeeded"  # its result is written
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (PairState.SUCCEEDED, PairState.FAILED, PairState.CANCELLED)
+
+    @property
+    def unsuccessful(self) -> bool:
+        return self in (PairState.FAILED, PairState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a backend says of one pair: its state, and why or how, in a few words."""
+
+    state: PairState
+    detail: str = ""
+
+    def text(self) -> str:
+        """In a few words: the detail says what happened ("created"), unless it went wrong."""
+        if self.state.unsuccessful or not self.detail:
+            return f"{self.state.value}: {self.detail}" if self.detail else self.state.value
+        return self.detail
+
+
+@dataclass
+class PairRecords:
+    """What a pair's job wrote to the store (records.py has the keys and schemas)."""
+
+    pair: str
+    config: dict[str, Any]  # config.json: the resolved TrainConfig
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # metrics.json, in order
+    result: dict[str, Any] | None = None  # result.json, once the pair finished
+    progress: dict[str, Any] | None = None  # progress.json, when asked for
+
+    @property
+    def trained(self) -> list[dict[str, Any]]:
+        """The epochs after training (epoch 0 is the model before any)."""
+        return [e for e in self.epochs if e["epoch"] >= 1]
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self.epochs[-1] if self.epochs else None
+
+    @property
+    def zero_shot(self) -> float | None:
+        return zero_shot(self.epochs)
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        return best_epoch(self.epochs)
+
+    @property
+    def images_per_s(self) -> float | None:
+        """Mean training throughput over the trained epochs, all processes together."""
+        trained = self.trained
+        return mean(e["images_per_s"] for e in trained) if trained else None
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(e["epoch_seconds"] for e in self.epochs)
+
+
+def best_epoch(epochs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The fine-tuned best: the trained epoch (>= 1) with the highest headline metric, the
+    first of equals. Epoch 0 (CLIP's zero-shot head) is reported on its own, never as the
+    best of fine-tuning; a NaN (diverged) epoch is never the best. None before any epoch
+    trained, or when every trained epoch diverged."""
+    scored = [e for e in epochs if e["epoch"] >= 1 and _finite(e["headline"])]
+    return max(scored, key=lambda e: e["headline"]) if scored else None
+
+
+def zero_shot(epochs: list[dict[str, Any]]) -> float | None:
+    """The headline metric of epoch 0, the model before training; None where there is none."""
+    return next((e["headline"] for e in epochs if e["epoch"] == 0), None)
+
+
+def pair_state(records: PairRecords, backend: Outcome | None) -> Outcome:
+    """A written result settles it; else the backend's word; else the records: epochs written
+    mean it trained, none that it has not started."""
+    if records.result is not None:
+        return Outcome(PairState.SUCCEEDED)
+    if backend is not None:
+        return backend
+    return Outcome(PairState.RUNNING if records.epochs else PairState.PENDING)
+
+
+def per_gpu(images_per_s: float, gpus: int) -> float | None:
+    """Throughput per GPU; None on a CPU, where there is no GPU to divide by."""
+    return images_per_s / gpus if gpus else None
+
+
+def result_record(
+    records: PairRecords,
+    *,
+    headline_metric: str,
+    parameters: int,
+    world_size: int,
+    gpus: int,
+    wise_ft: list[dict[str, Any]] | None,
+    environment: dict[str, Any],
+) -> dict[str, Any]:
+    """The pair's result.json (records.RESULT_SCHEMA), from its epoch records."""
+    best = records.best
+    config = records.config
+    return {
+        "pair": records.pair,
+        "dataset": config["dataset"],
+        "model": config["model"],
+        "headline_metric": headline_metric,
+        "best_epoch": best["epoch"] if best else None,
+        "best": best["headline"] if best else None,
+        "final": records.last["headline"],
+        "zero_shot": records.zero_shot,
+        "wise_ft": wise_ft,
+        "epochs": config["epochs"],
+        "train_seconds": records.train_seconds,
+        "parameters": parameters,
+        "world_size": world_size,
+        "gpus": gpus,
+        "environment": environment,
+    }
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,55 @@
+"""Datasets staged in a store, as the client sees them (`kbench data stage` writes them; see
+kbench.jobs.staging): what a store holds, and what a grid's pods would miss."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kbench import records
+from kbench.errors import ConfigError
+from kbench.spec import Pair
+from kbench.storage import Store, read_json
+
+
+def staged_datasets(store: Store) -> list[dict[str, Any]]:
+    """The manifest of every dataset staged in the store, by name."""
+    keys = [
+        k
+        for k in store.list("datasets")
+        if k.count("/") == 2 and k.endswith("/" + records.MANIFEST)
+    ]
+    return [read_json(store, key) for key in keys]
+
+
+def split_sizes(manifest: dict[str, Any]) -> list[tuple[str, int]]:
+    """(split, samples) of a staged dataset: its train split first, then the others by name."""
+    first = manifest["train_split"]
+    order = [first, *sorted(set(manifest["splits"]) - {first})]
+    return [(split, manifest["splits"][split]["samples"]) for split in order]
+
+
+def unstaged_datasets(store: Store, pairs: list[Pair]) -> list[str]:
+    """The pairs' datasets a pod could not read: not staged in the store. Synthetic data is
+    drawn in the pod and an imagefolder under s3:// is read directly."""
+    needed: dict[str, str] = {}
+    for pair in pairs:
+        config = pair.config
+        if config.dataset == "synthetic" or (config.data or "").startswith("s3://"):
+            continue
+        label = f"imagefolder {config.data}" if config.data else config.dataset
+        needed[records.staged_name(config.dataset, config.data)] = label
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = list(pool.map(lambda n: read_json(store, records.dataset_key(n), None), needed))
+    return [label for label, got in zip(needed.values(), found, strict=True) if got is None]
+
+
+def require_staged(store: Store, pairs: list[Pair]) -> None:
+    """Refuse pairs whose pods would find no dataset in the store, naming the fix."""
+    missing = unstaged_datasets(store, pairs)
+    if missing:
+        raise ConfigError(
+            f"not staged in {store.uri}: {', '.join(missing)}; pods read datasets "
+            f"from the store: run `kbench data stage NAME --store {store.uri}` "
+            "(an imagefolder: --root DIR) first"
+        )

@@ -1,0 +1,141 @@
+"""One owner for the facts derived from a pair's records (kbench.pairs): the trainer's
+result.json, `kbench status` and the report read the same records and must say the same thing."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from kbench import records
+from kbench.cli.main import cli
+from kbench.jobs.recorder import Recorder
+from kbench.pairs import Outcome, PairRecords, PairState, best_epoch, pair_state
+from kbench.runs import Run, create_run
+from kbench.spec import parse_grid
+from kbench.storage import open_store, read_json, write_json
+
+NAN = float("nan")
+GRID = "datasets: [synthetic]\nmodels: {clip-tiny: {epochs: 3}, resnet-tiny: {epochs: 3}}\n"
+ENVIRONMENT = {"device": "CPU", "torch": "x", "torchvision": "x", "open_clip": "x", "python": "x"}
+
+
+def metrics(top1: float) -> dict:
+    """What an evaluation returns (kbench.jobs.metrics) for a 10-class split."""
+    return {
+        "samples": 100,
+        "top1": top1,
+        "top5": 1.0,
+        "mean_per_class": top1,
+        "macro_f1": top1,
+        "loss": 1.0,
+    }
+
+
+def train_pair(store, run_id: str, pair, headlines: dict[int, float]) -> Recorder:
+    """The pair's records as the training loop leaves them: one evaluation per epoch through
+    the Recorder, then the result."""
+    recorder = Recorder(
+        store,
+        run_id,
+        pair.name,
+        pair.config,
+        eval_split="test",
+        steps=4,
+        rank=0,
+        world=1,
+        gpus=0,
+    )
+    for epoch, top1 in headlines.items():
+        seconds = 0.0 if epoch == 0 else 2.0
+        recorder.epoch(
+            epoch, metrics(top1), train_loss=None if epoch == 0 else 1.0, seconds=seconds
+        )
+    recorder.finish(parameters=10, wise_ft=None, environment=ENVIRONMENT)
+    return recorder
+
+
+def test_result_json_and_the_report_name_the_same_best_epoch_when_zero_shot_is_best(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    grid = parse_grid(GRID, "g.yaml", "g")
+    create_run(store, Run.new("best", grid, "local"), grid.pairs)
+    clip, resnet = grid.pairs
+    # CLIP's zero-shot head beats every fine-tuned epoch (as the study saw on small datasets).
+    train_pair(store, "best", clip, {0: 0.90, 1: 0.70, 2: 0.85, 3: 0.80})
+    train_pair(store, "best", resnet, {1: 0.50, 2: 0.60, 3: 0.55})
+
+    result = read_json(store, records.pair_key("best", clip.name, records.RESULT))
+    jsonschema.validate(result, records.RESULT_SCHEMA)
+    out = tmp_path / "report"
+    collected = CliRunner().invoke(cli, ["collect", "--store", store.uri, "-o", str(out)])
+    assert collected.exit_code == 0, collected.output
+    report = {p["pair"]: p for p in json.loads((out / "results.json").read_text())["pairs"]}
+
+    assert (result["best_epoch"], result["best"]) == (2, 0.85)  # fine-tuned best, not epoch 0
+    assert result["zero_shot"] == 0.90  # zero-shot, reported on its own
+    assert report[clip.name]["best_epoch"] == result["best_epoch"]
+    assert report[clip.name]["best"] == result["best"]
+    assert report[clip.name]["zero_shot"] == result["zero_shot"]
+    resnet_result = read_json(store, records.pair_key("best", resnet.name, records.RESULT))
+    assert report[resnet.name]["best_epoch"] == resnet_result["best_epoch"] == 2
+
+
+def test_a_pair_whose_every_trained_epoch_diverged_has_no_best():
+    epochs = [{"epoch": 0, "headline": 0.4}, {"epoch": 1, "headline": NAN}]
+    assert best_epoch(epochs) is None
+    assert best_epoch(epochs[:1]) is None  # zero-shot alone is not a fine-tuned best
+    assert best_epoch([*epochs, {"epoch": 2, "headline": 0.3}])["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("result", "epochs", "backend", "expected"),
+    [
+        # a written result settles it, whatever the backend last saw
+        ({"best": 1}, [], Outcome(PairState.FAILED, "x"), Outcome(PairState.SUCCEEDED)),
+        (None, [{}], Outcome(PairState.RESTARTING, "1 restart(s)"), None),  # the backend's word
+        (None, [{}], None, Outcome(PairState.RUNNING)),  # records alone: it trained
+        (None, [], None, Outcome(PairState.PENDING)),  # nothing at all: not started
+    ],
+)
+def test_pair_state(result, epochs, backend, expected):
+    found = PairRecords("p", {}, epochs, result)
+    assert pair_state(found, backend) == (expected or backend)
+
+
+def test_status_and_the_report_agree_on_every_pair_state(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    grid = parse_grid(
+        "datasets: [synthetic]\nmodels: [clip-tiny, resnet-tiny, clip-vit-b32, resnet50]\n",
+        "g.yaml",
+        "g",
+    )
+    create_run(store, Run.new("states", grid, "local"), grid.pairs)
+    done, failed, running, waiting = grid.pairs
+    train_pair(store, "states", done, {0: 0.2, 1: 0.3})
+    key = lambda pair, name: records.pair_key("states", pair.name, name)  # noqa: E731
+    write_json(store, key(failed, records.LOCAL_STATE), {"state": "failed", "reason": "OOM"})
+    Recorder(
+        store, "states", running.name, running.config, eval_split="test", steps=1, rank=0,
+        world=1, gpus=0,
+    ).epoch(1, metrics(0.5), seconds=1.0)  # fmt: skip
+
+    status = CliRunner().invoke(cli, ["status", "--store", store.uri, "-o", "json"])
+    assert status.exit_code == 0, status.output
+    shown = {p["pair"]: p["state"] for p in json.loads(status.output)["pairs"]}
+    out = tmp_path / "report"
+    assert CliRunner().invoke(cli, ["collect", "--store", store.uri, "-o", str(out)]).exit_code == 0
+    reported = {
+        p["pair"]: p["state"] for p in json.loads((out / "results.json").read_text())["pairs"]
+    }
+    assert (
+        shown
+        == reported
+        == {
+            done.name: "succeeded",
+            failed.name: "failed",
+            running.name: "running",
+            waiting.name: "pending",
+        }
+    )
