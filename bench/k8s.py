@@ -27,7 +27,8 @@ from k8s_emulator import kubernetes_emulator  # noqa: E402
 from kbench.k8s.backend import KubernetesBackend  # noqa: E402
 from kbench.k8s.render import render_run, validate  # noqa: E402
 from kbench.k8s.settings import ClusterSettings  # noqa: E402
-from kbench.spec import Pair, load_grid  # noqa: E402
+from kbench.runs import Run  # noqa: E402
+from kbench.spec import Grid, Pair, load_grid  # noqa: E402
 
 SIZES = [18, 1000]
 
@@ -61,9 +62,11 @@ def main() -> None:
             library = time.perf_counter() - started
 
             backend = KubernetesBackend(settings=settings)
-            run = {"run_id": f"bench-{n}", "pairs": [p.name for p in grid_pairs]}
+            grid = Grid(name="bench", source="bench", pairs=grid_pairs)
             store = SimpleNamespace(uri="s3://kbench-bench/runs")  # submit reads only the URI
-            backend.submit(store, run, grid_pairs, echo=lambda line: None)
+            plan = backend.plan(Run.new(f"bench-{n}", grid, backend.name), grid_pairs, store.uri)
+            backend.submit(store, plan, echo=lambda line: None)
+            run = plan.run
             before = len(cluster.requests())
             states = backend.states(store, run)
             status_requests = len(cluster.requests()) - before

@@ -1,12 +1,14 @@
 """The Kubernetes backend: one Indexed Job (+ headless Service when multi-node) per pair.
 
-Requests stay few and constant: `states` is two list calls (Jobs and Pods, selected by the
-run's labels) whatever the grid size; `submit` one list call plus one create per object.
+Its plan is the run's manifests, rendered and strictly validated once; `submit` sends exactly
+those. Requests stay few and constant: `states` is two list calls (Jobs and Pods, selected by
+the run's labels) whatever the grid size; `submit` one list call plus one create per object.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -15,19 +17,24 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from kbench.backends import Echo
-from kbench.errors import BackendError, ConfigError
-from kbench.spec import Pair
+from kbench.backends import Echo, Options, Plan
+from kbench.errors import BackendError
+from kbench.pairs import Outcome, PairState
+from kbench.runs import Run
+from kbench.spec import Grid, Pair
+from kbench.staged import require_staged
 from kbench.storage import Store
 
-from .render import PAIR_LABEL, RUN_LABEL, job_name, render_run, run_selector, validate
-from .settings import ClusterSettings
+from .render import PAIR_LABEL, RUN_LABEL, job_name, render_validated, run_selector
+from .settings import ClusterSettings, settings_for
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 class KubernetesBackend:
     name = "kubernetes"
+    resubmits = True  # submitting a run again creates only the Jobs that are missing
+    finishes = False  # submit returns once the Jobs are created
 
     def __init__(
         self,
@@ -39,10 +46,38 @@ class KubernetesBackend:
         self.replace = replace
         self._api_client = api_client  # injected by tests; else built from the kubeconfig
 
-    # ------------------------------------------------------------------------------ clients
+    @classmethod
+    def for_submit(cls, grid: Grid, options: Options) -> KubernetesBackend:
+        settings = settings_for(grid, options.profile, options.cluster)
+        return cls(settings=settings, replace=options.replace)
 
-    def check(self) -> None:
+    @classmethod
+    def for_run(cls, run: Run, options: Options) -> KubernetesBackend:
+        """Where the run went (run.json's `cluster`), unless a flag says otherwise."""
+        recorded = run.cluster or {}
+        settings = ClusterSettings(
+            namespace=options.cluster.get("namespace") or recorded.get("namespace", "default"),
+            context=options.cluster.get("context") or recorded.get("context"),
+        )
+        return cls(settings=settings)
+
+    # ------------------------------------------------------------------------------- plan
+
+    def plan(self, run: Run, pairs: list[Pair], store_uri: str) -> Plan:
+        manifests = render_validated(run.run_id, pairs, self.settings, store_uri)
+        cluster = {"namespace": self.settings.namespace, "context": self.settings.context}
+        return Plan(
+            run=dataclasses.replace(run, cluster=cluster),
+            pairs=pairs,
+            store_uri=store_uri,
+            documents=manifests,
+        )
+
+    def check(self, store: Store, plan: Plan) -> None:
         self.client()
+        require_staged(store, plan.pairs)  # pods read datasets from the store only
+
+    # ------------------------------------------------------------------------------ clients
 
     def client(self) -> Any:
         if self._api_client is None:
@@ -79,35 +114,32 @@ class KubernetesBackend:
 
     # ------------------------------------------------------------------------------- verbs
 
-    def submit(
-        self, store: Store, run: dict[str, Any], pairs: list[Pair], echo: Echo
-    ) -> dict[str, str]:
-        run_id = run["run_id"]
-        manifests = render_run(run_id, pairs, self.settings, store.uri)
-        problems = validate(manifests, self.settings.kubernetes_version)
-        if problems:
-            raise ConfigError(f"{len(problems)} invalid manifest(s); first: {problems[0]}")
+    def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
+        run_id = plan.run.run_id
         existing = {job.metadata.name for job in self._jobs(run_id)}
+        by_pair: dict[str, list[dict]] = {}
+        for manifest in plan.documents:  # the Service first: the Job's pods resolve through it
+            by_pair.setdefault(manifest["metadata"]["labels"][PAIR_LABEL], []).append(manifest)
 
         outcomes = {}
-        for pair in pairs:
+        for pair in plan.pairs:
             job = job_name(run_id, pair.name)
-            outcomes[pair.name] = self._submit_pair(job, manifests, exists=job in existing)
-            echo(f"{pair.name}: {outcomes[pair.name]} (job {job})")
+            outcome = self._submit_pair(job, by_pair[pair.name], exists=job in existing)
+            outcomes[pair.name] = outcome
+            echo(f"{pair.name}: {outcome.text()} (job {job})")
         return outcomes
 
-    def _submit_pair(self, job: str, manifests: list[dict], exists: bool) -> str:
+    def _submit_pair(self, job: str, manifests: list[dict], exists: bool) -> Outcome:
         if exists and not self.replace:
-            return "exists, skipped"
+            return Outcome(PairState.PENDING, "exists, skipped")
         try:
             if exists:
                 self._delete(job)
-            for manifest in manifests:  # the Service first: the Job's pods resolve through it
-                if manifest["metadata"]["name"] == job:
-                    self._create(manifest)
+            for manifest in manifests:
+                self._create(manifest)
         except BackendError as e:
-            return f"failed: {e}"
-        return "replaced" if exists else "created"
+            return Outcome(PairState.FAILED, str(e))
+        return Outcome(PairState.PENDING, "replaced" if exists else "created")
 
     def _create(self, manifest: dict) -> None:
         ns, kind = self.settings.namespace, manifest["kind"]
@@ -157,24 +189,24 @@ class KubernetesBackend:
             if _labels(p).get(RUN_LABEL) == run_id and pair in (None, _labels(p).get(PAIR_LABEL))
         ]
 
-    def states(self, store: Store, run: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    def states(self, store: Store, run: Run) -> dict[str, Outcome]:
         pods_by_pair: dict[str, list] = {}
-        for pod in self._pods(run["run_id"]):
+        for pod in self._pods(run.run_id):
             pods_by_pair.setdefault(_labels(pod).get(PAIR_LABEL), []).append(pod)
         states = {}
-        for job in self._jobs(run["run_id"]):
+        for job in self._jobs(run.run_id):
             pair = _labels(job).get(PAIR_LABEL)
-            if pair in run["pairs"]:
+            if pair in run.pairs:
                 states[pair] = job_state(job, pods_by_pair.get(pair, []))
         return states
 
     def logs(
-        self, store: Store, run: dict[str, Any], pair: str, follow: bool = False, node: int = 0
+        self, store: Store, run: Run, pair: str, follow: bool = False, node: int = 0
     ) -> Iterator[str] | str:
         ns = self.settings.namespace
         pods = [
             p
-            for p in self._pods(run["run_id"], pair)
+            for p in self._pods(run.run_id, pair)
             if (p.metadata.annotations or {}).get(INDEX_ANNOTATION, "0") == str(node)
         ]
         if not pods:
@@ -190,9 +222,9 @@ class KubernetesBackend:
             )
         return (chunk.decode(errors="replace") for chunk in stream.stream())
 
-    def cancel(self, store: Store, run: dict[str, Any], pairs: list[str]) -> list[str]:
+    def cancel(self, store: Store, run: Run, pairs: list[str]) -> list[str]:
         stopped = []
-        for job in self._jobs(run["run_id"]):
+        for job in self._jobs(run.run_id):
             pair = _labels(job).get(PAIR_LABEL)
             if pair in pairs:
                 self._delete(job.metadata.name)
@@ -255,17 +287,19 @@ def _api_message(e: Any) -> str:
         return str(e.reason)
 
 
-def job_state(job: Any, pods: list) -> tuple[str, str]:
-    """(state, detail) of a pair from its Job and pods."""
+def job_state(job: Any, pods: list) -> Outcome:
+    """A pair's state from its Job and pods."""
     status = job.status or _EmptyStatus()
     conditions = {c.type: c for c in (status.conditions or []) if c.status == "True"}
     if "Complete" in conditions:
-        return "succeeded", ""
+        return Outcome(PairState.SUCCEEDED)
     if "Failed" in conditions:
         c = conditions["Failed"]
-        return "failed", f"{c.reason}: {c.message}" if c.message else (c.reason or "")
+        return Outcome(
+            PairState.FAILED, f"{c.reason}: {c.message}" if c.message else c.reason or ""
+        )
     if job.spec.suspend:
-        return "queued", "waiting for admission (suspended)"
+        return Outcome(PairState.QUEUED, "waiting for admission (suspended)")
     restarts = (status.failed or 0) + sum(
         cs.restart_count or 0 for p in pods for cs in (p.status.container_statuses or [])
     )
@@ -276,10 +310,8 @@ def job_state(job: Any, pods: list) -> tuple[str, str]:
         if cs.state and cs.state.waiting and cs.state.waiting.reason
     ]
     phases = {p.status.phase for p in pods}
-    if (status.active or 0) and "Running" in phases and "Pending" not in phases:
-        if restarts:
-            return "restarting", f"{restarts} restart(s)"
-        return "running", ""
     if restarts:
-        return "restarting", f"{restarts} restart(s)"
-    return "pending", ", ".join(sorted(set(waiting))) or "waiting for pods"
+        return Outcome(PairState.RESTARTING, f"{restarts} restart(s)")
+    if (status.active or 0) and "Running" in phases and "Pending" not in phases:
+        return Outcome(PairState.RUNNING)
+    return Outcome(PairState.PENDING, ", ".join(sorted(set(waiting))) or "waiting for pods")

@@ -75,10 +75,10 @@ def _store(uri: str) -> Check:
 
 
 def _datasets(uri: str, grid: Grid) -> Check:
-    from kbench.runs import unstaged_datasets
+    from kbench.staged import unstaged_datasets
     from kbench.storage import open_store
 
-    missing = unstaged_datasets(open_store(uri), grid)
+    missing = unstaged_datasets(open_store(uri), grid.pairs)
     if missing:
         return Check(
             "datasets",

@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from kbench.command import train_command
 from kbench.errors import JOB_ERROR_EXIT_CODE, ConfigError
 from kbench.spec import Pair
 from kbench.storage import STORE_ENV
@@ -61,6 +62,20 @@ def run_selector(run_id: str) -> str:
     return f"{MANAGED_BY}=kbench,{RUN_LABEL}={run_id}"
 
 
+def render_validated(
+    run_id: str, pairs: list[Pair], settings: ClusterSettings, store_uri: str
+) -> list[dict]:
+    """Every manifest of a run, strictly validated: one invalid manifest refuses them all."""
+    manifests = render_run(run_id, pairs, settings, store_uri)
+    problems = validate(manifests, settings.kubernetes_version)
+    if problems:
+        version, first = settings.kubernetes_version, problems[0]
+        raise ConfigError(
+            f"{len(problems)} manifest(s) fail the Kubernetes {version} schema; first: {first}"
+        )
+    return manifests
+
+
 def render_run(
     run_id: str, pairs: list[Pair], settings: ClusterSettings, store_uri: str
 ) -> list[dict]:
@@ -78,8 +93,8 @@ def render_run(
     for pair in pairs:
         model = _model(run_id, pair, settings, store_uri)
         if model["service"]:
-            manifests.append(_render("service.yaml.j2", model))
-        manifests.append(_render("job.yaml.j2", model))
+            manifests += render_template("service.yaml.j2", model)
+        manifests += render_template("job.yaml.j2", model)
     return manifests
 
 
@@ -127,44 +142,30 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
 def torchrun_command(
     run_id: str, pair: str, settings: ClusterSettings, store_uri: str, job: str, service: str | None
 ) -> list[str]:
-    # kbench's torchrun: the same launcher, passing a bad-config exit code through to the pod's
-    # exit code, where the podFailurePolicy's FailJob rule sees it.
-    command = [
-        "python",
-        "-m",
-        "kbench.jobs.launch",
-        f"--nnodes={settings.nodes}",
-        f"--nproc-per-node={settings.gpus_per_node}",
-    ]
+    """kbench's torchrun launcher in the pod (it passes a bad-config exit code through to the
+    pod's exit code, where the podFailurePolicy's FailJob rule sees it)."""
+    torchrun = [f"--nnodes={settings.nodes}", f"--nproc-per-node={settings.gpus_per_node}"]
     if service is None:
-        command.append("--standalone")
+        torchrun.append("--standalone")
     else:
         # c10d rendezvous hosted by the first pod; pods that start late (image pulls, queues)
         # still join within the timeout.
-        command += [
+        torchrun += [
             "--rdzv-backend=c10d",
             f"--rdzv-endpoint={job}-0.{service}:{RENDEZVOUS_PORT}",
             f"--rdzv-id={job}",
             f"--rdzv-conf=join_timeout={settings.rendezvous_timeout}",
         ]
-    return command + [
-        "-m",
-        "kbench.jobs.train",
-        "--store",
-        store_uri,
-        "--run-id",
-        run_id,
-        "--pair",
-        pair,
-    ]
+    return train_command("python", torchrun, store_uri, run_id, pair)
 
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster when built
 
 
-def _render(template: str, model: dict[str, Any]) -> dict:
+def render_template(template: str, model: dict[str, Any]) -> list[dict]:
+    """A template's YAML documents, rendered strictly (the template sees `model` as `m`)."""
     text = _ENV.get_template(template).render(m=model)
-    return yaml.load(text, Loader=_YAML_LOADER)
+    return list(yaml.load_all(text, Loader=_YAML_LOADER))
 
 
 def validate(manifests: list[dict], kubernetes_version: str) -> list[str]:

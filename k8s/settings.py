@@ -6,14 +6,13 @@ Resolved in layers, later ones winning: the grid's `cluster:` section < a profil
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kbench.errors import ConfigError
-from kbench.spec import fits_type, load_yaml, type_name
+from kbench.layers import Layer, fits_type, load_yaml, merge_layers
+from kbench.spec import Grid
 
 
 @dataclass
@@ -43,34 +42,25 @@ class ClusterSettings:
     rendezvous_timeout: int = 900  # seconds torchrun waits for every node (slow image pulls)
     kubernetes_version: str = "1.33.0"  # schema the manifests are validated against
 
-    @classmethod
-    def keys(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
 
-
-def resolve(layers: list[tuple[dict[str, Any] | None, str]]) -> ClusterSettings:
+def resolve(layers: list[Layer]) -> ClusterSettings:
     """Merge (mapping, where-it-came-from) layers onto the defaults, checking keys and types."""
-    merged: dict[str, Any] = {}
-    hints = typing.get_type_hints(ClusterSettings)
-    for layer, where in layers:
-        if layer is None:
-            continue
-        if not isinstance(layer, dict):
-            raise ConfigError(f"{where}: expected a mapping of cluster settings")
-        for key, value in layer.items():
-            if key not in hints:
-                allowed = ", ".join(ClusterSettings.keys())
-                raise ConfigError(f"{where}: unknown key {key!r}; allowed: {allowed}")
-            if value is not None and not _fits(value, hints[key]):
-                raise ConfigError(
-                    f"{where}: {key}: expected {type_name(hints[key])}, got {value!r}"
-                )
-            merged[key] = value
-    settings = ClusterSettings(**merged)
+    settings = ClusterSettings(**merge_layers(ClusterSettings, layers, "cluster settings", _fits))
     for key in ("nodes", "gpus_per_node", "backoff_limit", "rendezvous_timeout"):
         if getattr(settings, key) < (0 if key == "backoff_limit" else 1):
             raise ConfigError(f"cluster settings: {key} must be positive")
     return settings
+
+
+def settings_for(grid: Grid | None, profile: str | None, flags: dict[str, Any]) -> ClusterSettings:
+    """A submission's settings: the grid's `cluster:` section < the profile < the flags given."""
+    return resolve(
+        [
+            (grid.document.get("cluster") if grid else None, f"{grid and grid.source}: cluster"),
+            (load_profile(profile), str(profile)),
+            ({k: v for k, v in flags.items() if v is not None}, "command line"),
+        ]
+    )
 
 
 def load_profile(path: str | None) -> dict[str, Any] | None:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
-from .render import _ENV, _YAML_LOADER, MANAGED_BY
+from .render import MANAGED_BY, render_template
 from .settings import ClusterSettings
 
 NAME = "kbench"
@@ -58,15 +56,6 @@ def setup_manifests(
     templates = ["namespace", "serviceaccount", "role", "rolebinding"]
     if settings.s3_secret:
         templates.append("secret")
-    manifests = [_one(f"{t}.yaml.j2", model) for t in templates]
     if kueue and settings.queue:
-        manifests += list(yaml.load_all(_text("kueue.yaml.j2", model), Loader=_YAML_LOADER))
-    return manifests
-
-
-def _text(template: str, model: dict[str, Any]) -> str:
-    return _ENV.get_template(template).render(m=model)
-
-
-def _one(template: str, model: dict[str, Any]) -> dict[str, Any]:
-    return yaml.load(_text(template, model), Loader=_YAML_LOADER)
+        templates.append("kueue")
+    return [m for t in templates for m in render_template(f"{t}.yaml.j2", model)]

@@ -89,6 +89,31 @@ def test_multi_node_pairs_get_a_headless_service_first(cluster):
     assert first[0].endswith("/services") and first[1].endswith("/jobs")
 
 
+def test_submit_renders_each_manifest_once_and_sends_exactly_its_plan(cluster, monkeypatch):
+    """Plan, then send: every manifest is rendered (and validated) once per submission, and
+    what reaches the API server is what `--dry-run` prints, in the same order."""
+    from kbench.k8s import render
+
+    rendered, original = [], render.render_template
+
+    def counted(name: str, model: dict) -> list[dict]:
+        rendered.append(name)
+        return original(name, model)
+
+    monkeypatch.setattr(render, "render_template", counted)
+    dry = submit("--nodes", "2", "--dry-run", "-o", "json")
+    assert dry.exit_code == 0, dry.output
+    planned = json.loads(dry.output)["items"]
+    assert len(rendered) == len(planned) == 36  # a Service and a Job per pair
+    assert cluster.requests() == []  # a dry run sends nothing
+
+    rendered.clear()
+    result = submit("--nodes", "2")
+    assert result.exit_code == 0, result.output
+    assert sorted(rendered) == sorted(["service.yaml.j2", "job.yaml.j2"] * 18)  # once each
+    assert [r.data for r in cluster.requests("POST")] == planned
+
+
 def set_job_status(name: str, status: dict, suspend: bool | None = None) -> None:
     batch, _ = api()
     batch.patch_namespaced_job_status(name, NS, {"status": status})

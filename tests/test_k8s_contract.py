@@ -16,7 +16,7 @@ from s3server import free_ports
 from kbench import records
 from kbench.k8s.render import RENDEZVOUS_PORT, render_run
 from kbench.k8s.settings import ClusterSettings
-from kbench.runs import create_run
+from kbench.runs import Run, create_run
 from kbench.spec import parse_grid
 from kbench.storage import open_store, read_json
 
@@ -41,7 +41,7 @@ def pod_environment(container: dict, secrets: dict[str, dict], index: int, scrat
 def test_rendered_two_node_job_trains_and_writes_to_s3(s3_env, tmp_path):
     grid = parse_grid(GRID, "g.yaml", default_name="g")
     store_uri = s3_env.uri(f"contract/{tmp_path.name}")
-    create_run(open_store(store_uri), "contract", grid, backend="kubernetes")
+    create_run(open_store(store_uri), Run.new("contract", grid, "kubernetes"), grid.pairs)
     settings = ClusterSettings(
         image="unused",
         nodes=2,

@@ -16,7 +16,7 @@ import pytest
 from kbench import records
 from kbench.backends.local import LocalBackend
 from kbench.jobs.checkpoint import POINTER
-from kbench.runs import create_run
+from kbench.runs import Run, create_run
 from kbench.spec import parse_grid
 from kbench.storage import open_store, read_json
 
@@ -44,7 +44,8 @@ def finish(process: subprocess.Popen) -> str:
 
 
 def new_run(store, run_id: str) -> None:
-    create_run(store, run_id, parse_grid(GRID, "g.yaml", default_name="g"), backend="local")
+    grid = parse_grid(GRID, "g.yaml", default_name="g")
+    create_run(store, Run.new(run_id, grid, "local"), grid.pairs)
 
 
 def checkpointed_epoch(store, run_id: str) -> int:
@@ -147,7 +148,8 @@ def test_sharded_eval_counts_every_sample_once(tmp_path):
     zero_shot = {}
     for nproc in (1, 2):
         run_id = f"nproc-{nproc}"
-        create_run(store, run_id, parse_grid(grid, "g.yaml", default_name="g"), backend="local")
+        parsed = parse_grid(grid, "g.yaml", default_name="g")
+        create_run(store, Run.new(run_id, parsed, "local"), parsed.pairs)
         finish(start(store, run_id, nproc=nproc))
         zero_shot[nproc] = outcome(store, run_id)[0][0]
     assert zero_shot[1]["samples"] == zero_shot[2]["samples"] == 37

@@ -1,17 +1,28 @@
-"""Where training runs: backends share one small interface and are picked by name.
+"""Where training runs. A backend first turns a run into a plan: everything it would create,
+validated, nothing sent (Kubernetes: the manifests; local: each pair's config and command).
+`--dry-run` prints the plan; `send` checks what can be known before anything exists, records
+the run, and submits exactly that plan. The model is TorchX's `submit_dryrun` + `schedule`.
 
-Each backend gets the store and a run (as in run.json); the CLI passes `echo` for progress so
-the backend never prints by itself.
+    backend = open_backend("kubernetes", grid, options)
+    plan = backend.plan(Run.new(run_id, grid, backend.name), grid.pairs, store.uri)
+    outcomes = send(backend, plan, store, echo)
+
+Backends share one small interface and are picked by name; their modules (and the `kubernetes`
+client) are imported only when their backend is used. The CLI passes `echo` for progress so a
+backend never prints by itself.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kbench.errors import ConfigError
-from kbench.spec import Pair
+from kbench.pairs import Outcome
+from kbench.runs import Run, create_run
+from kbench.spec import Grid, Pair
 from kbench.storage import Store
 
 Echo = Callable[[str], None]
@@ -23,33 +34,82 @@ BACKENDS = {
 }
 
 
+@dataclass(frozen=True)
+class Options:
+    """What a command line says about where pairs run; each backend reads its own."""
+
+    parallel: int = 1  # local: pairs trained at the same time
+    nproc_per_node: int = 1  # local: training processes per pair
+    profile: str | None = None  # kubernetes: a YAML file of cluster settings
+    cluster: dict[str, Any] = field(default_factory=dict)  # kubernetes: settings given as flags
+    replace: bool = False  # kubernetes: recreate pairs already on the cluster
+
+
+@dataclass
+class Plan:
+    """A submission before it is sent: validated, complete, printable."""
+
+    run: Run  # what run.json will hold
+    pairs: list[Pair]  # each pair's resolved config, written beside it
+    store_uri: str  # where the pairs' jobs read and write
+    documents: list[dict[str, Any]]  # what the backend sends, one document per object
+
+
 class Backend(Protocol):
     name: str
+    resubmits: bool  # submitting an existing run again creates only what is missing
+    finishes: bool  # submit returns once the pairs have finished (else: once they are sent)
 
-    def check(self) -> None:
-        """Raise a KbenchError saying what to install or configure, before anything runs."""
+    @classmethod
+    def for_submit(cls, grid: Grid, options: Options) -> Backend:
+        """The backend as a submission of this grid configures it."""
 
-    def submit(
-        self, store: Store, run: dict[str, Any], pairs: list[Pair], echo: Echo
-    ) -> dict[str, str]:
-        """Start every pair of the run; returns pair -> outcome ("succeeded", "created", ...
-        or "failed: why")."""
+    @classmethod
+    def for_run(cls, run: Run, options: Options) -> Backend:
+        """The backend pointed where an existing run went (options may redirect it)."""
 
-    def states(self, store: Store, run: dict[str, Any]) -> dict[str, tuple[str, str]]:
-        """pair -> (state, detail) as the backend sees it; pairs it knows nothing of are absent."""
+    def plan(self, run: Run, pairs: list[Pair], store_uri: str) -> Plan:
+        """Everything the submission would create, validated; reads and sends nothing."""
+
+    def check(self, store: Store, plan: Plan) -> None:
+        """Raise a KbenchError naming the fix for what would fail once sent (a missing
+        install, an unreachable cluster, data the pods cannot read), before anything is."""
+
+    def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
+        """Start every pair of the plan; returns pair -> outcome."""
+
+    def states(self, store: Store, run: Run) -> dict[str, Outcome]:
+        """pair -> what the backend sees of it; pairs it knows nothing of are absent."""
 
     def logs(
-        self, store: Store, run: dict[str, Any], pair: str, follow: bool = False, node: int = 0
+        self, store: Store, run: Run, pair: str, follow: bool = False, node: int = 0
     ) -> str | Iterator[str]:
         """The pair's training log so far; following, a stream of it until the pair ends."""
 
-    def cancel(self, store: Store, run: dict[str, Any], pairs: list[str]) -> list[str]:
+    def cancel(self, store: Store, run: Run, pairs: list[str]) -> list[str]:
         """Stop the given pairs; returns those that were running."""
 
 
-def get_backend(name: str, **options: Any) -> Backend:
+def send(backend: Backend, plan: Plan, store: Store, echo: Echo) -> dict[str, Outcome]:
+    """Check, record the run, submit: a submission refused by a check leaves nothing behind."""
+    backend.check(store, plan)
+    create_run(store, plan.run, plan.pairs, resubmit=backend.resubmits)
+    return backend.submit(store, plan, echo)
+
+
+def backend_class(name: str) -> Any:
     try:
         module, _, cls = BACKENDS[name].partition(":")
     except KeyError:
         raise ConfigError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}") from None
-    return getattr(importlib.import_module(module), cls)(**options)
+    return getattr(importlib.import_module(module), cls)
+
+
+def open_backend(name: str, grid: Grid, options: Options) -> Backend:
+    """The named backend, configured for submitting this grid."""
+    return backend_class(name).for_submit(grid, options)
+
+
+def backend_of(run: Run, options: Options | None = None) -> Backend:
+    """The backend that ran a run, pointed where the run went."""
+    return backend_class(run.backend).for_run(run, options or Options())

@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from kbench import records
-from kbench.backends import Echo
+from kbench.backends import Echo, Options, Plan
+from kbench.command import train_command
 from kbench.errors import JOB_ERROR_PREFIX, BackendError
-from kbench.runs import utc_now
+from kbench.pairs import Outcome, PairState
+from kbench.runs import Run, utc_now
+from kbench.spec import Grid, Pair
 from kbench.storage import LocalStore, Store, read_json, write_json
 
 POLL_S = 1.0
@@ -32,6 +35,8 @@ LOG = "train.log"
 
 class LocalBackend:
     name = "local"
+    resubmits = False  # a run trains once; its records stay
+    finishes = True  # submit trains every pair and returns when all have ended
 
     def __init__(self, parallel: int = 1, nproc_per_node: int = 1) -> None:
         self.parallel = parallel
@@ -39,42 +44,61 @@ class LocalBackend:
         self._running: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
-    def check(self) -> None:
+    @classmethod
+    def for_submit(cls, grid: Grid, options: Options) -> LocalBackend:
+        return cls(parallel=options.parallel, nproc_per_node=options.nproc_per_node)
+
+    @classmethod
+    def for_run(cls, run: Run, options: Options) -> LocalBackend:
+        return cls()
+
+    def command(self, store: Store, run_id: str, pair: str) -> list[str]:
+        """A pair's job as this backend starts it: torchrun on this machine alone."""
+        return self._command(store.uri, run_id, pair)
+
+    def _command(self, store_uri: str, run_id: str, pair: str) -> list[str]:
+        torchrun = ["--standalone", f"--nproc-per-node={self.nproc_per_node}"]
+        return train_command(sys.executable, torchrun, store_uri, run_id, pair)
+
+    def plan(self, run: Run, pairs: list[Pair], store_uri: str) -> Plan:
+        document = {
+            "run_id": run.run_id,
+            "grid": run.grid,
+            "backend": self.name,
+            "store": store_uri,
+            "parallel": self.parallel,
+            "pairs": [
+                {
+                    "pair": p.name,
+                    "config": p.config.to_dict(),
+                    "command": self._command(store_uri, run.run_id, p.name),
+                }
+                for p in pairs
+            ],
+        }
+        return Plan(run=run, pairs=pairs, store_uri=store_uri, documents=[document])
+
+    def check(self, store: Store, plan: Plan) -> None:
         if importlib.util.find_spec("torch") is None:
             raise BackendError(
                 "the local backend trains on this machine and needs the training stack: "
                 "pip install 'kbench[train]'"
             )
 
-    def command(self, store: Store, run_id: str, pair: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "kbench.jobs.launch",
-            "--standalone",
-            f"--nproc-per-node={self.nproc_per_node}",
-            "-m",
-            "kbench.jobs.train",
-            "--store",
-            store.uri,
-            "--run-id",
-            run_id,
-            "--pair",
-            pair,
-        ]
-
-    def submit(self, store: Store, run: dict[str, Any], pairs: list, echo: Echo) -> dict[str, str]:
-        """Trains the run's pairs (their configs are in the store) and returns when all ended."""
-        names = run["pairs"]
+    def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
+        """Trains the plan's pairs (their configs are in the store); returns when all ended."""
+        run, (document,) = plan.run, plan.documents
+        commands = {entry["pair"]: entry["command"] for entry in document["pairs"]}
         echo(
-            f"run {run['run_id']}: {len(names)} pairs on this machine, {self.parallel} at a "
+            f"run {run.run_id}: {len(commands)} pairs on this machine, {self.parallel} at a "
             f"time, {self.nproc_per_node} process(es) each; store {store.uri}"
         )
-        numbered = {name: f"[{i}/{len(names)}]" for i, name in enumerate(names, start=1)}
+        tags = {name: f"[{i}/{len(commands)}]" for i, name in enumerate(commands, start=1)}
         pool = ThreadPoolExecutor(max_workers=self.parallel)
         try:
             futures = {
-                n: pool.submit(self._run_pair, store, run, n, numbered[n], echo) for n in names
+                pair: pool.submit(self._run_pair, store, run, pair, command, tags[pair], echo)
+                for pair, command in commands.items()
             }
             return {pair: future.result() for pair, future in futures.items()}
         except KeyboardInterrupt:
@@ -85,8 +109,10 @@ class LocalBackend:
         finally:
             pool.shutdown(wait=True)
 
-    def _run_pair(self, store: Store, run: dict[str, Any], pair: str, tag: str, echo: Echo) -> str:
-        run_id = run["run_id"]
+    def _run_pair(
+        self, store: Store, run: Run, pair: str, command: list[str], tag: str, echo: Echo
+    ) -> Outcome:
+        run_id = run.run_id
         key = records.pair_key(run_id, pair, records.LOCAL_STATE)
         log_path = self._log_path(store, run_id, pair)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +120,7 @@ class LocalBackend:
         started = time.monotonic()
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                self.command(store, run_id, pair),
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -130,15 +156,17 @@ class LocalBackend:
         with self._lock:
             self._running.pop(pair, None)
 
-        cancelled = read_json(store, key, default={}).get("state") == "cancelling"
-        final = "succeeded" if returncode == 0 else "cancelled" if cancelled else "failed"
-        reason = _failure_reason(log_path) if final == "failed" else None
+        final = PairState.SUCCEEDED
+        if returncode != 0:  # `cancel` marks the pair before it stops the process
+            cancelling = read_json(store, key, default={}).get("state") == "cancelling"
+            final = PairState.CANCELLED if cancelling else PairState.FAILED
+        reason = _failure_reason(log_path) if final is PairState.FAILED else None
         write_json(
             store,
             key,
             {
                 **state,
-                "state": final,
+                "state": final.value,
                 "returncode": returncode,
                 "reason": reason,
                 "finished": utc_now(),
@@ -147,8 +175,8 @@ class LocalBackend:
         if not isinstance(store, LocalStore):
             store.write(records.pair_key(run_id, pair, LOG), log_path.read_bytes())
         seconds = time.monotonic() - started
-        if final != "failed":
-            echo(f"{tag} {pair}: {final} in {seconds:.0f}s")
+        if final is not PairState.FAILED:
+            echo(f"{tag} {pair}: {final.value} in {seconds:.0f}s")
         elif reason:
             echo(f"{tag} {pair}: FAILED after {seconds:.0f}s: {reason} (log {log_path})")
         else:
@@ -158,51 +186,41 @@ class LocalBackend:
             )
             for line in _tail(log_path, 15):
                 echo(f"    {line}")
-        return final
+        return Outcome(final, reason or "")
 
     def _log_path(self, store: Store, run_id: str, pair: str) -> Path:
         if isinstance(store, LocalStore):  # beside the pair's records
             return store.root / records.pair_key(run_id, pair, LOG)
         return Path("kbench-logs") / run_id / pair / LOG
 
-    def states(self, store: Store, run: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    def states(self, store: Store, run: Run) -> dict[str, Outcome]:
         states = {}
-        for pair in run["pairs"]:
+        for pair in run.pairs:
             state = read_json(
-                store, records.pair_key(run["run_id"], pair, records.LOCAL_STATE), default=None
+                store, records.pair_key(run.run_id, pair, records.LOCAL_STATE), default=None
             )
-            if state is None:
-                continue
-            name, detail = state["state"], ""
-            if name in ("running", "cancelling") and not _alive(state):
-                name, detail = (
-                    "failed",
-                    "the training process is gone (killed or machine restarted)",
-                )
-            elif name == "failed":
-                detail = state.get("reason") or f"exit code {state.get('returncode')}"
-                detail += f"; see kbench logs {pair}"
-            states[pair] = (name, detail)
+            if state is not None:
+                states[pair] = _outcome(pair, state)
         return states
 
     def logs(
-        self, store: Store, run: dict[str, Any], pair: str, follow: bool = False, node: int = 0
+        self, store: Store, run: Run, pair: str, follow: bool = False, node: int = 0
     ) -> str | Iterator[str]:
-        key = records.pair_key(run["run_id"], pair, records.LOCAL_STATE)
+        key = records.pair_key(run.run_id, pair, records.LOCAL_STATE)
         state = read_json(store, key, default=None)
         if state and Path(state["log"]).is_file():
             if follow:
                 return _follow(Path(state["log"]), lambda: read_json(store, key)["state"])
             return Path(state["log"]).read_text("utf-8", errors="replace")
         try:
-            return store.read(records.pair_key(run["run_id"], pair, LOG)).decode(errors="replace")
+            return store.read(records.pair_key(run.run_id, pair, LOG)).decode(errors="replace")
         except KeyError:
-            raise BackendError(f"no log for {pair} of run {run['run_id']} yet") from None
+            raise BackendError(f"no log for {pair} of run {run.run_id} yet") from None
 
-    def cancel(self, store: Store, run: dict[str, Any], pairs: list[str]) -> list[str]:
+    def cancel(self, store: Store, run: Run, pairs: list[str]) -> list[str]:
         stopped = []
         for pair in pairs:
-            key = records.pair_key(run["run_id"], pair, records.LOCAL_STATE)
+            key = records.pair_key(run.run_id, pair, records.LOCAL_STATE)
             state = read_json(store, key, default=None)
             if not state or state["state"] != "running" or not _alive(state):
                 continue
@@ -217,6 +235,22 @@ class LocalBackend:
                 _terminate(process.pid)
             for process in self._running.values():
                 process.wait()
+
+
+def _outcome(pair: str, state: dict[str, Any]) -> Outcome:
+    """A pair's local.json as a state: a process that is gone without saying so failed."""
+    if state["state"] in ("running", "cancelling"):
+        if not _alive(state):
+            return Outcome(
+                PairState.FAILED, "the training process is gone (killed or machine restarted)"
+            )
+        return Outcome(PairState.RUNNING, "cancelling" if state["state"] == "cancelling" else "")
+    if state["state"] == "failed":
+        reason = state.get("reason") or f"exit code {state.get('returncode')}"
+        return Outcome(PairState.FAILED, f"{reason}; see kbench logs {pair}")
+    if state["state"] in (PairState.SUCCEEDED.value, PairState.CANCELLED.value):
+        return Outcome(PairState(state["state"]))
+    return Outcome(PairState.FAILED, f"{records.LOCAL_STATE} holds an unknown state")
 
 
 def _terminate(pid: int) -> None:

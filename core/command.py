@@ -1,0 +1,32 @@
+"""The training job's command line, built here for every backend: the local backend runs it as a
+process, the Kubernetes backend writes it into each pod. The manifests and the trainer are held
+to each other by tests/test_k8s_contract.py, which runs a rendered pod's command.
+
+    python -m kbench.jobs.launch <torchrun options> -m kbench.jobs.train \\
+        --store S --run-id R --pair P
+"""
+
+from __future__ import annotations
+
+LAUNCHER = "kbench.jobs.launch"  # torchrun, passing the job's bad-config exit code through
+TRAINER = "kbench.jobs.train"
+
+
+def train_command(
+    python: str, torchrun: list[str], store_uri: str, run_id: str, pair: str
+) -> list[str]:
+    """`torchrun` holds the launcher's options (--standalone, --nnodes, --rdzv-*, ...)."""
+    return [
+        python,
+        "-m",
+        LAUNCHER,
+        *torchrun,
+        "-m",
+        TRAINER,
+        "--store",
+        store_uri,
+        "--run-id",
+        run_id,
+        "--pair",
+        pair,
+    ]
