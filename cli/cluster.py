@@ -1,0 +1,59 @@
+"""`kbench setup` and `kbench doctor`: a cluster made ready for kbench, and checked."""
+
+from __future__ import annotations
+
+import click
+
+from .options import cluster_flags, cluster_options, namespace_option, store_option
+from .output import print_documents
+
+
+@click.command()
+@click.option("--grid", "grid_ref", help="Take cluster settings from this grid's cluster section.")
+@store_option
+@cluster_options
+def doctor(grid_ref, store, profile, **flags) -> None:
+    """Check the cluster, permissions, store and image before submitting."""
+    from kbench.errors import BackendError
+    from kbench.k8s.doctor import run_checks
+    from kbench.k8s.settings import settings_for
+    from kbench.spec import load_grid
+
+    grid = load_grid(grid_ref) if grid_ref else None
+    settings = settings_for(grid, profile, cluster_flags(flags))
+    checks = run_checks(settings, store.uri, grid=grid)
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        mark = {True: "ok  ", False: "FAIL", None: "??  "}[c.ok]
+        click.echo(f"{mark} {c.name.ljust(width)}  {c.detail}")
+        if c.fix:
+            click.echo(f"     {' ' * width}  fix: {c.fix}")
+    failed = [c.name for c in checks if c.ok is False]
+    if failed:
+        raise BackendError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+@click.command()
+@namespace_option
+@click.option("--user", "users", multiple=True, help="Who may run kbench here (repeatable).")
+@click.option("--group", "groups", multiple=True, help="A group that may run kbench (repeatable).")
+@click.option(
+    "--s3-secret",
+    default="kbench-s3",
+    show_default=True,
+    help="Name of the S3 credentials Secret template ('' for none: IRSA).",
+)
+@click.option("--queue", help="Also print an example Kueue ClusterQueue and this LocalQueue.")
+@click.option(
+    "-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
+)
+def setup(namespace, users, groups, s3_secret, queue, output) -> None:
+    """Print the cluster objects kbench needs, for `kubectl apply -f -`."""
+    from kbench.k8s.settings import ClusterSettings
+    from kbench.k8s.setup import setup_manifests
+
+    settings = ClusterSettings(
+        namespace=namespace or "kbench", s3_secret=s3_secret or None, queue=queue
+    )
+    manifests = setup_manifests(settings, list(users), list(groups), kueue=bool(queue))
+    print_documents(manifests, output)

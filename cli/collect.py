@@ -1,0 +1,35 @@
+"""`kbench collect`: the comparison report of a run."""
+
+from __future__ import annotations
+
+import click
+
+from .options import run_options
+from .runs import open_run
+
+
+@click.command()
+@run_options
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    help="Folder for the report (default: kbench-reports/<run>).",
+)
+def collect(store, run_id, namespace, context, output_dir) -> None:
+    """Build the comparison report of a run: HTML, Markdown, CSV and JSON."""
+    from kbench.pairs import PairState
+    from kbench.report import gather, write_report
+
+    run, backend = open_run(store, run_id, namespace, context)
+    results = gather(store, run, backend.states(store, run))
+    paths = write_report(results, output_dir or f"kbench-reports/{run.run_id}")
+    complete = sum(1 for p in results["pairs"] if p["state"] == PairState.SUCCEEDED.value)
+    o = results["overall"]
+    click.echo(
+        f"run {run.run_id}: {complete} of {len(results['pairs'])} pairs complete; "
+        f"CLIP wins {o['clip_wins']}, ResNet wins {o['resnet_wins']}, "
+        f"{o['ties'] + o['undecided']} tied or undecided"
+    )
+    for path in paths:
+        click.echo(f"wrote {path}")

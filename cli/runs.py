@@ -1,0 +1,123 @@
+"""`kbench runs`, `status`, `logs` and `cancel`: runs in the store and where their pairs are."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from .options import run_options, store_option
+from .output import duration, num, pct, print_value, table
+
+
+def open_run(store: Any, run_id: str | None, namespace: str | None, context: str | None):
+    """The run (the newest by default) and the backend that ran it, pointed where it went."""
+    from kbench.backends import Options, backend_of
+    from kbench.runs import load_run
+
+    run = load_run(store, run_id)
+    flags = {"namespace": namespace, "context": context}
+    return run, backend_of(run, Options(cluster={k: v for k, v in flags.items() if v}))
+
+
+@click.command()
+@store_option
+def runs(store) -> None:
+    """List the runs in the store, oldest first."""
+    from kbench.runs import list_runs
+
+    rows = [["RUN", "GRID", "BACKEND", "PAIRS", "CREATED"]]
+    for run in list_runs(store):
+        rows.append([run.run_id, run.grid, run.backend, str(len(run.pairs)), run.created])
+    table(rows)
+
+
+@click.command()
+@run_options
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option("-w", "--watch", is_flag=True, help="Refresh until every pair has finished.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+def status(store, run_id, namespace, context, output, watch, interval) -> None:
+    """Where every pair of a run stands: state, epoch, latest headline metric."""
+    from kbench.runs import pair_statuses
+
+    run, backend = open_run(store, run_id, namespace, context)
+    while True:
+        # The same few requests every refresh: list calls (cluster) and the pairs' records.
+        rows = pair_statuses(store, run, backend.states(store, run))
+        if output == "json":
+            print_value({"run_id": run.run_id, "pairs": [r.to_dict() for r in rows]}, "json")
+        else:
+            _status_table(run, rows, clear=watch)
+        if not watch or all(r.state.finished for r in rows):
+            return
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+def _status_table(run: Any, rows: list, clear: bool) -> None:
+    if clear and sys.stdout.isatty():
+        click.clear()
+    click.echo(f"run {run.run_id} (grid {run.grid}, {run.backend}, created {run.created})")
+    lines = [["PAIR", "STATE", "EPOCH", "METRIC", "VALUE", "IMG/S", "ETA", "DETAIL"]]
+    for r in rows:
+        epoch = f"{'-' if r.epoch is None else r.epoch}/{r.epochs}"
+        lines.append(
+            [
+                r.pair,
+                r.state.value,
+                epoch,
+                r.headline_metric,
+                pct(r.headline),
+                num(r.images_per_s),
+                duration(r.eta_s),
+                r.detail,
+            ]
+        )
+    table(lines)
+
+
+@click.command()
+@click.argument("pair")
+@run_options
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the pair stops.")
+@click.option(
+    "--node",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="kubernetes: which pod (completion index) of a multi-node pair.",
+)
+def logs(pair, store, run_id, namespace, context, follow, node) -> None:
+    """Print a pair's training log."""
+    from kbench.runs import check_pairs
+
+    run, backend = open_run(store, run_id, namespace, context)
+    check_pairs(run, [pair])
+    text = backend.logs(store, run, pair, follow=follow, node=node)
+    for chunk in [text] if isinstance(text, str) else text:
+        click.echo(chunk, nl=False)
+
+
+@click.command()
+@click.argument("pairs", nargs=-1)
+@run_options
+def cancel(pairs, store, run_id, namespace, context) -> None:
+    """Stop the given pairs of a run (all of its pairs when none is named)."""
+    from kbench.runs import check_pairs
+
+    run, backend = open_run(store, run_id, namespace, context)
+    stopped = backend.cancel(store, run, check_pairs(run, list(pairs)) or run.pairs)
+    click.echo(f"run {run.run_id}: stopped {', '.join(stopped) if stopped else 'nothing running'}")

@@ -1,0 +1,126 @@
+"""`kbench submit` and `kbench render`: a grid becomes a plan, the plan is printed or sent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .options import (
+    cluster_flags,
+    cluster_options,
+    grid_option,
+    run_id_option,
+    store_option,
+)
+from .output import print_documents, table, to_yaml
+
+
+@click.command()
+@grid_option
+@click.option(
+    "--backend",
+    "backend_name",
+    type=click.Choice(["local", "kubernetes"]),
+    default="local",
+    show_default=True,
+    help="local: every pair on this machine under torchrun; kubernetes: a Job a pair.",
+)
+@store_option
+@run_id_option
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="local: pairs to train at the same time.",
+)
+@click.option(
+    "--nproc-per-node",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="local: training processes per pair (one per GPU; gloo on a CPU).",
+)
+@cluster_options
+@click.option(
+    "--replace", is_flag=True, help="kubernetes: recreate pairs of this run already on the cluster."
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what would run (configs; for kubernetes the manifests) and stop.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="Format of --dry-run.",
+)
+def submit(grid_ref, backend_name, store, run_id, dry_run, output, **options) -> None:
+    """Train every dataset x model pair of a grid and record the results in the store."""
+    from kbench.backends import Options, open_backend, send
+    from kbench.errors import BackendError
+    from kbench.runs import Run, new_run_id
+    from kbench.spec import load_grid
+
+    grid = load_grid(grid_ref)
+    run = Run.new(run_id or new_run_id(grid.name), grid, backend_name)
+    flags = cluster_flags(options)
+    backend = open_backend(backend_name, grid, Options(cluster=flags, **options))
+    plan = backend.plan(run, grid.pairs, store.uri)
+    if dry_run:
+        print_documents(plan.documents, output)
+        return
+
+    outcomes = send(backend, plan, store, click.echo)
+    failed = [pair for pair, outcome in outcomes.items() if outcome.state.unsuccessful]
+    done = f"run {run.run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} pairs"
+    if backend.finishes:  # the pairs have trained: the report is next
+        click.echo(f"{done} succeeded; `kbench collect --run {run.run_id}` builds the report")
+    else:  # the pairs are on their way: status is next
+        table([["PAIR", "SUBMITTED"]] + [[p, o.text()] for p, o in outcomes.items()])
+        click.echo(f"{done} on the cluster; `kbench status --run {run.run_id}` follows them")
+    if failed:
+        raise BackendError(f"{len(failed)} pair(s) did not succeed: {', '.join(failed)}")
+
+
+@click.command()
+@grid_option
+@store_option
+@run_id_option
+@cluster_options
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    default="-",
+    show_default=True,
+    help="A folder for one file per manifest, or - for standard output.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
+)
+def render(grid_ref, store, run_id, out, fmt, **options) -> None:
+    """Write a grid's Kubernetes manifests (strictly validated); send nothing."""
+    from kbench.backends import Options, open_backend
+    from kbench.runs import Run, new_run_id
+    from kbench.spec import load_grid
+
+    grid = load_grid(grid_ref)
+    run = Run.new(run_id or new_run_id(grid.name), grid, "kubernetes")
+    flags = cluster_flags(options)
+    backend = open_backend("kubernetes", grid, Options(cluster=flags, **options))
+    manifests = backend.plan(run, grid.pairs, store.uri).documents
+    if out == "-":
+        print_documents(manifests, fmt)
+        return
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for m in manifests:
+        text = json.dumps(m, indent=2) + "\n" if fmt == "json" else to_yaml(m)
+        (folder / f"{m['metadata']['name']}.{m['kind'].lower()}.{fmt}").write_text(text)
+    click.echo(f"wrote {len(manifests)} manifests to {folder}")
