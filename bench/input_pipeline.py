@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from kbench.jobs.datasets import Transformed, build_transforms
-from kbench.jobs.staging import ShardDataset, fetch, stage
+from kbench.jobs.shards import ShardDataset, fetch
+from kbench.jobs.staging import stage
 from kbench.registry import model_info
 from kbench.storage import LocalStore
 

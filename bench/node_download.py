@@ -1,6 +1,6 @@
 """Node download: the time a node takes to get a dataset from S3 onto its disk, the same 2,000
 JPEGs either as loose objects (an imagefolder under an S3 prefix, kbench's 16-thread copy) or
-as staged tar shards (`staging.fetch`: 8 threads, each shard checked against its SHA-256).
+as staged tar shards (`shards.fetch`: 8 threads, each shard checked against its SHA-256).
 Both through kbench's own code, against a real S3 server (SeaweedFS) on loopback.
 
     python bench/node_download.py                  # 2,000 JPEGs of 320x320
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from input_pipeline import make_images, stage_folder  # noqa: E402
 from s3server import seaweedfs  # noqa: E402
 
-from kbench.jobs import imagefolder, node_cache, staging  # noqa: E402
+from kbench.jobs import imagefolder, node_cache, shards  # noqa: E402
 from kbench.storage import S3Store  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def measure(server, tmp: Path, args) -> dict:
     tempfile.tempdir = str(tmp / "node-loose")  # where imagefolder keeps its node copy
     Path(tempfile.tempdir).mkdir()
     loose_s = timed(lambda: imagefolder._local_copy(loose_uri))
-    shards_s = timed(lambda: staging.fetch(store, manifest, tmp / "node-shards", ["train"]))
+    shards_s = timed(lambda: shards.fetch(store, manifest, tmp / "node-shards", ["train"]))
 
     def managed() -> None:  # the same copy through boto3's managed transfer per object
         keys = loose.list("")

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from kbench.jobs.models import build_model
+from kbench.jobs.optim import build_optimizer, build_scheduler
 from kbench.jobs.step import setup_device, train_step, uses_channels_last
-from kbench.jobs.train import build_optimizer, build_scheduler
 from kbench.registry import model_info
 from kbench.spec import TrainConfig, load_recipe
 

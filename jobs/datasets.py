@@ -12,7 +12,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import InterpolationMode, v2
 
 from kbench.errors import ConfigError
-from kbench.jobs import imagefolder, staging, wilds_datasets
+from kbench.jobs import imagefolder, shards, wilds_datasets
 from kbench.jobs.synthetic import SyntheticShapes
 from kbench.registry import ModelInfo, dataset_info, prompts, readable
 from kbench.spec import TrainConfig
@@ -23,6 +23,26 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DATA_ROOT_ENV = "KBENCH_DATA_ROOT"
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a dataset's loader needs to find its splits, and nothing more."""
+
+    dataset: str
+    data: str | None = None  # imagefolder: its tree, a local folder or s3://bucket/prefix
+    root: str | None = None  # the nine: the folder of their local copies (default data_root())
+    image_size: int = 32  # synthetic: the size it is drawn at
+    seed: int = 0  # synthetic: the seed it is drawn from
+
+    @classmethod
+    def of(cls, config: TrainConfig, info: ModelInfo | None = None) -> Source:
+        size = info.image_size if info else cls.image_size
+        return cls(config.dataset, data=config.data, image_size=size, seed=config.seed)
+
+    @property
+    def local_root(self) -> str:
+        return self.root or data_root()
 
 
 @dataclass
@@ -77,16 +97,16 @@ def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = Non
     shards when the dataset was staged there (`kbench data stage`), else from its loader."""
     train_tf, eval_tf = build_transforms(info)
     dataset = dataset_info(config.dataset)
-    manifest = staging.staged_manifest(store, config) if store is not None else None
+    manifest = shards.staged_manifest(store, config) if store is not None else None
     if manifest is not None:
         eval_split = choose_eval_split(config, list(manifest["splits"]))
         train_split = manifest["train_split"]
-        loaded = staging.load(store, manifest, [train_split, eval_split])
+        loaded = shards.load(store, manifest, [train_split, eval_split])
         classes, templates = manifest["classes"], manifest["templates"]
     else:
-        loaded = raw_splits(config, info)
+        loaded = raw_splits(Source.of(config, info))
         eval_split, train_split = choose_eval_split(config, list(loaded)), dataset.train_split
-        classes, templates = class_names(config, loaded), prompts(config.dataset)[1]
+        classes, templates = class_names(config.dataset, loaded), prompts(config.dataset)[1]
     return Splits(
         train=_limit(Transformed(loaded[train_split], train_tf), config.train_limit, config.seed),
         eval=_limit(Transformed(loaded[eval_split], eval_tf), config.eval_limit, config.seed),
@@ -97,17 +117,17 @@ def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = Non
     )
 
 
-def raw_splits(config: TrainConfig, info: ModelInfo | None = None, download: bool = False):
+def raw_splits(source: Source, download: bool = False) -> dict[str, Dataset]:
     """Every split of the dataset from its own loader, untransformed (PIL images): split name
     -> dataset of (image, label[, group])."""
-    return BUILDERS[config.dataset](config, info, download=download)
+    return BUILDERS[source.dataset](source, download=download)
 
 
-def class_names(config: TrainConfig, splits: dict[str, Dataset]) -> list[str]:
+def class_names(dataset: str, splits: dict[str, Dataset]) -> list[str]:
     """Readable class names in label order: an imagefolder's folders, else the prompt file's."""
-    if config.dataset == "imagefolder":
+    if dataset == "imagefolder":
         return [readable(name) for name in splits["train"].classes]
-    return prompts(config.dataset)[0]
+    return prompts(dataset)[0]
 
 
 def choose_eval_split(config: TrainConfig, available: list[str]) -> str:
@@ -131,20 +151,20 @@ def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     return Subset(dataset, indices.tolist())
 
 
-def _synthetic(config, info, download=False):
-    size, seed = info.image_size, config.seed
+def _synthetic(source: Source, download: bool = False) -> dict[str, Dataset]:
+    size, seed = source.image_size, source.seed
     return {
         "train": SyntheticShapes("train", size, seed),
         "test": SyntheticShapes("test", size, seed),
     }
 
 
-def _imagefolder(config, info, download=False):
-    return imagefolder.load(config.data)
+def _imagefolder(source: Source, download: bool = False) -> dict[str, Dataset]:
+    return imagefolder.load(source.data)
 
 
-def _wilds(config, info, download=False):
-    return wilds_datasets.load(config.dataset, data_root(), download)
+def _wilds(source: Source, download: bool = False) -> dict[str, Dataset]:
+    return wilds_datasets.load(source.dataset, source.local_root, download)
 
 
 def data_root() -> str:
@@ -156,14 +176,14 @@ def _torchvision(cls, arguments: Callable[[str], dict] = lambda split: {"split":
     $KBENCH_DATA_ROOT (default ./data): cifar-10-batches-py/, dtd/dtd/, food-101/, ...
     Its splits are the registry's; `arguments`: the loader's keyword arguments for a split."""
 
-    def build(config, info, download=False):
-        root, dataset = data_root(), dataset_info(config.dataset)
+    def build(source: Source, download: bool = False) -> dict[str, Dataset]:
+        root, dataset = source.local_root, dataset_info(source.dataset)
         splits = (dataset.train_split, *dataset.eval_splits)
         try:
             return {split: cls(root, download=download, **arguments(split)) for split in splits}
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted ..."
             raise ConfigError(
-                f"no local copy of {config.dataset} under {os.path.abspath(root)} ({e}): set "
+                f"no local copy of {source.dataset} under {os.path.abspath(root)} ({e}): set "
                 f"{DATA_ROOT_ENV} to the folder that holds it in torchvision's layout, or stage "
                 "it with --download where its host is reachable"
             ) from None

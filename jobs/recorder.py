@@ -1,4 +1,6 @@
-"""Writes a pair's records to storage (rank 0 only): the epoch records, progress, the result.
+"""Writes a pair's records to storage (rank 0 only) and owns what they hold in common: every
+epoch record's split, metric, world size and GPU count, every progress record's epoch and step
+counts. The training loop hands it numbers; it builds the records (records.py's schemas).
 
 Each write replaces a whole small JSON object, so readers (status, collect) never see a half
 record; metrics.json always holds every epoch so far.
@@ -11,49 +13,155 @@ import time
 from typing import Any
 
 from kbench import records
+from kbench.pairs import PairRecords, per_gpu, result_record
+from kbench.registry import dataset_info
 from kbench.runs import utc_now
+from kbench.spec import TrainConfig
 from kbench.storage import Store, write_json
 
 PROGRESS_EVERY_S = 5.0
 
 
 class Recorder:
-    def __init__(self, store: Store, run_id: str, pair: str, enabled: bool, gpus: int) -> None:
-        self.store, self.run_id, self.pair, self.enabled = store, run_id, pair, enabled
-        self.gpus = gpus
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        pair: str,
+        config: TrainConfig,
+        *,
+        eval_split: str,
+        steps: int,  # training steps per epoch
+        rank: int,
+        world: int,
+        gpus: int,  # 0 on a CPU
+    ) -> None:
+        self.store, self.run_id, self.pair, self.config = store, run_id, pair, config
+        self.enabled = rank == 0
+        self.steps = steps
+        self.headline_metric = dataset_info(config.dataset).headline
+        self.base = {
+            "split": eval_split,
+            "headline_metric": self.headline_metric,
+            "world_size": world,
+            "gpus": gpus,
+        }
         self.epochs: list[dict[str, Any]] = []
         self._last_progress = -math.inf
 
     def _key(self, name: str) -> str:
         return records.pair_key(self.run_id, self.pair, name)
 
-    def progress(self, force: bool = False, **fields: Any) -> None:
+    @property
+    def records(self) -> PairRecords:
+        return PairRecords(self.pair, self.config.to_dict(), self.epochs)
+
+    # ---------------------------------------------------------------------------- progress
+
+    def progress(
+        self,
+        phase: str,
+        epoch: int,
+        step: int = 0,
+        images_per_s: float = 0.0,
+        eta_s: float | None = None,
+        force: bool = True,
+    ) -> None:
         """Rewrite progress.json, at most every few seconds unless forced."""
         now = time.monotonic()
         if not self.enabled or (not force and now - self._last_progress < PROGRESS_EVERY_S):
             return
         self._last_progress = now
-        per_gpu = fields["images_per_s"] / self.gpus if self.gpus else None
-        record = {**fields, "images_per_s_per_gpu": per_gpu, "time": utc_now()}
+        record = {
+            "phase": phase,
+            "epoch": epoch,
+            "epochs": self.config.epochs,
+            "step": step,
+            "steps": self.steps,
+            "images_per_s": images_per_s,
+            "images_per_s_per_gpu": per_gpu(images_per_s, self.base["gpus"]),
+            "eta_s": eta_s,
+            "time": utc_now(),
+        }
         write_json(self.store, self._key(records.PROGRESS), record)
+
+    def step(self, epoch: int, step: int, seconds: float) -> None:
+        """`step` steps of `epoch` done in `seconds`: throughput and time left so far."""
+        images_per_s = step * self.config.batch_size / seconds
+        left = (self.config.epochs - epoch + 1) * self.steps - step
+        eta_s = left * self.config.batch_size / images_per_s
+        self.progress("train", epoch, step, images_per_s, eta_s, force=False)
+
+    # ------------------------------------------------------------------------------ epochs
 
     def restore(self, epochs: list[dict[str, Any]]) -> None:
         """Continue from a checkpoint's records: metrics.json is rewritten from these, so an
         epoch recorded after the checkpoint (and trained again now) is not listed twice."""
         self.epochs = list(epochs)
 
-    def epoch(self, record: dict[str, Any], epochs: int) -> None:
-        self.epochs.append({**record, "time": utc_now()})
+    def epoch(
+        self,
+        epoch: int,
+        metrics: dict[str, Any],
+        *,
+        train_loss: float | None = None,
+        lr: float | None = None,
+        seconds: float = 0.0,
+    ) -> None:
+        """One evaluated epoch; epoch 0 (the model before training) trained nothing."""
+        images_per_s = self.steps * self.config.batch_size / seconds if seconds else 0.0
+        record = {
+            **self.base,
+            **metrics,
+            "epoch": epoch,
+            "headline": metrics[self.headline_metric],
+            "train_loss": train_loss,
+            "lr": lr,
+            "epoch_seconds": seconds,
+            "images_per_s": images_per_s,
+            "images_per_s_per_gpu": per_gpu(images_per_s, self.base["gpus"]) if epoch else None,
+            "time": utc_now(),
+        }
+        self.epochs.append(record)
         if self.enabled:
             write_json(self.store, self._key(records.METRICS), {"epochs": self.epochs})
             # One line in the log as well: what `kbench logs` and `kubectl logs` show.
             print(
-                f"kbench.jobs.train: epoch {record['epoch']}/{epochs} "
-                f"{record['headline_metric']} {record['headline']:.4f} loss {record['loss']:.4f} "
-                f"{record['images_per_s']:.0f} img/s",
+                f"kbench.jobs.train: epoch {epoch}/{self.config.epochs} "
+                f"{self.headline_metric} {record['headline']:.4f} loss {record['loss']:.4f} "
+                f"{images_per_s:.0f} img/s",
                 flush=True,
             )
 
-    def result(self, summary: dict[str, Any]) -> None:
-        if self.enabled:
-            write_json(self.store, self._key(records.RESULT), summary)
+    # ------------------------------------------------------------------------------ result
+
+    def finish(
+        self,
+        *,
+        parameters: int,
+        wise_ft: list[dict[str, Any]] | None,
+        environment: dict[str, Any],
+    ) -> None:
+        """The last progress record and result.json (with WiSE-FT's curve, for CLIP)."""
+        if not self.enabled:
+            return
+        found = self.records
+        trained_images = self.config.epochs * self.steps * self.config.batch_size
+        self.progress(
+            "done",
+            self.config.epochs,
+            self.steps,
+            trained_images / max(found.train_seconds, 1e-9),
+            eta_s=0.0,
+        )
+        curve = [{**p, "headline": p[self.headline_metric]} for p in wise_ft] if wise_ft else None
+        summary = result_record(
+            found,
+            headline_metric=self.headline_metric,
+            parameters=parameters,
+            world_size=self.base["world_size"],
+            gpus=self.base["gpus"],
+            wise_ft=curve,
+            environment=environment,
+        )
+        write_json(self.store, self._key(records.RESULT), summary)

@@ -7,9 +7,8 @@ tools) plus a manifest.
     datasets/<name>/<split>-00000.tar.sha256  written after its shard: a re-run skips it
 
 Every split of the dataset is staged; a run fetches its train split and its eval split. Staging
-reads the dataset with its real loader where a copy exists. Pods download the shards once per
-node (local rank 0; the others wait), verify each checksum (a corrupt or missing shard is
-fetched again) and keep them on the node's scratch disk across restarts.
+reads the dataset with its real loader where a copy exists; kbench.jobs.shards reads the shards
+back in the pods.
 """
 
 from __future__ import annotations
@@ -23,19 +22,59 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from kbench import __version__
+from kbench.errors import ConfigError
 from kbench.jobs import node_cache
+from kbench.jobs.datasets import Source, class_names, raw_splits
 from kbench.jobs.wilds_datasets import FileList
 from kbench.records import dataset_key, staged_name
+from kbench.registry import dataset_info, prompts
 from kbench.runs import utc_now
-from kbench.spec import TrainConfig
-from kbench.storage import Store, read_json, write_json
+from kbench.spec import local_data_path
+from kbench.storage import Store, write_json
 
 SHARD_SAMPLES = 1000
+
+
+def stage_dataset(
+    store: Store,
+    name: str,
+    *,
+    root: str | None = None,
+    frac: float = 1.0,
+    shard_samples: int = SHARD_SAMPLES,
+    download: bool = False,
+    progress: bool = False,
+) -> dict:
+    """`kbench data stage`: a dataset read by its own loader from its local copy under `root`
+    (default $KBENCH_DATA_ROOT, else ./data; an imagefolder: `root` is the tree itself) and
+    staged under its name. Returns `stage`'s answer, and the `data` path an imagefolder's runs
+    name it by (None for the others)."""
+    info = dataset_info(name)
+    if name == "synthetic":
+        raise ConfigError("synthetic is drawn on the fly from a seed: there is nothing to stage")
+    if name == "imagefolder" and not root:
+        raise ConfigError("imagefolder: give the tree to stage with --root DIR")
+    data = local_data_path(root) if name == "imagefolder" else None
+    source = Source(name, data=data, root=None if data else root)
+    splits = raw_splits(source, download=download)
+    staged = stage(
+        store,
+        staged_name(name, data),
+        splits,
+        classes=class_names(name, splits),
+        templates=prompts(name)[1],
+        train_split=info.train_split,
+        groups=info.groups,
+        source=f"{info.source} from {data or os.path.abspath(source.local_root)}",
+        frac=frac,
+        shard_samples=shard_samples,
+        progress=progress,
+    )
+    return {**staged, "data": data}
 
 
 def stage(
@@ -165,88 +204,3 @@ def _upload(store: Store, path: Path, shard: dict, bar: tqdm) -> bool:
     finally:
         path.unlink(missing_ok=True)
         bar.update(shard["samples"])
-
-
-# ------------------------------------------------------------------------------- pod side
-
-
-def staged_manifest(store: Store, config: TrainConfig) -> dict | None:
-    return read_json(store, dataset_key(staged_name(config.dataset, config.data)), default=None)
-
-
-def fetch(store: Store, manifest: dict, cache: Path, splits: list[str]) -> None:
-    """Make the node's copy of these splits complete and correct: a missing or corrupt shard
-    is fetched again."""
-    shards = [s for split in splits for s in manifest["splits"][split]["shards"]]
-
-    def one(shard: dict) -> None:
-        path = cache / Path(shard["key"]).name
-        if not (path.exists() and node_cache.file_sha256(path) == shard["sha256"]):
-            node_cache.fetch(store, shard["key"], path, shard["sha256"])
-
-    def download() -> None:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(one, shards))
-
-    node_cache.once_per_node(download)
-
-
-class ShardDataset(Dataset):
-    """Random access into local tar shards: an index of (shard, offset, size, label, group).
-    Samples are (image, label), or (image, label, group) where the shards hold groups."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self.items = []
-        for path in paths:
-            with tarfile.open(path) as tar:
-                members = tar.getmembers()
-            images, fields = [], {}
-            for m in members:
-                key, _, ext = m.name.rpartition(".")
-                if ext in ("cls", "grp"):
-                    fields[key, ext] = m
-                else:
-                    images.append((key, m))
-            with open(path, "rb") as f:
-                for key, m in images:
-                    label, group = fields[key, "cls"], fields.get((key, "grp"))
-                    self.items.append(
-                        (
-                            str(path),
-                            m.offset_data,
-                            m.size,
-                            _read_int(f, label),
-                            None if group is None else _read_int(f, group),
-                        )
-                    )
-        self.targets = [item[3] for item in self.items]
-        self.has_groups = bool(self.items) and self.items[0][4] is not None
-        self._open: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        path, offset, size, label, group = self.items[index]
-        fd = self._open.get(path)
-        if fd is None:  # one descriptor per shard and process; pread needs no seek
-            fd = self._open[path] = os.open(path, os.O_RDONLY)
-        image = Image.open(io.BytesIO(os.pread(fd, size, offset))).convert("RGB")
-        return (image, label, group) if self.has_groups else (image, label)
-
-
-def _read_int(f, member: tarfile.TarInfo) -> int:
-    f.seek(member.offset_data)
-    return int(f.read(member.size))
-
-
-def load(store: Store, manifest: dict, splits: list[str]) -> dict[str, ShardDataset]:
-    """These splits, fetched to the node's scratch disk: split name -> dataset."""
-    cache = Path(tempfile.gettempdir()) / "kbench-data" / manifest["name"]
-    fetch(store, manifest, cache, splits)
-    return {
-        split: ShardDataset(
-            [cache / Path(s["key"]).name for s in manifest["splits"][split]["shards"]]
-        )
-        for split in splits
-    }

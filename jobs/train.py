@@ -15,12 +15,13 @@ between two writes with exit code 143.
 from __future__ import annotations
 
 import argparse
-import math
+import functools
 import os
 import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -32,19 +33,14 @@ from kbench.jobs import checkpoint
 from kbench.jobs.datasets import Splits, build_splits
 from kbench.jobs.metrics import EvalAccumulator
 from kbench.jobs.models import ImageClassifier, build_model
+from kbench.jobs.optim import build_optimizer, build_scheduler
 from kbench.jobs.recorder import Recorder
-from kbench.jobs.step import (
-    autocast,
-    optimizer_kwargs,
-    setup_device,
-    train_step,
-    uses_channels_last,
-)
+from kbench.jobs.step import autocast, setup_device, train_step, uses_channels_last
 from kbench.jobs.wiseft import wise_ft_curve
-from kbench.registry import dataset_info, model_info
+from kbench.registry import model_info
 from kbench.runs import load_config
 from kbench.spec import TrainConfig
-from kbench.storage import open_store
+from kbench.storage import Store, open_store
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a process killed by it
 
@@ -53,140 +49,177 @@ class Preempted(BaseException):
     """Raised by the SIGTERM handler; a BaseException so no `except Exception` swallows it."""
 
 
+@dataclass(frozen=True)
+class Job:
+    """This process's part of the job: the pair it trains, where its records go, its rank."""
+
+    store: Store
+    run_id: str
+    pair: str
+    rank: int
+    world: int
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where batches go: the device, in the memory format the model wants."""
+
+    device: torch.device
+    channels_last: bool  # convolutional models on GPUs
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels.to(self.device, non_blocking=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rank, world, device = setup_distributed()
-    setup_device(device)
-    store = open_store(args.store)
-    config = load_config(store, args.run_id, args.pair)
-    info = model_info(config.model)
-    splits = build_splits(config, info, store)
-    model = build_model(config, splits.classes, splits.templates, device)
-    channels_last = uses_channels_last(config, info.family, device)
-    if channels_last:
+    try:
+        train(Job(open_store(args.store), args.run_id, args.pair, rank, world, device))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(job: Job) -> None:
+    setup_device(job.device)
+    config = load_config(job.store, job.run_id, job.pair)
+    family = model_info(config.model).family
+    splits = build_splits(config, model_info(config.model), job.store)
+    model = build_model(config, splits.classes, splits.templates, job.device)
+    place = Placement(job.device, uses_channels_last(config, family, job.device))
+    if place.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    zero_shot = None  # CLIP's starting weights, for WiSE-FT at the end
-    if info.family == "clip":
-        zero_shot = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    torch.manual_seed(config.seed + rank)  # after building: each process augments differently
+    # CLIP's starting weights: WiSE-FT interpolates between them and the fine-tuned ones.
+    zero_shot = copy_weights(model) if family == "clip" else None
+    torch.manual_seed(config.seed + job.rank)  # after building: each process augments differently
 
-    train_loader, eval_loader = build_loaders(config, splits, rank, world, device)
+    train_loader, eval_loader = build_loaders(config, splits, job)
     steps = len(train_loader)
-    optimizer = build_optimizer(config, model, device)
+    optimizer = build_optimizer(config, model, job.device)
     scheduler = build_scheduler(config, optimizer, total_steps=config.epochs * steps)
-    ddp = DistributedDataParallel(model) if world > 1 else model
-    trained = torch.compile(ddp) if config.compile else ddp
+    # The same weights, wrapped for training: DDP averages gradients, compile fuses kernels.
+    wrapped = DistributedDataParallel(model) if job.world > 1 else model
+    wrapped = torch.compile(wrapped) if config.compile else wrapped
+    gpus = job.world if job.device.type == "cuda" else 0
+    recorder = Recorder(
+        job.store,
+        job.run_id,
+        job.pair,
+        config,
+        eval_split=splits.eval_split,
+        steps=steps,
+        rank=job.rank,
+        world=job.world,
+        gpus=gpus,
+    )
+    evaluate_model = functools.partial(
+        evaluate, loader=eval_loader, splits=splits, config=config, place=place
+    )
 
-    headline = dataset_info(config.dataset).headline
-    base = {
-        "split": splits.eval_split,
-        "headline_metric": headline,
-        "world_size": world,
-        "gpus": world if device.type == "cuda" else 0,
-    }
-    recorder = Recorder(store, args.run_id, args.pair, enabled=rank == 0, gpus=base["gpus"])
-
-    def progress(
-        phase: str,
-        epoch: int,
-        step: int,
-        images_per_s: float = 0.0,
-        eta_s: float | None = None,
-        force: bool = True,
-    ) -> None:
-        recorder.progress(
-            force=force,
-            phase=phase,
-            epoch=epoch,
-            step=step,
-            steps=steps,
-            epochs=config.epochs,
-            images_per_s=images_per_s,
-            eta_s=eta_s,
-        )
-
-    def evaluate_now(m: ImageClassifier) -> dict:
-        return evaluate(m, eval_loader, splits, config, device, channels_last)
-
-    # Resume after the last checkpoint, or start with epoch 0.
-    cache = os.path.join(tempfile.gettempdir(), "kbench", args.run_id, args.pair)
-    state = checkpoint.load_latest(store, args.run_id, args.pair, cache)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if len(state["rng"]) == world:
-            checkpoint.set_rng_state(state["rng"][rank])
-        recorder.restore(state["epochs"])
-        first_epoch, train_seconds = state["epoch"] + 1, state["train_seconds"]
-        log(rank, f"resumed after epoch {state['epoch']} from the store's checkpoint")
-    else:
-        first_epoch, train_seconds = 1, 0.0
-        if info.family == "clip":  # epoch 0: the zero-shot head, untrained
-            progress("eval", epoch=0, step=0)
-            recorder.epoch(epoch_record(base, evaluate_now(model), epoch=0), config.epochs)
-
+    first_epoch = resume_or_start(job, model, optimizer, scheduler, recorder)
+    if first_epoch == 1 and zero_shot is not None:  # epoch 0: the zero-shot head, untrained
+        recorder.progress("eval", epoch=0)
+        recorder.epoch(0, evaluate_model(model))
     for epoch in range(first_epoch, config.epochs + 1):
-        train_loader.sampler.set_epoch(epoch)
-        model.train()
-        started, loss_sum = time.perf_counter(), torch.zeros((), device=device)
-        for step, (images, labels, *_) in enumerate(train_loader, start=1):
-            images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(device, non_blocking=True)
-            loss_sum += train_step(trained, images, labels, optimizer, scheduler, config, device)
-
-            images_per_s = step * config.batch_size / (time.perf_counter() - started)
-            left = (config.epochs - epoch + 1) * steps - step
-            eta_s = left * config.batch_size / images_per_s
-            progress("train", epoch, step, images_per_s, eta_s, force=False)
-        epoch_seconds = time.perf_counter() - started
-        train_seconds += epoch_seconds
-        train_loss = mean_across_processes(loss_sum / steps)
-        images_per_s = steps * config.batch_size / epoch_seconds
-
-        progress("eval", epoch, steps, images_per_s)
-        record = epoch_record(
-            base,
-            evaluate_now(model),
+        seconds, train_loss = train_one_epoch(
+            wrapped, train_loader, optimizer, scheduler, config, epoch, recorder, place
+        )
+        recorder.progress("eval", epoch, steps, images_per_s=steps * config.batch_size / seconds)
+        recorder.epoch(
             epoch,
+            evaluate_model(model),
             train_loss=train_loss,
             lr=optimizer.param_groups[0]["lr"],
-            seconds=epoch_seconds,
-            images_per_s=images_per_s,
+            seconds=seconds,
         )
-        recorder.epoch(record, config.epochs)
-        rng = checkpoint.gather_rng_states(world)
-        if rank == 0:
-            checkpoint.save(
-                store,
-                args.run_id,
-                args.pair,
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng,
-                    "epochs": recorder.epochs,
-                    "train_seconds": train_seconds,
-                    "config": config.to_dict(),
-                },
-            )
+        save_checkpoint(job, epoch, model, optimizer, scheduler, recorder)
 
     wise_ft = None
     if zero_shot is not None:
-        progress("eval", config.epochs, steps)
-        curve = wise_ft_curve(model, zero_shot, evaluate_now)
-        wise_ft = [{**point, "headline": point[headline]} for point in curve]
-    mean_images_per_s = config.epochs * steps * config.batch_size / max(train_seconds, 1e-9)
-    progress("done", config.epochs, steps, mean_images_per_s, eta_s=0.0)
-    recorder.result(
-        summarize(args.pair, config, recorder.epochs, model, train_seconds, base, wise_ft)
-    )
-    if world > 1:
-        dist.destroy_process_group()
+        recorder.progress("eval", config.epochs, steps)
+        wise_ft = wise_ft_curve(model, zero_shot, evaluate_model)
+    parameters = sum(p.numel() for p in model.parameters())
+    recorder.finish(parameters=parameters, wise_ft=wise_ft, environment=environment())
+
+
+def resume_or_start(job: Job, model, optimizer, scheduler, recorder: Recorder) -> int:
+    """Restore the newest checkpoint, if any, and return the first epoch left to train."""
+    cache = os.path.join(tempfile.gettempdir(), "kbench", job.run_id, job.pair)
+    state = checkpoint.load_latest(job.store, job.run_id, job.pair, cache)
+    if state is None:
+        return 1
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if len(state["rng"]) == job.world:  # the same processes as before: each its own RNG
+        checkpoint.set_rng_state(state["rng"][job.rank])
+    recorder.restore(state["epochs"])
+    log(job.rank, f"resumed after epoch {state['epoch']} from the store's checkpoint")
+    return state["epoch"] + 1
+
+
+def train_one_epoch(
+    wrapped, loader: DataLoader, optimizer, scheduler, config, epoch, recorder, place: Placement
+) -> tuple[float, float]:
+    """One pass over this process's shard of the training split: (seconds, mean loss over
+    every process)."""
+    loader.sampler.set_epoch(epoch)
+    wrapped.train()
+    started, loss_sum = time.perf_counter(), torch.zeros((), device=place.device)
+    for step, (images, labels, *_) in enumerate(loader, start=1):
+        images, labels = place(images, labels)
+        # The loss stays on the device: no host sync per step.
+        loss_sum += train_step(wrapped, images, labels, optimizer, scheduler, config, place.device)
+        recorder.step(epoch, step, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return seconds, mean_across_processes(loss_sum / len(loader))
+
+
+@torch.no_grad()
+def evaluate(
+    model: ImageClassifier,
+    *,
+    loader: DataLoader,
+    splits: Splits,
+    config: TrainConfig,
+    place: Placement,
+) -> dict[str, float | int]:
+    """The model's metrics on the eval split: each process its shard, summed over all."""
+    model.eval()
+    accumulator = EvalAccumulator(len(splits.classes), place.device, splits.groups)
+    for images, labels, *groups in loader:  # a group per sample where the dataset has groups
+        images, labels = place(images, labels)
+        with autocast(config, place.device):
+            logits = model(images)
+        accumulator.update(logits, labels, groups[0].to(place.device) if groups else None)
+    accumulator.all_reduce()
+    return accumulator.compute()
+
+
+def save_checkpoint(job: Job, epoch: int, model, optimizer, scheduler, recorder) -> None:
+    """Everything needed to continue bit for bit; rank 0 writes it."""
+    rng = checkpoint.gather_rng_states(job.world)  # a collective: every process takes part
+    if job.rank == 0:
+        state = {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng,
+            "epochs": recorder.epochs,
+            "config": recorder.config.to_dict(),
+        }
+        checkpoint.save(job.store, job.run_id, job.pair, state)
+
+
+# ---------------------------------------------------------------------------------- set-up
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -221,7 +254,8 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def build_loaders(config: TrainConfig, splits, rank: int, world: int, device: torch.device):
+def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLoader, DataLoader]:
+    world, rank = job.world, job.rank
     if config.batch_size % world:
         raise ConfigError(
             f"batch_size {config.batch_size} does not split evenly over {world} processes"
@@ -234,7 +268,7 @@ def build_loaders(config: TrainConfig, splits, rank: int, world: int, device: to
         )
     common = {
         "num_workers": config.workers,
-        "pin_memory": device.type == "cuda",
+        "pin_memory": job.device.type == "cuda",
         "persistent_workers": config.workers > 0,
     }
     # Training: a shuffled, equal-sized shard per process (drop_last keeps steps in lockstep).
@@ -250,98 +284,8 @@ def build_loaders(config: TrainConfig, splits, rank: int, world: int, device: to
     return train, evaluation
 
 
-def build_optimizer(
-    config: TrainConfig, model: ImageClassifier, device: torch.device
-) -> torch.optim.Optimizer:
-    """Two parameter groups, backbone and head, each with its own learning rate."""
-    groups = [
-        {"params": list(model.encoder.parameters()), "lr": config.lr, "name": "backbone"},
-        {
-            "params": list(model.head.parameters()),
-            "lr": config.head_lr or config.lr,
-            "name": "head",
-        },
-    ]
-    fast = optimizer_kwargs(device)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=config.weight_decay, **fast)
-    return torch.optim.SGD(
-        groups, momentum=config.momentum, weight_decay=config.weight_decay, **fast
-    )
-
-
-def warmup_steps(config: TrainConfig, total_steps: int) -> int:
-    if config.warmup_steps is None:
-        return round(config.warmup * total_steps)
-    if config.warmup_steps > total_steps:
-        print(
-            f"warning: warmup_steps={config.warmup_steps} exceeds the run's {total_steps} "
-            f"steps; clamped to {total_steps}",
-            flush=True,
-        )
-    return min(config.warmup_steps, total_steps)
-
-
-def build_scheduler(config: TrainConfig, optimizer, total_steps: int):
-    """Linear warmup, then cosine decay to zero (or constant), stepped once per batch."""
-    warmup = warmup_steps(config, total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if config.schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@torch.no_grad()
-def evaluate(
-    model: ImageClassifier,
-    loader: DataLoader,
-    splits: Splits,
-    config: TrainConfig,
-    device: torch.device,
-    channels_last: bool,
-) -> dict[str, float | int]:
-    model.eval()
-    accumulator = EvalAccumulator(len(splits.classes), device, splits.groups)
-    for images, labels, *groups in loader:  # a group per sample where the dataset has groups
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(config, device):
-            logits = model(images)
-        labels = labels.to(device, non_blocking=True)
-        accumulator.update(logits, labels, groups[0].to(device) if groups else None)
-    accumulator.all_reduce()
-    return accumulator.compute()
-
-
-def epoch_record(
-    base: dict,
-    metrics: dict,
-    epoch: int,
-    *,
-    train_loss: float | None = None,
-    lr: float | None = None,
-    seconds: float = 0.0,
-    images_per_s: float = 0.0,
-) -> dict:
-    """One epoch's record (records.EPOCH_RECORD_SCHEMA); epoch 0 trained nothing."""
-    return {
-        **base,
-        **metrics,
-        "epoch": epoch,
-        "headline": metrics[base["headline_metric"]],
-        "train_loss": train_loss,
-        "lr": lr,
-        "epoch_seconds": seconds,
-        "images_per_s": images_per_s,
-        "images_per_s_per_gpu": images_per_s / base["gpus"] if base["gpus"] and epoch else None,
-    }
+def copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def mean_across_processes(value: torch.Tensor) -> float:
@@ -350,29 +294,6 @@ def mean_across_processes(value: torch.Tensor) -> float:
         dist.all_reduce(value)
         value /= dist.get_world_size()
     return float(value)
-
-
-def summarize(pair, config, epochs, model, train_seconds, base, wise_ft) -> dict:
-    scored = [r for r in epochs if not math.isnan(r["headline"])] or epochs  # NaN: diverged
-    best = max(scored, key=lambda r: r["headline"])
-    zero_shot = next((r["headline"] for r in epochs if r["epoch"] == 0), None)
-    return {
-        "pair": pair,
-        "dataset": config.dataset,
-        "model": config.model,
-        "headline_metric": base["headline_metric"],
-        "best_epoch": best["epoch"],
-        "best": best["headline"],
-        "final": epochs[-1]["headline"],
-        "zero_shot": zero_shot,
-        "wise_ft": wise_ft,
-        "epochs": config.epochs,
-        "train_seconds": train_seconds,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "world_size": base["world_size"],
-        "gpus": base["gpus"],
-        "environment": environment(),
-    }
 
 
 def environment() -> dict:

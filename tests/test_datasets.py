@@ -18,7 +18,7 @@ import pytest
 from fake_datasets import FAKES, FMOW_COUNTRIES, study_config
 
 from kbench.errors import ConfigError
-from kbench.jobs.datasets import build_splits, raw_splits
+from kbench.jobs.datasets import Source, build_splits, raw_splits
 from kbench.registry import dataset_info, model_info, prompts
 from kbench.spec import parse_grid
 
@@ -45,7 +45,9 @@ def test_loader_reads_its_layout(dataset, fake):
     assert 0 <= label < len(splits.classes) == dataset_info(dataset).num_classes
     assert splits.classes == prompts(dataset)[0] and splits.templates == prompts(dataset)[1]
     assert len(group) == (1 if dataset == "fmow" else 0)  # FMoW's samples carry their region
-    loaded = getattr(raw_splits(config)[dataset_info(dataset).train_split], "classes", None)
+    loaded = getattr(
+        raw_splits(Source.of(config))[dataset_info(dataset).train_split], "classes", None
+    )
     if loaded is not None:  # the loader's own label order against the prompt file's
         differ = {
             i
@@ -73,7 +75,7 @@ def test_wilds_samples_are_the_files_wilds_opens(dataset, fake, tmp_path):
     fake(dataset)
     cls = {"fmow": FMoWDataset, "iwildcam": IWildCamDataset}[dataset]
     reference = cls(root_dir=os.environ["KBENCH_DATA_ROOT"])
-    ours = raw_splits(study_config(dataset))
+    ours = raw_splits(Source.of(study_config(dataset)))
     assert set(ours) == set(reference.split_dict)
     for split, samples in ours.items():
         theirs = reference.get_subset(split)
@@ -90,7 +92,7 @@ def test_fmow_regions_come_from_the_country_mapping(fake, tmp_path):
     with open(tmp_path / "fmow_v1.1" / "rgb_metadata.csv") as f:
         rows = list(csv.DictReader(f))
     regions = dataset_info("fmow").groups
-    test = raw_splits(study_config("fmow"))["test"]
+    test = raw_splits(Source.of(study_config("fmow")))["test"]
     expected = []
     for path in test.files:
         code = rows[int(path.stem.removeprefix("rgb_img_"))]["country_code"]
@@ -120,4 +122,4 @@ def test_an_fmow_region_kbench_does_not_know_is_an_error(fake, tmp_path):
     mapping = tmp_path / "fmow_v1.1" / "country_code_mapping.csv"
     mapping.write_text(mapping.read_text().replace("Oceania", "Atlantis"))
     with pytest.raises(ConfigError, match="regions kbench does not know: Atlantis"):
-        raw_splits(study_config("fmow"))
+        raw_splits(Source.of(study_config("fmow")))

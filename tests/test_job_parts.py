@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from kbench.jobs import datasets, models
+from kbench.jobs.optim import build_optimizer, build_scheduler, warmup_steps
 from kbench.jobs.synthetic import SyntheticShapes
-from kbench.jobs.train import build_optimizer, build_scheduler, warmup_steps
 from kbench.registry import DATASETS, MODELS, model_info, prompts
 from kbench.spec import load_grid
 

@@ -8,7 +8,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from kbench.jobs import models
 from kbench.jobs.datasets import build_transforms
-from kbench.jobs.train import build_optimizer, warmup_steps
+from kbench.jobs.optim import build_optimizer, warmup_steps
 from kbench.registry import model_info, prompts
 from kbench.spec import load_grid
 

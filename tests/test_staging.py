@@ -22,10 +22,10 @@ from torchvision import datasets as tv
 from kbench.backends.local import LocalBackend
 from kbench.cli.main import cli
 from kbench.jobs import staging
-from kbench.jobs.datasets import build_splits, raw_splits
+from kbench.jobs.datasets import Source, build_splits, raw_splits
 from kbench.records import EPOCH_RECORD_SCHEMA, METRICS, pair_key
 from kbench.registry import dataset_info, model_info, prompts
-from kbench.runs import create_run
+from kbench.runs import Run, create_run
 from kbench.spec import parse_grid
 from kbench.storage import open_store, read_json
 
@@ -69,7 +69,7 @@ def test_stage_then_read_like_a_pod(staged, dataset, monkeypatch):
     assert (manifest["classes"], manifest["templates"]) == prompts(dataset)
     assert manifest["groups"] == list(dataset_info(dataset).groups)
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(root))
-    raw = raw_splits(study_config(dataset))
+    raw = raw_splits(Source.of(study_config(dataset)))
     assert set(manifest["splits"]) == set(raw)  # every split, so any eval_split can be chosen
     for split, samples in raw.items():
         entry = manifest["splits"][split]
@@ -165,7 +165,8 @@ def test_a_pod_trains_on_staged_fmow_and_reports_worst_region(staged, monkeypatc
     assert result.exit_code == 0, result.output
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(root / "gone"))
     grid = "datasets: [fmow]\nmodels: {clip-tiny: {epochs: 1, batch_size: 4, workers: 0}}"
-    create_run(store, "r", parse_grid(grid, "g.yaml", "g"), backend="local")
+    grid = parse_grid(grid, "g.yaml", "g")
+    create_run(store, Run.new("r", grid, "local"), grid.pairs)
     command = LocalBackend(nproc_per_node=2).command(store, "r", "fmow_clip-tiny")
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -187,7 +188,7 @@ def test_a_pod_trains_on_staged_fmow_and_reports_worst_region(staged, monkeypatc
 def raw_splits_of(root):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KBENCH_DATA_ROOT", str(root))
-        return raw_splits(study_config("fmow"))
+        return raw_splits(Source.of(study_config("fmow")))
 
 
 @pytest.fixture
