@@ -40,13 +40,10 @@ def doctor(grid_ref, store, profile, **flags) -> None:
 @click.option(
     "--s3-secret",
     default="kbench-s3",
-    show_default=True,
     help="Name of the S3 credentials Secret template ('' for none: IRSA).",
 )
 @click.option("--queue", help="Also print an example Kueue ClusterQueue and this LocalQueue.")
-@click.option(
-    "-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
-)
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
 def setup(namespace, users, groups, s3_secret, queue, output) -> None:
     """Print the cluster objects kbench needs, for `kubectl apply -f -`."""
     from kbench.k8s.settings import ClusterSettings

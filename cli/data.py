@@ -42,10 +42,9 @@ def data_list(store) -> None:
     "--frac",
     type=click.FloatRange(min=0, min_open=True, max=1),
     default=1.0,
-    show_default=True,
     help="Stage this fraction of each split (smoke runs).",
 )
-@click.option("--shard-samples", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--shard-samples", type=click.IntRange(min=1), default=1000)
 @click.option(
     "--download",
     is_flag=True,

@@ -38,7 +38,9 @@ class KbenchGroup(click.Group):
             raise KbenchCliError(str(e), e.exit_code) from None
 
 
-@click.group(cls=KbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=KbenchGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
 @click.version_option(__version__, prog_name="kbench")
 def cli() -> None:
     """Fine-tune CLIP ViT-B/32 and ResNet50 on the same datasets and compare them.

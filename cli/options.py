@@ -20,7 +20,6 @@ store_option = click.option(
     "--store",
     envvar="KBENCH_STORE",
     default=DEFAULT_STORE,
-    show_default=True,
     callback=_open_store,
     help="Where runs keep their records: s3://bucket/prefix or a local directory "
     "[env: KBENCH_STORE]. S3 settings come from the standard AWS variables.",
@@ -39,6 +38,7 @@ namespace_option = click.option(
 context_option = click.option(
     "--context", help="kubernetes: kubeconfig context (default: current)."
 )
+
 
 def run_options(f: Callable) -> Callable:
     """A run in a store, and where its backend is: --store, --run, -n/--namespace, --context."""

@@ -36,15 +36,12 @@ def runs(store) -> None:
 
 @click.command()
 @run_options
-@click.option(
-    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.option("-w", "--watch", is_flag=True, help="Refresh until every pair has finished.")
 @click.option(
     "--interval",
     type=click.FloatRange(min=0),
     default=10.0,
-    show_default=True,
     help="Seconds between refreshes with --watch.",
 )
 def status(store, run_id, namespace, context, output, watch, interval) -> None:
@@ -97,7 +94,6 @@ def _status_table(run: Any, rows: list, clear: bool) -> None:
     "--node",
     type=click.IntRange(min=0),
     default=0,
-    show_default=True,
     help="kubernetes: which pod (completion index) of a multi-node pair.",
 )
 def logs(pair, store, run_id, namespace, context, follow, node) -> None:

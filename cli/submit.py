@@ -24,7 +24,6 @@ from .output import print_documents, table, to_yaml
     "backend_name",
     type=click.Choice(["local", "kubernetes"]),
     default="local",
-    show_default=True,
     help="local: every pair on this machine under torchrun; kubernetes: a Job a pair.",
 )
 @store_option
@@ -33,14 +32,12 @@ from .output import print_documents, table, to_yaml
     "--parallel",
     type=click.IntRange(min=1),
     default=1,
-    show_default=True,
     help="local: pairs to train at the same time.",
 )
 @click.option(
     "--nproc-per-node",
     type=click.IntRange(min=1),
     default=1,
-    show_default=True,
     help="local: training processes per pair (one per GPU; gloo on a CPU).",
 )
 @cluster_options
@@ -50,14 +47,13 @@ from .output import print_documents, table, to_yaml
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Print what would run (configs; for kubernetes the manifests) and stop.",
+    help="Print the plan (each pair's config and command; for kubernetes the manifests) and stop.",
 )
 @click.option(
     "-o",
     "--output",
     type=click.Choice(["yaml", "json"]),
     default="yaml",
-    show_default=True,
     help="Format of --dry-run.",
 )
 def submit(grid_ref, backend_name, store, run_id, dry_run, output, **options) -> None:
@@ -98,12 +94,9 @@ def submit(grid_ref, backend_name, store, run_id, dry_run, output, **options) ->
     "--output",
     "out",
     default="-",
-    show_default=True,
     help="A folder for one file per manifest, or - for standard output.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
 def render(grid_ref, store, run_id, out, fmt, **options) -> None:
     """Write a grid's Kubernetes manifests (strictly validated); send nothing."""
     from kbench.backends import Options, open_backend
