@@ -7,18 +7,16 @@ from typing import Any
 
 import click
 
-DEFAULT_STORE = "./kbench-runs"
+from kbench.storage import DEFAULT_STORE, STORE_ENV, Store, open_store
 
 
-def _open_store(ctx: click.Context, param: click.Parameter, value: str) -> Any:
-    from kbench.storage import open_store
-
+def _open_store(ctx: click.Context, param: click.Parameter, value: str) -> Store:
     return open_store(value)
 
 
 store_option = click.option(
     "--store",
-    envvar="KBENCH_STORE",
+    envvar=STORE_ENV,
     default=DEFAULT_STORE,
     callback=_open_store,
     help="Where runs keep their records: s3://bucket/prefix or a local directory "

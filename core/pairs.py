@@ -91,7 +91,7 @@ def best_epoch(epochs: list[dict[str, Any]]) -> dict[str, Any] | None:
     first of equals. Epoch 0 (CLIP's zero-shot head) is reported on its own, never as the
     best of fine-tuning; a NaN (diverged) epoch is never the best. None before any epoch
     trained, or when every trained epoch diverged."""
-    scored = [e for e in epochs if e["epoch"] >= 1 and _finite(e["headline"])]
+    scored = [e for e in epochs if e["epoch"] >= 1 and finite(e["headline"])]
     return max(scored, key=lambda e: e["headline"]) if scored else None
 
 
@@ -147,5 +147,6 @@ def result_record(
     }
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
+    """A number that is neither NaN nor infinite (NaN marks a diverged epoch)."""
     return isinstance(value, (int, float)) and math.isfinite(value)

@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 
 from kbench.charts import Series, line_chart
-from kbench.pairs import Outcome, PairRecords, PairState, pair_state
+from kbench.pairs import Outcome, PairRecords, PairState, finite, pair_state
 from kbench.registry import DATASETS, MODELS
 from kbench.runs import Run, read_pairs
 from kbench.storage import Store
@@ -82,7 +82,7 @@ def _pair(found: PairRecords, backend: Outcome | None) -> dict:
     flags = []
     if outcome.state is not PairState.SUCCEEDED:
         flags.append(f"{state}: {outcome.detail}" if outcome.detail else state)
-    nan_epochs = [e["epoch"] for e in epochs if not _finite(e["headline"])]
+    nan_epochs = [e["epoch"] for e in epochs if not finite(e["headline"])]
     if nan_epochs:
         flags.append(f"diverged: {metric} is NaN at epoch {', '.join(map(str, nan_epochs))}")
     seen = {e["epoch"] for e in epochs}
@@ -193,10 +193,6 @@ def _published_check(config: dict, zero_shot: float | None) -> str | None:
         f"zero-shot {value:.1f} is more than {PUBLISHED_TOLERANCE:g} points from the "
         f"published {published}: check the weights, class names and templates"
     )
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _no_nan(value: Any) -> Any:

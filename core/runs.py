@@ -79,15 +79,15 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def create_run(store: Store, run: Run, pairs: list[Pair], resubmit: bool = False) -> bool:
+def create_run(store: Store, run: Run, pairs: list[Pair], resubmit: bool = False) -> None:
     """Write run.json and every pair's config.json. An existing run is refused, or with
     `resubmit` (a backend that creates only what is missing) kept as it is when it holds the
-    same pairs on the same backend. Returns whether the run already existed."""
+    same pairs on the same backend."""
     existing = read_json(store, records.run_key(run.run_id), default=None)
     if existing is not None:
         same = existing.get("pairs") == run.pairs and existing.get("backend") == run.backend
         if resubmit and same:
-            return True
+            return
         raise ConfigError(
             f"run {run.run_id!r} already exists in {store.uri}: pick another --run-id"
         )
@@ -97,7 +97,6 @@ def create_run(store: Store, run: Run, pairs: list[Pair], resubmit: bool = False
         )
     # run.json last: a run is listed only once every pair's config is there.
     write_json(store, records.run_key(run.run_id), run.to_dict())
-    return False
 
 
 def list_runs(store: Store) -> list[Run]:
