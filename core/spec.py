@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kbench.errors import ConfigError
-from kbench.layers import load_yaml, merge_layers, missing_fields
+from kbench.layers import Layer, load_yaml, merge_layers, missing_fields
 from kbench.registry import DATASETS, MODELS
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -56,7 +56,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
-        data = merge_layers(cls, [(data, where)], "config keys")
+        return cls.from_layers([(data, where)], where)
+
+    @classmethod
+    def from_layers(cls, layers: list[Layer], where: str) -> TrainConfig:
+        """Layers merged (later ones win, each key and type checked once), then validated as
+        a whole; `where` names the result in messages."""
+        data = merge_layers(cls, layers, "config keys")
         missing = missing_fields(cls, data)
         if missing:
             raise ConfigError(f"{where}: missing {', '.join(missing)}")
@@ -199,15 +205,14 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
         for model, model_keys in model_overrides.items():
             name = pair_name(dataset, model)
             layers = [
+                ({"dataset": dataset, "model": model}, f"{source}: pair {name}"),
                 (load_recipe(model), f"recipes/{model}.yaml"),
                 (defaults, f"{source}: defaults"),
                 (model_keys, f"{source}: models.{model}"),
                 (overrides.get(name), f"{source}: overrides.{name}"),
             ]
             layers = [(_read_template_file(layer, base, where), where) for layer, where in layers]
-            merged = {"dataset": dataset, "model": model}
-            merged.update(merge_layers(TrainConfig, layers, "config keys"))
-            config = TrainConfig.from_dict(merged, where=f"{source}: pair {name}")
+            config = TrainConfig.from_layers(layers, where=f"{source}: pair {name}")
             if config.data is not None:
                 config.data = local_data_path(config.data, base)
             pairs.append(Pair(name=name, config=config))

@@ -85,6 +85,11 @@ class Recorder:
         }
         write_json(self.store, self._key(records.PROGRESS), record)
 
+    def images_per_s(self, seconds: float) -> float:
+        """Throughput of a whole epoch trained in `seconds`, all processes together; 0 for an
+        epoch that trained nothing (epoch 0)."""
+        return self.steps * self.config.batch_size / seconds if seconds else 0.0
+
     def step(self, epoch: int, step: int, seconds: float) -> None:
         """`step` steps of `epoch` done in `seconds`: throughput and time left so far."""
         images_per_s = step * self.config.batch_size / seconds
@@ -109,7 +114,7 @@ class Recorder:
         seconds: float = 0.0,
     ) -> None:
         """One evaluated epoch; epoch 0 (the model before training) trained nothing."""
-        images_per_s = self.steps * self.config.batch_size / seconds if seconds else 0.0
+        images_per_s = self.images_per_s(seconds)
         record = {
             **self.base,
             **metrics,

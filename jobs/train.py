@@ -131,7 +131,7 @@ def train(job: Job) -> None:
         seconds, train_loss = train_one_epoch(
             wrapped, train_loader, optimizer, scheduler, config, epoch, recorder, place
         )
-        recorder.progress("eval", epoch, steps, images_per_s=steps * config.batch_size / seconds)
+        recorder.progress("eval", epoch, steps, images_per_s=recorder.images_per_s(seconds))
         recorder.epoch(
             epoch,
             evaluate_model(model),

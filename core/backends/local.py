@@ -89,16 +89,18 @@ class LocalBackend:
         """Trains the plan's pairs (their configs are in the store); returns when all ended."""
         run, (document,) = plan.run, plan.documents
         commands = {entry["pair"]: entry["command"] for entry in document["pairs"]}
+        n = len(plan.pairs)
         echo(
-            f"run {run.run_id}: {len(commands)} pairs on this machine, {self.parallel} at a "
+            f"run {run.run_id}: {n} pairs on this machine, {self.parallel} at a "
             f"time, {self.nproc_per_node} process(es) each; store {store.uri}"
         )
-        tags = {name: f"[{i}/{len(commands)}]" for i, name in enumerate(commands, start=1)}
         pool = ThreadPoolExecutor(max_workers=self.parallel)
         try:
             futures = {
-                pair: pool.submit(self._run_pair, store, run, pair, command, tags[pair], echo)
-                for pair, command in commands.items()
+                pair.name: pool.submit(
+                    self._run_pair, store, run, pair, commands[pair.name], f"[{i}/{n}]", echo
+                )
+                for i, pair in enumerate(plan.pairs, start=1)
             }
             return {pair: future.result() for pair, future in futures.items()}
         except KeyboardInterrupt:
@@ -110,13 +112,12 @@ class LocalBackend:
             pool.shutdown(wait=True)
 
     def _run_pair(
-        self, store: Store, run: Run, pair: str, command: list[str], tag: str, echo: Echo
+        self, store: Store, run: Run, planned: Pair, command: list[str], tag: str, echo: Echo
     ) -> Outcome:
-        run_id = run.run_id
+        run_id, pair = run.run_id, planned.name
         key = records.pair_key(run_id, pair, records.LOCAL_STATE)
         log_path = self._log_path(store, run_id, pair)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        config = read_json(store, records.pair_key(run_id, pair, records.CONFIG))
         started = time.monotonic()
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
@@ -149,7 +150,7 @@ class LocalBackend:
                 store, records.pair_key(run_id, pair, records.METRICS), default={"epochs": []}
             )["epochs"]
             for record in epochs[shown:]:
-                echo(f"{tag} {pair}: {_epoch_line(record, config['epochs'])}")
+                echo(f"{tag} {pair}: {_epoch_line(record, planned.config.epochs)}")
             shown = len(epochs)
             if returncode is not None:
                 break
