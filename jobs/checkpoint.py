@@ -1,7 +1,8 @@
 """One checkpoint per epoch in the store, then a small pointer to it; resume reads the pointer.
 
     runs/<run>/<pair>/checkpoints/epoch-0003.pt     everything needed to continue bit for bit
-    runs/<run>/<pair>/checkpoints/latest.json       {"epoch": 3, "key": ".../epoch-0003.pt"}
+    runs/<run>/<pair>/checkpoints/latest.json       {"epoch": 3, "key": ".../epoch-0003.pt",
+                                                     "id": "<random, new with every save>"}
 
 The pointer is written only after its checkpoint is complete, and the previous checkpoint is
 deleted only after the pointer moved on, so a kill at any moment leaves a usable pair. The
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +66,8 @@ def save(store: Store, run_id: str, pair: str, state: dict[str, Any]) -> None:
         path = os.path.join(tmp, "checkpoint.pt")
         torch.save({**state, "kbench_version": __version__}, path)
         store.put_file(key, path)
-    write_json(store, _key(run_id, pair, POINTER), {"epoch": epoch, "key": key})
+    pointer = {"epoch": epoch, "key": key, "id": uuid.uuid4().hex}
+    write_json(store, _key(run_id, pair, POINTER), pointer)
     if previous and previous["key"] != key:
         store.delete(previous["key"])
 
@@ -74,10 +78,15 @@ def load_latest(store: Store, run_id: str, pair: str, cache_dir: str) -> dict[st
     pointer = read_json(store, _key(run_id, pair, POINTER), default=None)
     if pointer is None:
         return None
-    path = Path(cache_dir) / os.path.basename(pointer["key"])
+    # Named by the pointer's id: a file left in the cache by an earlier run of the same name
+    # (a re-created run, a rerun test) is never taken for this checkpoint. A pointer without
+    # a proper id (the store is not trusted) is downloaded every time.
+    ident = pointer.get("id")
+    named = isinstance(ident, str) and re.fullmatch(r"[0-9a-f]{32}", ident) is not None
+    path = Path(cache_dir) / f"{ident if named else 'unnamed'}-{os.path.basename(pointer['key'])}"
 
     def download() -> None:
-        if not path.exists():
+        if not (named and path.exists()):
             node_cache.fetch(store, pointer["key"], path)
 
     node_cache.once_per_node(download)

@@ -116,3 +116,16 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert rates[:2] == [0.5, 1.0]  # two warmup steps
     assert rates[2] == 1.0 and all(a > b for a, b in zip(rates[2:], rates[3:], strict=False))
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+
+
+def test_a_stale_cached_checkpoint_of_a_same_named_run_is_not_resumed(tmp_path):
+    """The node cache (/tmp/kbench/<run>/<pair>) outlives a run: a run re-created under the
+    same name must resume from its own checkpoint, not the file an earlier run left there."""
+    from kbench.jobs import checkpoint
+    from kbench.storage import open_store
+
+    cache = str(tmp_path / "cache")
+    for attempt in ("earlier", "later"):
+        store = open_store(str(tmp_path / attempt))  # same run and pair names, fresh store
+        checkpoint.save(store, "run", "pair", {"epoch": 2, "who": attempt})
+        assert checkpoint.load_latest(store, "run", "pair", cache)["who"] == attempt
