@@ -28,7 +28,7 @@ def collect(store, run_id, namespace, context, output_dir) -> None:
     o = results["overall"]
     click.echo(
         f"run {run.run_id}: {complete} of {len(results['pairs'])} pairs complete; "
-        f"CLIP wins {o['clip_wins']}, ResNet wins {o['resnet_wins']}, "
+        f"in top-1 CLIP wins {o['clip_wins']}, ResNet wins {o['resnet_wins']}, "
         f"{o['ties'] + o['undecided']} tied or undecided"
     )
     for path in paths:

@@ -27,7 +27,7 @@ grid_option = click.option(
     "--grid",
     "grid_ref",
     required=True,
-    help="A built-in grid (all, smoke) or the path of a grid YAML file.",
+    help="A built-in grid (all, study, smoke) or the path of a grid YAML file.",
 )
 run_id_option = click.option("--run-id", help="Name the run (default: <grid>-<date>-<time>).")
 namespace_option = click.option(

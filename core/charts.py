@@ -18,6 +18,7 @@ class Series:
     name: str
     points: list[tuple[float, float]]  # (x, y); y may be NaN: that point is skipped
     marked: dict[float, str] = field(default_factory=dict)  # x -> label of a special point
+    dashed: bool = False  # a reference beside the data (the study's published points)
 
 
 def line_chart(
@@ -65,13 +66,15 @@ def line_chart(
         f'transform="rotate(-90 12 {TOP + plot_h / 2})">{escape(y_label)}</text>'
     )
 
+    colours = _colours(series)
     for i, s in enumerate(series):
-        colour = COLOURS[i % len(COLOURS)]
+        colour = colours[i]
+        dash = ' stroke-dasharray="5 4"' if s.dashed else ""
         points = [(px(x), py(y)) for x, y in s.points if _finite(y)]
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
             parts.append(
-                f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>'
+                f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
             )
         for (x, y), (cx, cy) in zip([p for p in s.points if _finite(p[1])], points, strict=True):
             label = s.marked.get(x)
@@ -84,20 +87,31 @@ def line_chart(
                     f'<text x="{cx + 8:.1f}" y="{cy - 8:.1f}" class="mark">{escape(label)}</text>'
                 )
             else:
+                fill = "white" if s.dashed else colour
                 parts.append(
-                    f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{colour}" data-y="{y:.6g}"/>'
+                    f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{fill}" stroke="{colour}" '
+                    f'data-y="{y:.6g}"/>'
                 )
         legend_y = TOP + 14 + 18 * i
         legend_x = WIDTH - RIGHT + 12
         parts.append(
             f'<line x1="{legend_x}" x2="{legend_x + 20}" y1="{legend_y - 4}" '
-            f'y2="{legend_y - 4}" stroke="{colour}" stroke-width="3"/>'
+            f'y2="{legend_y - 4}" stroke="{colour}" stroke-width="3"{dash}/>'
         )
         parts.append(
             f'<text x="{legend_x + 26}" y="{legend_y}" class="legend">{escape(s.name)}</text>'
         )
     parts.append("</svg>")
     return Markup("\n".join(parts))
+
+
+def _colours(series: list[Series]) -> list[str]:
+    """A colour per series; a dashed reference takes the colour of the series before it."""
+    colours: list[str] = []
+    for s in series:
+        same = s.dashed and colours
+        colours.append(colours[-1] if same else COLOURS[len(set(colours)) % len(COLOURS)])
+    return colours
 
 
 def _finite(value: float | None) -> bool:

@@ -86,18 +86,18 @@ class PairRecords:
         return sum(e["epoch_seconds"] for e in self.epochs)
 
 
-def best_epoch(epochs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The fine-tuned best: the trained epoch (>= 1) with the highest headline metric, the
-    first of equals. Epoch 0 (CLIP's zero-shot head) is reported on its own, never as the
-    best of fine-tuning; a NaN (diverged) epoch is never the best. None before any epoch
-    trained, or when every trained epoch diverged."""
-    scored = [e for e in epochs if e["epoch"] >= 1 and finite(e["headline"])]
-    return max(scored, key=lambda e: e["headline"]) if scored else None
+def best_epoch(epochs: list[dict[str, Any]], metric: str = "headline") -> dict[str, Any] | None:
+    """The fine-tuned best by `metric` (the headline, or e.g. "top1"): the trained epoch
+    (>= 1) with the highest value, the first of equals. Epoch 0 (CLIP's zero-shot head) is
+    reported on its own, never as the best of fine-tuning; a NaN (diverged) epoch is never the
+    best. None before any epoch trained, or when every trained epoch diverged."""
+    scored = [e for e in epochs if e["epoch"] >= 1 and finite(e.get(metric))]
+    return max(scored, key=lambda e: e[metric]) if scored else None
 
 
-def zero_shot(epochs: list[dict[str, Any]]) -> float | None:
-    """The headline metric of epoch 0, the model before training; None where there is none."""
-    return next((e["headline"] for e in epochs if e["epoch"] == 0), None)
+def zero_shot(epochs: list[dict[str, Any]], metric: str = "headline") -> float | None:
+    """`metric` at epoch 0, the model before training; None where there is none."""
+    return next((e.get(metric) for e in epochs if e["epoch"] == 0), None)
 
 
 def pair_state(records: PairRecords, backend: Outcome | None) -> Outcome:

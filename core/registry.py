@@ -24,10 +24,9 @@ WORST_REGION = "worst_region"
 class DatasetInfo:
     name: str
     num_classes: int
-    headline: str  # the metric the study reports for this dataset
+    # The literature's metric for this dataset (the study's own table is top-1 throughout).
+    headline: str
     source: str  # where the real loader comes from
-    # OpenAI ViT-B/32's published zero-shot headline (%, low-high), a check for epoch 0
-    published_zero_shot: tuple[float, float] | None = None
     train_split: str = "train"
     # Splits a run may evaluate on; the first is the one the study reports.
     eval_splits: tuple[str, ...] = ("test",)
@@ -41,21 +40,28 @@ class ModelInfo:
     family: str  # "clip" or "resnet": decides the head, the transforms and epoch 0
     image_size: int
     description: str
+    augment: str  # the training augmentation of its recipe (AUGMENTATIONS)
 
+
+# Training augmentations by name (kbench.jobs.datasets builds them); a config's `augment`.
+AUGMENTATIONS = {
+    "mild-crop": "random resized crop, scale 0.9-1, bicubic, no flip (WiSE-FT's for CLIP)",
+    "crop-flip": "random resized crop, scale 0.08-1, and a horizontal flip (torchvision's)",
+    "none": "the eval preprocessing (resize, centre crop), the weights' own: no augmentation",
+}
 
 WILDS_EVAL_SPLITS = ("test", "val", "id_test", "id_val")
 
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in [
-        DatasetInfo("cifar10", 10, TOP1, "torchvision CIFAR10", (89.8, 91.3)),
-        DatasetInfo("cifar100", 100, TOP1, "torchvision CIFAR100", (64.2, 65.1)),
+        DatasetInfo("cifar10", 10, TOP1, "torchvision CIFAR10"),
+        DatasetInfo("cifar100", 100, TOP1, "torchvision CIFAR100"),
         DatasetInfo(
             "dtd",
             47,
             TOP1,
             "torchvision DTD (partition 1)",
-            (44.4, 44.4),
             eval_splits=("test", "val"),
         ),
         DatasetInfo(
@@ -63,7 +69,6 @@ DATASETS: dict[str, DatasetInfo] = {
             100,
             MEAN_PER_CLASS,
             "torchvision FGVCAircraft (variant)",
-            (19.5, 19.5),
             train_split="trainval",
         ),
         DatasetInfo(
@@ -71,11 +76,10 @@ DATASETS: dict[str, DatasetInfo] = {
             102,
             MEAN_PER_CLASS,
             "torchvision Flowers102",
-            (66.7, 66.7),
             eval_splits=("test", "val"),
         ),
-        DatasetInfo("food101", 101, TOP1, "torchvision Food101", (84.0, 84.4)),
-        DatasetInfo("stl10", 10, TOP1, "torchvision STL10", (97.1, 97.2)),
+        DatasetInfo("food101", 101, TOP1, "torchvision Food101"),
+        DatasetInfo("stl10", 10, TOP1, "torchvision STL10"),
         # WILDS: "test" and "val" are out-of-distribution (later years, unseen camera traps),
         # "id_test" and "id_val" in-distribution; the study reports the OOD test split.
         DatasetInfo(
@@ -83,14 +87,11 @@ DATASETS: dict[str, DatasetInfo] = {
             62,
             WORST_REGION,
             "wilds fmow (official split)",
-            (16.8, 16.8),
             eval_splits=WILDS_EVAL_SPLITS,
             # WILDS' regions; worst-region accuracy leaves out the region "Other", as WILDS does.
             groups=("Africa", "Americas", "Asia", "Europe", "Oceania"),
         ),
-        DatasetInfo(
-            "iwildcam", 182, MACRO_F1, "wilds iwildcam", (7.3, 7.3), eval_splits=WILDS_EVAL_SPLITS
-        ),
+        DatasetInfo("iwildcam", 182, MACRO_F1, "wilds iwildcam", eval_splits=WILDS_EVAL_SPLITS),
         DatasetInfo("synthetic", 10, TOP1, "coloured shapes drawn from a seed (smoke runs, tests)"),
         # Your own images: `data` holds train/<class>/<image> and val/ (or test/) alike.
         DatasetInfo(
@@ -106,10 +107,34 @@ DATASETS: dict[str, DatasetInfo] = {
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in [
-        ModelInfo("clip-vit-b32", "clip", 224, "open_clip ViT-B-32-quickgelu, OpenAI weights"),
-        ModelInfo("resnet50", "resnet", 224, "torchvision ResNet50, IMAGENET1K_V2 weights"),
-        ModelInfo("clip-tiny", "clip", 32, "a 2-layer open_clip CLIP, random init (smoke, tests)"),
-        ModelInfo("resnet-tiny", "resnet", 32, "a 4-block torchvision ResNet, random init"),
+        ModelInfo(
+            "clip-vit-b32",
+            "clip",
+            224,
+            "open_clip ViT-B-32-quickgelu, OpenAI weights",
+            augment="mild-crop",
+        ),
+        ModelInfo(
+            "resnet50",
+            "resnet",
+            224,
+            "torchvision ResNet50, IMAGENET1K_V2 weights",
+            augment="crop-flip",
+        ),
+        ModelInfo(
+            "clip-tiny",
+            "clip",
+            32,
+            "a 2-layer open_clip CLIP, random init (smoke, tests)",
+            augment="mild-crop",
+        ),
+        ModelInfo(
+            "resnet-tiny",
+            "resnet",
+            32,
+            "a 4-block torchvision ResNet, random init",
+            augment="crop-flip",
+        ),
     ]
 }
 
@@ -118,6 +143,8 @@ SYNTHETIC_COLOURS = ["red", "green", "blue", "yellow", "purple"]
 SYNTHETIC_SHAPES = ["circle", "square"]
 SYNTHETIC_TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "a {} on a grey background."]
 IMAGEFOLDER_TEMPLATES = ["a photo of a {}.", "a photo of the {}.", "an image of a {}."]
+# Prompt sets a grid names in `templates` instead of listing prompts.
+PROMPT_SETS = {"simple": ["a photo of a {}."]}  # the reference study's caption
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -146,19 +173,24 @@ def readable(name: str) -> str:
 
 
 def prompts(dataset: str) -> tuple[list[str], list[str]]:
-    """Class names (in label order, readable in a sentence) and prompt templates of a dataset.
-    An imagefolder's class names come from its folders, when it is loaded."""
+    """Class names (in label order) and prompt templates of a dataset, spelled as the
+    evaluator they come from spelled them: FMoW's keep WiSE-FT's underscores. An imagefolder's
+    class names come from its folders, when it is loaded."""
     if dataset == "imagefolder":
         return [], list(IMAGEFOLDER_TEMPLATES)
     if dataset == "synthetic":
         classes = [f"{c} {s}" for c in SYNTHETIC_COLOURS for s in SYNTHETIC_SHAPES]
         return classes, list(SYNTHETIC_TEMPLATES)
     entry = _prompt_data()[dataset]
-    classes = [readable(c) for c in entry["classes"]]
-    return classes, list(entry["templates"])
+    return list(entry["classes"]), list(entry["templates"])
 
 
 def fill_template(template: str, classname: str) -> str:
-    """One prompt. Plain replace, not str.format: class names may hold braces."""
-    article = "an" if classname[:1].lower() in "aeiou" else "a"
-    return template.replace("{article}", article).replace("{}", classname)
+    """One prompt. Plain replace, not str.format: class names may hold braces. As WiSE-FT
+    does, only a template with an article reads the name as a sentence (underscores to
+    spaces); every other one uses the name as spelled."""
+    if "{article}" in template:
+        classname = readable(classname)
+        article = "an" if classname[:1].lower() in "aeiou" else "a"
+        template = template.replace("{article}", article)
+    return template.replace("{}", classname)

@@ -1,6 +1,12 @@
 """The comparison report of a run: `report.html` (self-contained, inline SVG plots),
 `report.md`, `results.csv` and `results.json`.
 
+The study's table is top-1 accuracy on every dataset, so the per-epoch table, the curves and
+the overall count are top-1; each dataset's literature metric (mean per class, worst region,
+macro-F1) is compared beside it. Best-against-best favours the model trained longer, so each
+dataset is also compared at equal epochs and at equal GPU-hours. Pairs the study published are
+shown beside its numbers.
+
 `gather` reads every pair's records (concurrently); `build_results` turns them into one plain
 dict that every renderer uses, so the files never disagree. Pairs still running, failed or
 without records keep their place and are marked.
@@ -12,6 +18,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from statistics import mean
@@ -19,14 +26,15 @@ from typing import Any
 
 import jinja2
 
+from kbench import published
 from kbench.charts import Series, line_chart
-from kbench.pairs import Outcome, PairRecords, PairState, finite, pair_state
-from kbench.registry import DATASETS, MODELS
+from kbench.pairs import Outcome, PairRecords, PairState, best_epoch, finite, pair_state
+from kbench.pairs import zero_shot as zero_shot_of
+from kbench.registry import DATASETS, MODELS, TOP1
 from kbench.runs import Run, read_pairs
 from kbench.storage import Store
 
-TIE_POINTS = 0.1  # best accuracies closer than this (in points) are a tie
-PUBLISHED_TOLERANCE = 2.0  # points off the published zero-shot number before a flag
+TIE_POINTS = 0.1  # accuracies closer than this (in points) are a tie
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -46,15 +54,11 @@ def build_results(run: Run, found: list[PairRecords], states: dict[str, Outcome]
     datasets = []
     for name in dict.fromkeys(p["dataset"] for p in pairs):  # grid order
         datasets.append(_dataset(name, [p for p in pairs if p["dataset"] == name]))
-    decided = [d for d in datasets if d["winner"] not in (None, "tie")]
-    differences = [d["difference"] for d in datasets if d["difference"] is not None]
     overall = {
         "datasets": len(datasets),
-        "clip_wins": sum(1 for d in decided if d["winner_family"] == "clip"),
-        "resnet_wins": sum(1 for d in decided if d["winner_family"] == "resnet"),
-        "ties": sum(1 for d in datasets if d["winner"] == "tie"),
-        "undecided": sum(1 for d in datasets if d["winner"] is None),
-        "mean_difference": mean(differences) if differences else None,
+        "metric": TOP1,  # what the count is in: the study's metric
+        **_tally(d["top1"] for d in datasets),
+        "headline": _tally(d["headline"] for d in datasets),  # each dataset's own metric
     }
     header, rows = _epoch_table(pairs)
     meta = {k: v for k, v in run.to_dict().items() if k != "document"}
@@ -64,7 +68,8 @@ def build_results(run: Run, found: list[PairRecords], states: dict[str, Outcome]
             "overall": overall,
             "datasets": datasets,
             "pairs": pairs,
-            "table": {"header": header, "rows": rows},
+            "table": {"metric": TOP1, "header": header, "rows": rows},
+            "published": _published_table(pairs),
         }
     )
 
@@ -74,7 +79,7 @@ def _pair(found: PairRecords, backend: Outcome | None) -> dict:
     model = config["model"]
     family = MODELS[model].family if model in MODELS else "unknown"
     metric = epochs[0]["headline_metric"] if epochs else _headline_metric(config["dataset"])
-    best = found.best
+    best, best_top1 = found.best, best_epoch(epochs, TOP1)
     gpus = epochs[-1]["gpus"] if epochs else 0
     outcome = pair_state(found, backend)
     state = outcome.state.value
@@ -89,9 +94,9 @@ def _pair(found: PairRecords, backend: Outcome | None) -> dict:
     missing = [e for e in range(1, max(seen, default=0)) if e not in seen]
     if missing:
         flags.append(f"no record for epoch {', '.join(map(str, missing))}")
-    published = _published_check(config, found.zero_shot)
-    if published:
-        flags.append(published)
+    zero_shot_flag = published.zero_shot_flag(config, found.zero_shot)
+    if zero_shot_flag:
+        flags.append(zero_shot_flag)
 
     return {
         "pair": found.pair,
@@ -102,9 +107,12 @@ def _pair(found: PairRecords, backend: Outcome | None) -> dict:
         "headline_metric": metric,
         "epochs_done": len(found.trained),
         "epochs_total": config["epochs"],
-        "zero_shot": found.zero_shot,
+        "zero_shot": found.zero_shot,  # headline metric
+        "zero_shot_top1": zero_shot_of(epochs, TOP1),
         "best": best["headline"] if best else None,
         "best_epoch": best["epoch"] if best else None,
+        "best_top1": best_top1[TOP1] if best_top1 else None,
+        "best_top1_epoch": best_top1["epoch"] if best_top1 else None,
         "last": epochs[-1]["headline"] if epochs else None,
         "gpu_hours": found.train_seconds * gpus / 3600,
         "train_hours": found.train_seconds / 3600,
@@ -114,6 +122,7 @@ def _pair(found: PairRecords, backend: Outcome | None) -> dict:
         "wise_ft": result.get("wise_ft") if result else None,
         "per_group": best.get("per_group") if best else None,  # FMoW: regions, best epoch
         "environment": result.get("environment") if result else None,
+        "published": published.study_points(config, found.pair),  # epoch -> study's top-1
         "flags": flags,
         "config": config,
         "epochs": epochs,
@@ -123,28 +132,103 @@ def _pair(found: PairRecords, backend: Outcome | None) -> dict:
 def _dataset(name: str, pairs: list[dict]) -> dict:
     clip = next((p for p in pairs if p["family"] == "clip"), None)
     resnet = next((p for p in pairs if p["family"] == "resnet"), None)
-    done = clip and resnet and clip["state"] == resnet["state"] == PairState.SUCCEEDED.value
-    difference = winner = family = None
-    if done and clip["best"] is not None and resnet["best"] is not None:
-        difference = 100 * (clip["best"] - resnet["best"])
-        if abs(difference) < TIE_POINTS:
-            winner = "tie"
-        else:
-            winning = clip if difference > 0 else resnet
-            winner, family = winning["model"], winning["family"]
+    done = bool(clip and resnet) and clip["state"] == resnet["state"] == PairState.SUCCEEDED.value
+    both = (clip, resnet) if done else (None, None)
+
+    def best(metric_key: str, pair: dict | None) -> float | None:
+        return pair[metric_key] if pair else None
+
     return {
         "dataset": name,
         "headline_metric": pairs[0]["headline_metric"],
         "clip": clip["pair"] if clip else None,
         "resnet": resnet["pair"] if resnet else None,
         "zero_shot": clip["zero_shot"] if clip else None,
-        "best_clip": clip["best"] if clip else None,
-        "best_resnet": resnet["best"] if resnet else None,
+        "zero_shot_top1": clip["zero_shot_top1"] if clip else None,
+        # Best against best: the study's metric, then the dataset's own.
+        "top1": _compare(*(best("best_top1", p) for p in both), clip, resnet),
+        "headline": _compare(*(best("best", p) for p in both), clip, resnet),
+        # On equal footing, in top-1: both at the shorter run's last epoch; both at the
+        # GPU-hours of the cheaper run (where both ran on GPUs).
+        "equal_epochs": _equal_epochs(*both),
+        "equal_gpu_hours": _equal_gpu_hours(*both),
+        "groups": _group_rows(clip, resnet),
+        "pairs": [p["pair"] for p in pairs],
+    }
+
+
+def _compare(
+    clip_value: float | None, resnet_value: float | None, clip: dict | None, resnet: dict | None
+) -> dict:
+    """CLIP against ResNet on one number each; no winner while either is missing."""
+    difference = winner = family = None
+    if finite(clip_value) and finite(resnet_value):
+        difference = 100 * (clip_value - resnet_value)
+        if abs(difference) < TIE_POINTS:
+            winner = "tie"
+        else:
+            winning = clip if difference > 0 else resnet
+            winner, family = winning["model"], winning["family"]
+    return {
+        "clip": clip_value,
+        "resnet": resnet_value,
         "difference": difference,  # points, CLIP minus ResNet
         "winner": winner,  # a model name, "tie", or None while a pair is not complete
         "winner_family": family,
-        "groups": _group_rows(clip, resnet),
-        "pairs": [p["pair"] for p in pairs],
+    }
+
+
+def _top1_at(pair: dict, epoch: int) -> float | None:
+    return next((e[TOP1] for e in pair["epochs"] if e["epoch"] == epoch), None)
+
+
+def _equal_epochs(clip: dict | None, resnet: dict | None) -> dict | None:
+    if not (clip and resnet and clip["epochs_done"] and resnet["epochs_done"]):
+        return None
+    epoch = min(max(e["epoch"] for e in p["epochs"]) for p in (clip, resnet))
+    return {
+        "epoch": epoch,
+        **_compare(_top1_at(clip, epoch), _top1_at(resnet, epoch), clip, resnet),
+    }
+
+
+def _equal_gpu_hours(clip: dict | None, resnet: dict | None) -> dict | None:
+    """Each model at its last epoch within the cheaper run's GPU-hours."""
+    if not (clip and resnet and clip["gpus"] and resnet["gpus"]):
+        return None
+    budget = min(clip["gpu_hours"], resnet["gpu_hours"])
+    reached = [_epoch_within(p, budget) for p in (clip, resnet)]
+    values = [
+        _top1_at(p, e) if e is not None else None
+        for p, e in zip((clip, resnet), reached, strict=True)
+    ]
+    return {
+        "gpu_hours": budget,
+        "clip_epoch": reached[0],
+        "resnet_epoch": reached[1],
+        **_compare(*values, clip, resnet),
+    }
+
+
+def _epoch_within(pair: dict, gpu_hours: float) -> int | None:
+    """The last trained epoch a pair reached within `gpu_hours`."""
+    spent, reached = 0.0, None
+    for record in pair["epochs"]:
+        spent += record["epoch_seconds"] * pair["gpus"] / 3600
+        if record["epoch"] >= 1 and spent <= gpu_hours * (1 + 1e-9):
+            reached = record["epoch"]
+    return reached
+
+
+def _tally(comparisons: Iterable[dict]) -> dict:
+    comparisons = list(comparisons)
+    differences = [c["difference"] for c in comparisons if c["difference"] is not None]
+    return {
+        "clip_wins": sum(1 for c in comparisons if c["winner_family"] == "clip"),
+        "resnet_wins": sum(1 for c in comparisons if c["winner_family"] == "resnet"),
+        "ties": sum(1 for c in comparisons if c["winner"] == "tie"),
+        "undecided": sum(1 for c in comparisons if c["winner"] is None),
+        "mean_difference": mean(differences) if differences else None,
     }
 
 
@@ -164,35 +248,35 @@ def _group_rows(clip: dict | None, resnet: dict | None) -> list[dict]:
 
 
 def _epoch_table(pairs: list[dict]) -> tuple[list[str], list[list[Any]]]:
-    """Rows = epochs, columns = pairs, cells = the headline metric (None where missing)."""
-    by_pair = [{e["epoch"]: e["headline"] for e in p["epochs"]} for p in pairs]
+    """Rows = epochs, columns = pairs, cells = top-1 (None where missing)."""
+    by_pair = [{e["epoch"]: e[TOP1] for e in p["epochs"]} for p in pairs]
     epochs = sorted({e for cells in by_pair for e in cells})
     header = ["epoch"] + [p["pair"] for p in pairs]
     return header, [[e] + [cells.get(e) for cells in by_pair] for e in epochs]
 
 
+def _published_table(pairs: list[dict]) -> dict | None:
+    """The run's top-1 beside the study's published one, at the epochs it published; None
+    when no pair of the run is one the study published."""
+    shown = [p for p in pairs if p["published"]]
+    if not shown:
+        return None
+    table = published.study_table()
+    rows = []
+    for p in shown:
+        cells = []
+        for epoch in table["epochs"]:
+            theirs, ours = p["published"].get(epoch), _top1_at(p, epoch)
+            difference = 100 * (ours - theirs) if finite(ours) and finite(theirs) else None
+            cells.append(
+                {"epoch": epoch, "run": ours, "published": theirs, "difference": difference}
+            )
+        rows.append({"pair": p["pair"], "cells": cells, "note": table["notes"].get(p["pair"])})
+    return {"source": table["source"], "epochs": table["epochs"], "pairs": rows}
+
+
 def _headline_metric(dataset: str) -> str:
-    return DATASETS[dataset].headline if dataset in DATASETS else "top1"
-
-
-def _published_check(config: dict, zero_shot: float | None) -> str | None:
-    """Flag real OpenAI ViT-B/32 zero-shot numbers far from those published."""
-    info = DATASETS.get(config["dataset"])
-    if not (config["model"] == "clip-vit-b32" and config.get("pretrained") and info):
-        return None
-    if config.get("eval_split") not in (None, info.eval_splits[0]):  # published: that split
-        return None
-    if zero_shot is None or info.published_zero_shot is None:
-        return None
-    low, high = info.published_zero_shot
-    value = 100 * zero_shot
-    if low - PUBLISHED_TOLERANCE <= value <= high + PUBLISHED_TOLERANCE:
-        return None
-    published = f"{low:g}" if low == high else f"{low:g}–{high:g}"
-    return (
-        f"zero-shot {value:.1f} is more than {PUBLISHED_TOLERANCE:g} points from the "
-        f"published {published}: check the weights, class names and templates"
-    )
+    return DATASETS[dataset].headline if dataset in DATASETS else TOP1
 
 
 def _no_nan(value: Any) -> Any:
@@ -267,30 +351,30 @@ def _context(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _charts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per dataset: headline metric against epochs for every pair; WiSE-FT where present."""
+    """Per dataset: top-1 against epochs for every pair, the study's published points dashed
+    beside them; WiSE-FT where present."""
     by_pair = {p["pair"]: p for p in results["pairs"]}
     charts = {}
     for i, d in enumerate(results["datasets"]):
         pairs = [by_pair[name] for name in d["pairs"]]
-        epochs = [
-            Series(
-                p["model"],
-                [(e["epoch"], _pct_value(e["headline"])) for e in p["epochs"]],
-                marked={0: "zero-shot"} if p["family"] == "clip" else {},
-            )
-            for p in pairs
-        ]
-        metric = d["headline_metric"].replace("_", " ")
-        chart = {"epochs": line_chart(epochs, "epoch", f"{metric} (%)", f"epochs-{i}")}
+        epochs = []
+        for p in pairs:
+            points = [(e["epoch"], _pct_value(e[TOP1])) for e in p["epochs"]]
+            marked = {0: "zero-shot"} if p["family"] == "clip" else {}
+            epochs.append(Series(p["model"], points, marked=marked))
+            if p["published"]:
+                study = sorted((int(e), _pct_value(v)) for e, v in p["published"].items())
+                epochs.append(Series(f"{p['model']} (study)", study, dashed=True))
+        chart = {"epochs": line_chart(epochs, "epoch", "top-1 (%)", f"epochs-{i}")}
         wise = [
-            Series(p["model"], [(w["alpha"], _pct_value(w["headline"])) for w in p["wise_ft"]])
+            Series(p["model"], [(w["alpha"], _pct_value(w[TOP1])) for w in p["wise_ft"]])
             for p in pairs
             if p["wise_ft"]
         ]
         if wise:
             x_label = "alpha (0 = zero-shot, 1 = fine-tuned)"
             chart["wise_ft"] = line_chart(
-                wise, x_label, f"{metric} (%)", f"wiseft-{i}", integer_x=False
+                wise, x_label, "top-1 (%)", f"wiseft-{i}", integer_x=False
             )
         charts[d["dataset"]] = chart
     return charts

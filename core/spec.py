@@ -16,7 +16,7 @@ from typing import Any
 
 from kbench.errors import ConfigError
 from kbench.layers import Layer, load_yaml, merge_layers, missing_fields
-from kbench.registry import DATASETS, MODELS
+from kbench.registry import AUGMENTATIONS, DATASETS, MODELS, PROMPT_SETS
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -40,6 +40,8 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | constant, after warmup
     warmup: float = 0.0  # linear warmup as a fraction of all training steps
     warmup_steps: int | None = None  # an absolute count instead; clamped to the run's length
+    # Training augmentation, by name (registry.AUGMENTATIONS); None: the model's recipe's.
+    augment: str | None = None
     pretrained: bool = True
     seed: int = 0
     workers: int = 4  # DataLoader workers per process
@@ -47,7 +49,8 @@ class TrainConfig:
     eval_limit: int | None = None
     data: str | None = None  # imagefolder: a local folder or s3://bucket/prefix
     eval_split: str | None = None  # None: the split the study reports (kbench.registry)
-    # CLIP prompts, "{}" for the class (in a grid also a file, one per line); None: the dataset's
+    # CLIP prompts, "{}" for the class; None: the dataset's own set. In a grid also the name of
+    # a built-in set (registry.PROMPT_SETS: `simple`) or a file, one prompt per line.
     templates: list[str] | None = None
     # Speed only; none of these changes the recipe. They apply on GPUs (a CPU trains in fp32).
     precision: str = "bf16"  # bf16 | fp32: autocast dtype of forward and backward
@@ -66,6 +69,8 @@ class TrainConfig:
         missing = missing_fields(cls, data)
         if missing:
             raise ConfigError(f"{where}: missing {', '.join(missing)}")
+        if data.get("augment") is None and data["model"] in MODELS:  # config.json names it
+            data["augment"] = MODELS[data["model"]].augment
         config = cls(**data)
         config.validate(where)
         return config
@@ -98,6 +103,7 @@ class TrainConfig:
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
             ("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            ("augment", self.augment in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
             ("epochs", self.epochs >= 1, "at least 1"),
             ("batch_size", self.batch_size >= 1, "at least 1"),
             ("lr", self.lr > 0, "positive"),
@@ -236,11 +242,13 @@ def _grid_path(name: str, base: Path | None) -> Path:
 
 
 def _read_template_file(layer: Any, base: Path | None, where: str) -> Any:
-    """`templates` may name a text file, one prompt per line ('#' starts a comment); the grid
-    carries its lines, so pods need no copy of the file."""
+    """`templates` may name a built-in prompt set or a text file, one prompt per line ('#'
+    starts a comment); the grid carries its lines, so pods need no copy of the file."""
     name = layer.get("templates") if isinstance(layer, dict) else None
     if not isinstance(name, str):
         return layer
+    if name in PROMPT_SETS:
+        return {**layer, "templates": list(PROMPT_SETS[name])}
     path = _grid_path(name, base)
     try:
         lines = path.read_text("utf-8").splitlines()

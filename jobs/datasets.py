@@ -50,7 +50,7 @@ class Splits:
     train: Dataset
     eval: Dataset  # samples are (image, label) or, with groups, (image, label, group)
     eval_split: str  # which split the eval numbers come from, for the records
-    classes: list[str]  # readable names, in label order
+    classes: list[str]  # in label order, as the prompts spell them
     templates: list[str]
     groups: tuple[str, ...]  # the worst-group metric's groups (FMoW's regions), or none
 
@@ -69,22 +69,33 @@ class Transformed(Dataset):
         return (self.transform(image), *rest)
 
 
-def build_transforms(info: ModelInfo) -> tuple[Callable, Callable]:
-    """(train, eval) transforms of a model family; PIL image in, normalised tensor out."""
+def build_transforms(info: ModelInfo, augment: str | None = None) -> tuple[Callable, Callable]:
+    """(train, eval) transforms of a model family; PIL image in, normalised tensor out.
+    `augment` (registry.AUGMENTATIONS) picks the training augmentation; None: the model's."""
     size = info.image_size
     to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if info.family == "clip":
-        # WiSE-FT: a mild random crop, no flip; bicubic like CLIP's own preprocessing.
-        bicubic = InterpolationMode.BICUBIC
+        # CLIP's own preprocessing: bicubic resize and centre crop.
         normalize = v2.Normalize(CLIP_MEAN, CLIP_STD)
-        train = [v2.RandomResizedCrop(size, scale=(0.9, 1.0), interpolation=bicubic)]
-        evaluation = [v2.Resize(size, interpolation=bicubic), v2.CenterCrop(size)]
+        interpolation = InterpolationMode.BICUBIC
+        evaluation = [v2.Resize(size, interpolation=interpolation), v2.CenterCrop(size)]
     else:
         # torchvision's IMAGENET1K_V2 preprocessing: resize 232, centre crop 224 (scaled for
-        # small inputs); training gets the usual random crop and flip.
+        # small inputs), bilinear.
         normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        train = [v2.RandomResizedCrop(size), v2.RandomHorizontalFlip()]
+        interpolation = InterpolationMode.BILINEAR
         evaluation = [v2.Resize(round(size * 232 / 224)), v2.CenterCrop(size)]
+    train = {
+        # WiSE-FT: a mild random crop, no flip.
+        "mild-crop": [v2.RandomResizedCrop(size, scale=(0.9, 1.0), interpolation=interpolation)],
+        # torchvision's ImageNet recipe.
+        "crop-flip": [
+            v2.RandomResizedCrop(size, interpolation=interpolation),
+            v2.RandomHorizontalFlip(),
+        ],
+        # The weights' own preprocessing, as the reference study trained ResNet50.
+        "none": evaluation,
+    }[augment or info.augment]
     first = [v2.RGB()]
     return (
         v2.Compose(first + train + to_tensor + [normalize]),
@@ -95,7 +106,7 @@ def build_transforms(info: ModelInfo) -> tuple[Callable, Callable]:
 def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = None) -> Splits:
     """The dataset's train and eval splits with the model's transforms: from the store's staged
     shards when the dataset was staged there (`kbench data stage`), else from its loader."""
-    train_tf, eval_tf = build_transforms(info)
+    train_tf, eval_tf = build_transforms(info, config.augment)
     dataset = dataset_info(config.dataset)
     manifest = shards.staged_manifest(store, config) if store is not None else None
     if manifest is not None:
@@ -124,7 +135,8 @@ def raw_splits(source: Source, download: bool = False) -> dict[str, Dataset]:
 
 
 def class_names(dataset: str, splits: dict[str, Dataset]) -> list[str]:
-    """Readable class names in label order: an imagefolder's folders, else the prompt file's."""
+    """Class names in label order: an imagefolder's folders (readable), else the prompt
+    file's."""
     if dataset == "imagefolder":
         return [readable(name) for name in splits["train"].classes]
     return prompts(dataset)[0]

@@ -29,9 +29,13 @@ class ImageClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.encoder(images)
-        if self.normalize:
-            features = F.normalize(features, dim=-1)
-        return self.head(features)
+        # The head runs in fp32 even under bf16 autocast: CLIP's logits reach ~30, where bf16
+        # rounds to steps of 0.125 and near-ties between classes flip.
+        with torch.autocast(features.device.type, enabled=False):
+            features = features.float()
+            if self.normalize:
+                features = F.normalize(features, dim=-1)
+            return self.head(features)
 
 
 def build_model(

@@ -32,10 +32,10 @@ def build_optimizer(
     )
 
 
-def warmup_steps(config: TrainConfig, total_steps: int) -> int:
+def warmup_steps(config: TrainConfig, total_steps: int, quiet: bool = False) -> int:
     if config.warmup_steps is None:
         return round(config.warmup * total_steps)
-    if config.warmup_steps > total_steps:
+    if config.warmup_steps > total_steps and not quiet:
         print(
             f"warning: warmup_steps={config.warmup_steps} exceeds the run's {total_steps} "
             f"steps; clamped to {total_steps}",

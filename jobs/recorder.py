@@ -32,13 +32,14 @@ class Recorder:
         *,
         eval_split: str,
         steps: int,  # training steps per epoch
+        images: int,  # images trained per epoch, all processes together
         rank: int,
         world: int,
         gpus: int,  # 0 on a CPU
     ) -> None:
         self.store, self.run_id, self.pair, self.config = store, run_id, pair, config
         self.enabled = rank == 0
-        self.steps = steps
+        self.steps, self.images = steps, images
         self.headline_metric = dataset_info(config.dataset).headline
         self.base = {
             "split": eval_split,
@@ -88,14 +89,15 @@ class Recorder:
     def images_per_s(self, seconds: float) -> float:
         """Throughput of a whole epoch trained in `seconds`, all processes together; 0 for an
         epoch that trained nothing (epoch 0)."""
-        return self.steps * self.config.batch_size / seconds if seconds else 0.0
+        return self.images / seconds if seconds else 0.0
 
     def step(self, epoch: int, step: int, seconds: float) -> None:
-        """`step` steps of `epoch` done in `seconds`: throughput and time left so far."""
-        images_per_s = step * self.config.batch_size / seconds
-        left = (self.config.epochs - epoch + 1) * self.steps - step
-        eta_s = left * self.config.batch_size / images_per_s
-        self.progress("train", epoch, step, images_per_s, eta_s, force=False)
+        """`step` steps of `epoch` done in `seconds`: throughput and time left so far. Every
+        step is a full batch but the last."""
+        done = min(step * self.config.batch_size, self.images)
+        images_per_s = done / seconds
+        left = (self.config.epochs - epoch + 1) * self.images - done
+        self.progress("train", epoch, step, images_per_s, left / images_per_s, force=False)
 
     # ------------------------------------------------------------------------------ epochs
 
@@ -151,7 +153,7 @@ class Recorder:
         if not self.enabled:
             return
         found = self.records
-        trained_images = self.config.epochs * self.steps * self.config.batch_size
+        trained_images = self.config.epochs * self.images
         self.progress(
             "done",
             self.config.epochs,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import signal
 import sys
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, Subset
 
 from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError
 from kbench.jobs import checkpoint
@@ -47,6 +48,12 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a process killed by it
 
 class Preempted(BaseException):
     """Raised by the SIGTERM handler; a BaseException so no `except Exception` swallows it."""
+
+
+# Set by the SIGTERM handler. Python drops an exception raised by a signal handler while it runs
+# certain callbacks (os.fork's, when DataLoader workers start), so the loop also checks this
+# after every step.
+sigterm = {"received": False}
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ def train(job: Job) -> None:
 
     train_loader, eval_loader = build_loaders(config, splits, job)
     steps = len(train_loader)
+    batches: EpochBatches = train_loader.batch_sampler
     optimizer = build_optimizer(config, model, job.device)
     scheduler = build_scheduler(config, optimizer, total_steps=config.epochs * steps)
     # The same weights, wrapped for training: DDP averages gradients, compile fuses kernels.
@@ -115,6 +123,7 @@ def train(job: Job) -> None:
         config,
         eval_split=splits.eval_split,
         steps=steps,
+        images=len(batches.sampler) * job.world,
         rank=job.rank,
         world=job.world,
         gpus=gpus,
@@ -170,7 +179,7 @@ def train_one_epoch(
 ) -> tuple[float, float]:
     """One pass over this process's shard of the training split: (seconds, mean loss over
     every process)."""
-    loader.sampler.set_epoch(epoch)
+    loader.batch_sampler.set_epoch(epoch)
     wrapped.train()
     started, loss_sum = time.perf_counter(), torch.zeros((), device=place.device)
     for step, (images, labels, *_) in enumerate(loader, start=1):
@@ -178,6 +187,8 @@ def train_one_epoch(
         # The loss stays on the device: no host sync per step.
         loss_sum += train_step(wrapped, images, labels, optimizer, scheduler, config, place.device)
         recorder.step(epoch, step, time.perf_counter() - started)
+        if sigterm["received"]:
+            raise Preempted
     seconds = time.perf_counter() - started
     return seconds, mean_across_processes(loss_sum / len(loader))
 
@@ -254,6 +265,37 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+class EpochBatches(Sampler[list[int]]):
+    """This process's batches of one epoch: its shard of a shuffled order (the same order in
+    every process, from the seed and the epoch), every sample of it, the last batch partial;
+    a last batch of one sample joins the one before (BatchNorm cannot train on one sample).
+
+    It also seeds `generator`, which the DataLoader draws its workers' seeds from when an
+    epoch starts: seeded by epoch and rank, a resumed run augments exactly as an
+    uninterrupted one, whatever the number of workers."""
+
+    def __init__(self, sampler: DistributedSampler, batch_size: int, seed: int, rank: int):
+        self.sampler, self.batch_size, self.seed, self.rank = sampler, batch_size, seed, rank
+        self.generator = torch.Generator()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(hash((self.seed, epoch, self.rank)) % 2**63)
+
+    def __iter__(self):
+        batches = list(BatchSampler(self.sampler, self.batch_size, drop_last=False))
+        if len(batches) > 1 and len(batches[-1]) == 1 < self.batch_size:
+            last = batches.pop()
+            batches[-1] = batches[-1] + last
+        return iter(batches)
+
+    def __len__(self) -> int:
+        samples = len(self.sampler)
+        steps = math.ceil(samples / self.batch_size)
+        folded = steps > 1 and samples % self.batch_size == 1 and self.batch_size > 1
+        return steps - 1 if folded else steps
+
+
 def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLoader, DataLoader]:
     world, rank = job.world, job.rank
     if config.batch_size % world:
@@ -261,7 +303,7 @@ def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLo
             f"batch_size {config.batch_size} does not split evenly over {world} processes"
         )
     per_process = config.batch_size // world
-    if per_process > len(splits.train) // world:
+    if config.batch_size > len(splits.train):  # every epoch one partial step: a mistake
         raise ConfigError(
             f"batch_size {config.batch_size} is larger than the {len(splits.train)} training "
             "samples: lower batch_size or train_limit"
@@ -269,19 +311,35 @@ def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLo
     common = {
         "num_workers": config.workers,
         "pin_memory": job.device.type == "cuda",
-        "persistent_workers": config.workers > 0,
+        "worker_init_fn": ignore_sigterm,
     }
-    # Training: a shuffled, equal-sized shard per process (drop_last keeps steps in lockstep).
+    # Training: every image every epoch, as the study (WiSE-FT) trains. DistributedSampler
+    # gives each process ceil(samples / world) indices (repeating a few when they do not
+    # divide), so every process takes the same number of steps without dropping any.
     sampler = DistributedSampler(
-        splits.train, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
+        splits.train, num_replicas=world, rank=rank, shuffle=True, seed=config.seed
     )
-    train = DataLoader(
-        splits.train, batch_size=per_process, sampler=sampler, drop_last=True, **common
-    )
+    batches = EpochBatches(sampler, per_process, config.seed, rank)
+    # Workers are started each epoch (not persistent) so that each epoch seeds them anew.
+    train = DataLoader(splits.train, batch_sampler=batches, generator=batches.generator, **common)
     # Eval: disjoint strided shards without padding, so each sample is counted exactly once.
     shard = Subset(splits.eval, range(rank, len(splits.eval), world))
-    evaluation = DataLoader(shard, batch_size=per_process, shuffle=False, **common)
+    evaluation = DataLoader(
+        shard,
+        batch_size=per_process,
+        shuffle=False,
+        persistent_workers=config.workers > 0,
+        **common,
+    )
     return train, evaluation
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """In each DataLoader worker. A preemption's SIGTERM may reach the whole process group;
+    only the training process handles it (it stops between two writes), and a worker that died
+    of it first would turn that stop into a DataLoader error. Workers exit once their parent
+    has gone."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -313,7 +371,19 @@ def environment() -> dict:
 
 
 def _on_sigterm(signum, frame) -> None:
+    sigterm["received"] = True
     raise Preempted
+
+
+def _stopped() -> SystemExit:
+    # Every write replaces a whole object, so stopping here corrupts nothing; the next start
+    # resumes after the last checkpoint.
+    print(
+        "kbench.jobs.train: SIGTERM: stopped; a restart resumes from the last checkpoint",
+        file=sys.stderr,
+        flush=True,
+    )
+    return SystemExit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":
@@ -324,11 +394,10 @@ if __name__ == "__main__":
         print(f"{JOB_ERROR_PREFIX} {e}", file=sys.stderr, flush=True)
         raise SystemExit(JOB_ERROR_EXIT_CODE) from None
     except Preempted:
-        # Every write replaces a whole object, so stopping here corrupts nothing; the next
-        # start resumes after the last checkpoint.
-        print(
-            "kbench.jobs.train: SIGTERM: stopped; a restart resumes from the last checkpoint",
-            file=sys.stderr,
-            flush=True,
-        )
-        raise SystemExit(PREEMPTED_EXIT_CODE) from None
+        raise _stopped() from None
+    except Exception:
+        # After a SIGTERM, a peer that stopped first breaks this process's next collective
+        # (gloo: "connection closed by peer"): that is the preemption too, not a failure.
+        if not sigterm["received"]:
+            raise
+        raise _stopped() from None

@@ -36,8 +36,49 @@ def image_file(path, seed: int) -> None:
 
 
 def folder_names(dataset: str) -> list[str]:
-    """The real class names as the dataset's own files spell them."""
+    """The real class names as the dataset's own folders spell them (the loaders sort them)."""
     return [c.replace(" ", "_") for c in prompts(dataset)[0]]
+
+
+# Where a loader takes its label order from a metadata file, the fake copy writes the real
+# file's names in the real order, hard-coded here (facts about the datasets, not read from
+# kbench's prompt file), so the label-order test compares two independent sources.
+CIFAR10_LABEL_NAMES = (  # cifar-10-batches-py/batches.meta
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+)
+CIFAR100_FINE_LABEL_NAMES = [  # cifar-100-python/meta
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar",
+    "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile",
+    "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster",
+    "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster",
+    "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange",
+    "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
+    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
+    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
+    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman",
+    "worm",
+]  # fmt: skip
+STL10_CLASS_NAMES = (  # stl10_binary/class_names.txt
+    ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+)
+FGVC_AIRCRAFT_VARIANTS = [  # fgvc-aircraft-2013b/data/variants.txt
+    "707-320", "727-200", "737-200", "737-300", "737-400", "737-500", "737-600", "737-700",
+    "737-800", "737-900", "747-100", "747-200", "747-300", "747-400", "757-200", "757-300",
+    "767-200", "767-300", "767-400", "777-200", "777-300", "A300B4", "A310", "A318", "A319",
+    "A320", "A321", "A330-200", "A330-300", "A340-200", "A340-300", "A340-500", "A340-600",
+    "A380", "ATR-42", "ATR-72", "An-12", "BAE 146-200", "BAE 146-300", "BAE-125",
+    "Beechcraft 1900", "Boeing 717", "C-130", "C-47", "CRJ-200", "CRJ-700", "CRJ-900",
+    "Cessna 172", "Cessna 208", "Cessna 525", "Cessna 560", "Challenger 600", "DC-10", "DC-3",
+    "DC-6", "DC-8", "DC-9-30", "DH-82", "DHC-1", "DHC-6", "DHC-8-100", "DHC-8-300", "DR-400",
+    "Dornier 328", "E-170", "E-190", "E-195", "EMB-120", "ERJ 135", "ERJ 145",
+    "Embraer Legacy 600", "Eurofighter Typhoon", "F-16A/B", "F/A-18", "Falcon 2000",
+    "Falcon 900", "Fokker 100", "Fokker 50", "Fokker 70", "Global Express", "Gulfstream IV",
+    "Gulfstream V", "Hawk T1", "Il-76", "L-1011", "MD-11", "MD-80", "MD-87", "MD-90",
+    "Metroliner", "Model B200", "PA-28", "SR-20", "Saab 2000", "Saab 340", "Spitfire", "Tornado",
+    "Tu-134", "Tu-154", "Yak-42",
+]  # fmt: skip
 
 
 def fake_cifar(root, dataset):
@@ -47,7 +88,7 @@ def fake_cifar(root, dataset):
     }[dataset]
     base = root / folder
     base.mkdir()
-    names = folder_names(dataset)
+    names = {"cifar10": CIFAR10_LABEL_NAMES, "cifar100": CIFAR100_FINE_LABEL_NAMES}[dataset]
     files = {
         "cifar10": [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
         "cifar100": ["train", "test"],
@@ -82,7 +123,7 @@ def fake_dtd(root, dataset):
 
 def fake_fgvc(root, dataset):
     base = root / "fgvc-aircraft-2013b" / "data"
-    names = prompts("fgvc-aircraft")[0]
+    names = FGVC_AIRCRAFT_VARIANTS
     base.mkdir(parents=True)
     (base / "variants.txt").write_text("\n".join(names) + "\n")
     for split, count in [("trainval", TRAIN), ("test", TEST)]:
@@ -134,7 +175,7 @@ def fake_stl10(root, dataset):
         np.array([(i % 10) + 1 for i in range(count)], dtype=np.uint8).tofile(
             base / f"{split}_y.bin"
         )
-    (base / "class_names.txt").write_text("\n".join(prompts("stl10")[0]) + "\n")
+    (base / "class_names.txt").write_text("\n".join(STL10_CLASS_NAMES) + "\n")
     (base / "fold_indices.txt").write_text(" ".join(map(str, range(TRAIN))) + "\n")
     return TRAIN, TEST
 

@@ -36,3 +36,15 @@ def test_train_step_benchmark_runs_on_cpu(tmp_path):
     assert all(r["images_per_s"] > 0 and r["flops_per_image"] > 0 for r in rows)
     assert rows[1]["speedup"] == rows[1]["images_per_s"] / rows[0]["images_per_s"]
     assert "ratio" in printed and "clip-tiny" in printed
+
+
+def test_steps_per_epoch_counts_every_image_of_the_real_split_sizes():
+    command = [sys.executable, str(ROOT / "bench" / "steps_per_epoch.py"), "--world", "2"]
+    printed = subprocess.run([*command, "--json"], check=True, capture_output=True, text=True)
+    rows = {(r["grid"], r["pair"]): r for r in map(json.loads, printed.stdout.splitlines())}
+    assert len(rows) == 36
+    flowers = rows[("all", "flowers102_clip-vit-b32")]
+    assert (flowers["steps_per_epoch"], flowers["images_per_epoch"]) == (2, 1020)
+    rescued = rows[("study", "flowers102_clip-vit-b32")]  # batch 128: 8 steps, all in warmup
+    assert (rescued["steps_per_epoch"], rescued["warmup_steps"]) == (8, rescued["total_steps"])
+    assert all(r["images_per_epoch"] >= r["train_images"] for r in rows.values())

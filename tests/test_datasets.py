@@ -5,8 +5,9 @@ the real archives are bypassed, nothing else.
 Class order: DTD and Food101 sort their class folders, so writing every real class in shuffled
 order checks that the prompt file lists them in the loader's label order; FMoW's order is the
 WILDS loader's own category list. CIFAR, STL10 and FGVCAircraft take their names from a metadata
-file, which the fake copy writes from the prompt file itself, and iWildCam's loader has no names:
-for those the test checks the loading, not the order.
+file, which the fake copy writes with the real names in the real order, hard-coded in the
+fixtures; Flowers102's names are torchvision's own. iWildCam's loader has no names: for it the
+test checks the loading, not the order.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fake_datasets import FAKES, FMOW_COUNTRIES, study_config
 
 from kbench.errors import ConfigError
 from kbench.jobs.datasets import Source, build_splits, raw_splits
-from kbench.registry import dataset_info, model_info, prompts
+from kbench.registry import dataset_info, model_info, prompts, readable
 from kbench.spec import parse_grid
 
 # OpenAI's prompt names rename three of torchvision's Flowers102 labels in place ('globe-flower',
@@ -52,7 +53,7 @@ def test_loader_reads_its_layout(dataset, fake):
         differ = {
             i
             for i, (a, b) in enumerate(zip(loaded, splits.classes, strict=True))
-            if a.replace("_", " ") != b
+            if readable(a) != readable(b)
         }
         assert differ == RENAMED.get(dataset, set()), [(i, loaded[i]) for i in differ]
 
@@ -60,7 +61,7 @@ def test_loader_reads_its_layout(dataset, fake):
 def test_fmow_classes_are_in_the_wilds_label_order():
     from wilds.datasets import fmow_dataset
 
-    assert [c.replace("_", " ") for c in fmow_dataset.categories] == prompts("fmow")[0]
+    assert fmow_dataset.categories == prompts("fmow")[0]
 
 
 @pytest.mark.parametrize("dataset", ["fmow", "iwildcam"])

@@ -44,6 +44,7 @@ def train_pair(store, run_id: str, pair, headlines: dict[int, float]) -> Recorde
         pair.config,
         eval_split="test",
         steps=4,
+        images=400,
         rank=0,
         world=1,
         gpus=0,
@@ -117,8 +118,8 @@ def test_status_and_the_report_agree_on_every_pair_state(tmp_path):
     key = lambda pair, name: records.pair_key("states", pair.name, name)  # noqa: E731
     write_json(store, key(failed, records.LOCAL_STATE), {"state": "failed", "reason": "OOM"})
     Recorder(
-        store, "states", running.name, running.config, eval_split="test", steps=1, rank=0,
-        world=1, gpus=0,
+        store, "states", running.name, running.config, eval_split="test", steps=1, images=64,
+        rank=0, world=1, gpus=0,
     ).epoch(1, metrics(0.5), seconds=1.0)  # fmt: skip
 
     status = CliRunner().invoke(cli, ["status", "--store", store.uri, "-o", "json"])

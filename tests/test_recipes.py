@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import open_clip
 import torch
 from torchvision.transforms import InterpolationMode, v2
@@ -41,10 +43,11 @@ def test_clip_optimizer_and_warmup():
     assert [g["lr"] for g in optimizer.param_groups] == [3e-5, 3e-5]
     assert all(g["weight_decay"] == 0.1 for g in optimizer.param_groups)
     assert config.grad_clip == 1.0 and config.schedule == "cosine"
-    # Flowers102 at batch 512: 1 step an epoch, 10 steps in all. WiSE-FT's 500 warmup steps
-    # would be the whole run; the fraction leaves nearly all of it to the cosine schedule.
-    total = config.epochs * (FLOWERS102_TRAIN // config.batch_size)
-    assert total == 10
+    # Flowers102 at batch 512: 2 steps an epoch (the last one partial), 20 steps in all.
+    # WiSE-FT's 500 warmup steps would be the whole run; the fraction leaves nearly all of it
+    # to the cosine schedule.
+    total = config.epochs * math.ceil(FLOWERS102_TRAIN / config.batch_size)
+    assert total == 20
     assert warmup_steps(config, total) <= 1
     config.warmup_steps = 500
     assert warmup_steps(config, total) == total  # clamped (and warned)
@@ -82,3 +85,14 @@ def test_transforms_of_each_recipe():
     assert list(_ops(resnet_eval)["Resize"].size) == [232]  # IMAGENET1K_V2's eval preprocessing
     assert tuple(_ops(resnet_eval)["CenterCrop"].size) == (224, 224)
     assert list(_ops(resnet_eval)["Normalize"].mean) == [0.485, 0.456, 0.406]
+
+
+def test_augment_none_trains_on_the_weights_own_preprocessing():
+    """The study's ResNet50: no random crop, no flip; the same pixels every epoch."""
+    train, evaluation = build_transforms(model_info("resnet50"), "none")
+    assert [type(t).__name__ for t in train.transforms] == [
+        type(t).__name__ for t in evaluation.transforms
+    ]
+    assert not any(type(t).__name__.startswith("Random") for t in train.transforms)
+    image = v2.ToPILImage()(torch.rand(3, 300, 260))
+    assert torch.equal(train(image), evaluation(image))

@@ -130,28 +130,28 @@ def collect(store, out: Path):
 
 def test_results_table_winners_and_flags(fixture_run, tmp_path):
     output, results = collect(fixture_run, tmp_path / "report")
-    assert "run study: 4 of 6 pairs complete; CLIP wins 1, ResNet wins 0" in output.output
+    assert "run study: 4 of 6 pairs complete; in top-1 CLIP wins 1, ResNet wins 0" in output.output
 
     datasets = {d["dataset"]: d for d in results["datasets"]}
-    assert datasets["cifar10"]["winner"] == "clip-vit-b32"
-    assert datasets["cifar10"]["difference"] == pytest.approx(2.0)
+    assert datasets["cifar10"]["top1"]["winner"] == "clip-vit-b32"
+    assert datasets["cifar10"]["top1"]["difference"] == pytest.approx(2.0)
     assert datasets["cifar10"]["zero_shot"] == 0.905
-    assert datasets["dtd"]["winner"] is None  # ResNet still running
-    assert datasets["flowers102"]["winner"] is None  # CLIP failed
+    assert datasets["dtd"]["top1"]["winner"] is None  # ResNet still running
+    assert datasets["flowers102"]["top1"]["winner"] is None  # CLIP failed
     assert datasets["flowers102"]["headline_metric"] == "mean_per_class"
-    assert results["overall"] == {
-        "datasets": 3,
+    tally = {
         "clip_wins": 1,
         "resnet_wins": 0,
         "ties": 0,
         "undecided": 2,
         "mean_difference": pytest.approx(2.0),
     }
+    assert results["overall"] == {"datasets": 3, "metric": "top1", **tally, "headline": tally}
 
     pairs = {p["pair"]: p for p in results["pairs"]}
     assert pairs["cifar10_clip-vit-b32"]["flags"] == []  # 90.5 is within the published range
     assert pairs["cifar10_clip-vit-b32"]["gpu_hours"] == pytest.approx(2 * 360 * 4 / 3600)
-    assert "zero-shot 30.0 is more than 2 points from the published 44.4" in " ".join(
+    assert "zero-shot 30.0 is more than 2 points from the published 44.5" in " ".join(
         pairs["dtd_clip-vit-b32"]["flags"]
     )
     assert pairs["dtd_resnet50"]["state"] == "running"
@@ -175,9 +175,11 @@ def test_results_table_winners_and_flags(fixture_run, tmp_path):
 def test_markdown_and_csv(fixture_run, tmp_path):
     collect(fixture_run, tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "| cifar10 | top1 | 90.50 | 97.00 | 95.00 | +2.00 | clip-vit-b32 |" in markdown
-    assert "| dtd | top1 | 30.00 | 70.00 | 65.00 |  | undecided |" in markdown
-    assert "**Overall:** CLIP wins 1, ResNet wins 0, 0 tie(s), 2 undecided of 3" in markdown
+    assert "| cifar10 | 90.50 | 97.00 | 95.00 | +2.00 | clip-vit-b32 | top1 | 90.50 |" in markdown
+    assert "| dtd | 30.00 |  |  |  | undecided | top1 | 30.00 |  |  |  | undecided |" in markdown
+    assert "(the study's metric):** CLIP wins 1, ResNet wins 0, 0 tie(s), 2 undecided of 3" in (
+        markdown
+    )
     assert "| flowers102_clip-vit-b32 | failed | 1/10 |" in markdown
     assert "| 4 |  |  |  |  |  | 85.00 |" in markdown
     csv_rows = (tmp_path / "report" / "results.csv").read_text().splitlines()
@@ -253,13 +255,15 @@ def test_html_report_renders_in_chromium(fixture_run, tmp_path):
     assert dom.stdout.count('id="wiseft-') == 1  # the WiSE-FT curve where there is one
 
 
-def test_published_zero_shot_is_checked_only_on_the_split_it_was_published_for():
-    from kbench.report import _published_check
+def test_published_zero_shot_is_checked_only_where_it_is_comparable():
+    from kbench.published import zero_shot_flag
 
     config = {"dataset": "dtd", "model": "clip-vit-b32", "pretrained": True}
-    assert _published_check(config, 0.30) is not None  # the study's split: test
-    assert _published_check({**config, "eval_split": "test"}, 0.30) is not None
-    assert _published_check({**config, "eval_split": "val"}, 0.30) is None
+    assert zero_shot_flag(config, 0.30) is not None  # the study's split: test
+    assert zero_shot_flag({**config, "eval_split": "test"}, 0.30) is not None
+    assert zero_shot_flag({**config, "eval_split": "val"}, 0.30) is None
+    # Other prompts than the ensemble the numbers were published with: not comparable.
+    assert zero_shot_flag({**config, "templates": ["a photo of a {}."]}, 0.30) is None
 
 
 def test_fmow_shows_each_region_at_each_models_best_epoch(tmp_path):

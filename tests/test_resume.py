@@ -25,7 +25,7 @@ PAIR = "synthetic_clip-tiny"
 EPOCHS = 6
 GRID = (
     f"datasets: [synthetic]\nmodels: {{clip-tiny: {{epochs: {EPOCHS}, batch_size: 32}}}}\n"
-    "defaults: {train_limit: 384, eval_limit: 64}"
+    "defaults: {train_limit: 384, eval_limit: 64, workers: 0}"
 )
 
 
@@ -43,8 +43,8 @@ def finish(process: subprocess.Popen) -> str:
     return output
 
 
-def new_run(store, run_id: str) -> None:
-    grid = parse_grid(GRID, "g.yaml", default_name="g")
+def new_run(store, run_id: str, workers: int = 0) -> None:
+    grid = parse_grid(GRID.replace("workers: 0", f"workers: {workers}"), "g.yaml", "g")
     create_run(store, Run.new(run_id, grid, "local"), grid.pairs)
 
 
@@ -96,13 +96,16 @@ def comparable(record: dict) -> dict:
     }
 
 
-def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(tmp_path):
+# workers: 2 augments in DataLoader worker processes, seeded by epoch and rank, not from the
+# checkpointed RNG of the training process.
+@pytest.mark.parametrize("workers", [0, 2])
+def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(tmp_path, workers):
     store = open_store(str(tmp_path / "store"))
-    new_run(store, "straight")
+    new_run(store, "straight", workers)
     finish(start(store, "straight"))
     expected_epochs, expected_result = outcome(store, "straight")
 
-    new_run(store, "interrupted")
+    new_run(store, "interrupted", workers)
     # 1. SIGKILL (no chance to clean up) right after the second checkpoint.
     process = start(store, "interrupted")
     wait_for_checkpoint(store, "interrupted", 2, process)

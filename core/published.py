@@ -1,0 +1,92 @@
+"""Published numbers a run is compared with, shipped as package data with their sources:
+
+- `data/study_published.json`: the reference study's table, top-1 of its 18 pairs after epochs
+  1, 5, 10, 15 and 20;
+- `data/zero_shot_published.json`: OpenAI CLIP ViT-B/32's zero-shot numbers on the nine
+  datasets, from the CLIP paper and from open_clip's own evaluation, with their caveats.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from kbench.registry import DATASETS
+
+ZERO_SHOT_TOLERANCE = 2.0  # points outside the published range before the report flags it
+
+
+@cache
+def _load(name: str) -> dict[str, Any]:
+    return json.loads(resources.files("kbench").joinpath(f"data/{name}").read_text("utf-8"))
+
+
+def study_table() -> dict[str, Any]:
+    """The study's published table as shipped: source, notes, metric, epochs, pairs."""
+    return _load("study_published.json")
+
+
+def study_points(config: dict[str, Any], pair: str) -> dict[int, float]:
+    """The study's published top-1 of this pair by epoch; {} where the study did not train
+    this pair the way it did: its dataset x model with pretrained weights, scored on the split
+    the study reports."""
+    points = study_table()["pairs"].get(pair)
+    info = DATASETS.get(config.get("dataset"))
+    if not points or not info or not config.get("pretrained"):
+        return {}
+    if config.get("eval_split") not in (None, info.eval_splits[0]):
+        return {}
+    return {int(epoch): value for epoch, value in points.items()}
+
+
+@dataclass(frozen=True)
+class ZeroShot:
+    dataset: str
+    metric: str  # the metric the numbers are in: the dataset's headline
+    values: dict[str, float]  # source ("clip_paper", "open_clip") -> percent
+    caveat: str | None  # why a run may differ without a bug (another evaluator, prompts)
+
+    @property
+    def low(self) -> float:
+        return min(self.values.values())
+
+    @property
+    def high(self) -> float:
+        return max(self.values.values())
+
+    def text(self) -> str:
+        return " or ".join(f"{v:g} ({source})" for source, v in self.values.items())
+
+
+def zero_shot(dataset: str) -> ZeroShot | None:
+    data = _load("zero_shot_published.json")
+    values = data["values_percent"].get(dataset)
+    if values is None:
+        return None
+    metric = data["metric_per_dataset"][dataset]
+    return ZeroShot(dataset, metric, values, data["caveats"].get(dataset))
+
+
+def zero_shot_flag(config: dict[str, Any], value: float | None) -> str | None:
+    """A flag when a real OpenAI ViT-B/32's zero-shot number is far from both published ones;
+    only where it is comparable: pretrained weights, the dataset's own prompts, the split the
+    numbers were published for."""
+    info = DATASETS.get(config.get("dataset"))
+    published = zero_shot(config["dataset"]) if info else None
+    if value is None or published is None or config.get("model") != "clip-vit-b32":
+        return None
+    if not config.get("pretrained") or config.get("templates") is not None:
+        return None
+    if config.get("eval_split") not in (None, info.eval_splits[0]):
+        return None
+    points = 100 * value
+    if published.low - ZERO_SHOT_TOLERANCE <= points <= published.high + ZERO_SHOT_TOLERANCE:
+        return None
+    flag = (
+        f"zero-shot {points:.1f} is more than {ZERO_SHOT_TOLERANCE:g} points from the "
+        f"published {published.text()}: check the weights, class names and templates"
+    )
+    return f"{flag} (but: {published.caveat})" if published.caveat else flag
