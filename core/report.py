@@ -133,10 +133,10 @@ def _dataset(name: str, pairs: list[dict]) -> dict:
     clip = next((p for p in pairs if p["family"] == "clip"), None)
     resnet = next((p for p in pairs if p["family"] == "resnet"), None)
     done = bool(clip and resnet) and clip["state"] == resnet["state"] == PairState.SUCCEEDED.value
-    both = (clip, resnet) if done else (None, None)
+    both = (clip, resnet) if done else (None, None)  # compared only once both succeeded
 
-    def best(metric_key: str, pair: dict | None) -> float | None:
-        return pair[metric_key] if pair else None
+    def bests(key: str) -> list[float | None]:
+        return [p[key] if p else None for p in both]
 
     return {
         "dataset": name,
@@ -146,8 +146,8 @@ def _dataset(name: str, pairs: list[dict]) -> dict:
         "zero_shot": clip["zero_shot"] if clip else None,
         "zero_shot_top1": clip["zero_shot_top1"] if clip else None,
         # Best against best: the study's metric, then the dataset's own.
-        "top1": _compare(*(best("best_top1", p) for p in both), clip, resnet),
-        "headline": _compare(*(best("best", p) for p in both), clip, resnet),
+        "top1": _compare(*bests("best_top1"), clip, resnet),
+        "headline": _compare(*bests("best"), clip, resnet),
         # On equal footing, in top-1: both at the shorter run's last epoch; both at the
         # GPU-hours of the cheaper run (where both ran on GPUs).
         "equal_epochs": _equal_epochs(*both),
