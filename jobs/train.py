@@ -15,6 +15,8 @@ between two writes with exit code 143.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import functools
 import math
 import os
@@ -44,6 +46,7 @@ from kbench.spec import TrainConfig
 from kbench.storage import Store, open_store
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a process killed by it
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 class Preempted(BaseException):
@@ -311,7 +314,7 @@ def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLo
     common = {
         "num_workers": config.workers,
         "pin_memory": job.device.type == "cuda",
-        "worker_init_fn": ignore_sigterm,
+        "worker_init_fn": functools.partial(start_worker, trainer=os.getpid()),
     }
     # Training: every image every epoch, as the study (WiSE-FT) trains. DistributedSampler
     # gives each process ceil(samples / world) indices (repeating a few when they do not
@@ -334,12 +337,17 @@ def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLo
     return train, evaluation
 
 
-def ignore_sigterm(worker_id: int) -> None:
-    """In each DataLoader worker. A preemption's SIGTERM may reach the whole process group;
-    only the training process handles it (it stops between two writes), and a worker that died
-    of it first would turn that stop into a DataLoader error. Workers exit once their parent
-    has gone."""
+def start_worker(worker_id: int, trainer: int) -> None:
+    """In each DataLoader worker, first. A preemption's SIGTERM may reach the whole process
+    group: only the training process handles it (it stops between two writes), since a
+    worker that died of it first would turn that stop into a DataLoader error. Instead a
+    worker dies with its trainer: workers start every epoch, and one forked just as the
+    trainer stopped would otherwise outlive it (its watchdog would watch init)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere the watchdog
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != trainer:  # the trainer was already gone
+        os._exit(0)
 
 
 def copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

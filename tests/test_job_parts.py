@@ -129,3 +129,25 @@ def test_a_stale_cached_checkpoint_of_a_same_named_run_is_not_resumed(tmp_path):
         store = open_store(str(tmp_path / attempt))  # same run and pair names, fresh store
         checkpoint.save(store, "run", "pair", {"epoch": 2, "who": attempt})
         assert checkpoint.load_latest(store, "run", "pair", cache)["who"] == attempt
+
+
+@pytest.mark.parametrize("trainer_alive", [True, False])
+def test_a_dataloader_worker_ignores_sigterm_and_never_outlives_its_trainer(trainer_alive):
+    """start_worker runs first in every worker: SIGTERM is the trainer's to handle, and a
+    worker whose trainer is already gone (forked just as it stopped) exits at once."""
+    import os
+    import signal
+
+    from kbench.jobs.train import start_worker
+
+    parent = os.getpid()
+    child = os.fork()
+    if child == 0:  # the worker
+        try:
+            start_worker(0, trainer=parent if trainer_alive else parent + 1_000_000)
+            ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+            os._exit(10 if ignored else 11)  # returned: the trainer is alive
+        finally:
+            os._exit(12)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == (10 if trainer_alive else 0)
