@@ -1,6 +1,7 @@
 """The storage contract between a training job and the client: which key holds what, and the
 shape of the records. The job writes them, `status` and `collect` read them.
 
+    runs/<run>/claim.json                the run id taken, first (a conditional create)
     runs/<run>/run.json                  the grid as submitted, kbench version, created
     runs/<run>/<pair>/config.json        the pair's resolved TrainConfig
     runs/<run>/<pair>/metrics.json       {"epochs": [epoch record, ...]}, rewritten each epoch
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 
 RUN = "run.json"
+CLAIM = "claim.json"
 CONFIG = "config.json"
 METRICS = "metrics.json"
 PROGRESS = "progress.json"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from kbench.errors import ConfigError, StoreError
 from kbench.pairs import Outcome, PairRecords, PairState, pair_state
 from kbench.registry import dataset_info
 from kbench.spec import Grid, Pair, TrainConfig
-from kbench.storage import Store, read_json, write_json
+from kbench.storage import Store, create_json, read_json, write_json
 
 
 @dataclass
@@ -90,6 +91,14 @@ def create_run(store: Store, run: Run, pairs: list[Pair], resubmit: bool = False
             return
         raise ConfigError(
             f"run {run.run_id!r} already exists in {store.uri}: pick another --run-id"
+        )
+    # Take the run id before writing anything: of two submits of one id at the same moment
+    # exactly one goes on (on a store with conditional writes), and the other writes nothing.
+    claim = {"run_id": run.run_id, "created": run.created, "host": socket.gethostname()}
+    if not create_json(store, records.run_key(run.run_id, records.CLAIM), claim):
+        raise ConfigError(
+            f"run {run.run_id!r} is being created by another submit in {store.uri} (or its "
+            "creation was interrupted): pick another --run-id"
         )
     for pair in pairs:
         write_json(

@@ -35,6 +35,10 @@ class Store(Protocol):
     def write(self, key: str, data: bytes) -> None:
         """Create or replace the whole object atomically."""
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Write the object only if there is none, atomically: of concurrent creates of one
+        key exactly one returns True, the others False."""
+
     def list(self, prefix: str) -> list[str]:
         """Every key under `prefix` (recursively), sorted."""
 
@@ -69,7 +73,16 @@ def read_json(store: Store, key: str, default: Any = KeyError) -> Any:
 
 
 def write_json(store: Store, key: str, value: Any) -> None:
-    store.write(key, json.dumps(value, indent=1, sort_keys=True, allow_nan=True).encode())
+    store.write(key, _json(value))
+
+
+def create_json(store: Store, key: str, value: Any) -> bool:
+    """`store.create` of a JSON object: False when the key already exists."""
+    return store.create(key, _json(value))
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, indent=1, sort_keys=True, allow_nan=True).encode()
 
 
 class LocalStore:
@@ -97,6 +110,20 @@ class LocalStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.link(tmp, path)  # fails if the object exists: an exclusive, complete create
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix)
@@ -154,6 +181,24 @@ class S3Store:
     def write(self, key: str, data: bytes) -> None:
         with self._errors():
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        """A conditional PUT (`If-None-Match: *`): AWS S3, MinIO and SeaweedFS refuse it when
+        the object exists. A server that ignores the header lets every create succeed."""
+        from botocore.exceptions import ClientError
+
+        with self._errors():
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+                )
+                return True
+            except ClientError as e:
+                # 412: the object exists; 409: another conditional write of it is in flight.
+                code = e.response.get("Error", {}).get("Code", "")
+                if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                    return False
+                raise
 
     def list(self, prefix: str) -> list[str]:
         full = self._key(prefix).rstrip("/") + "/" if prefix or self.prefix else ""

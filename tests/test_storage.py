@@ -91,3 +91,51 @@ def test_s3_unreachable_endpoint_is_one_clear_error(s3_env, monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(StoreError, match="cannot reach the S3 endpoint"):
         S3Store(s3_env.uri("x")).list("runs")
+
+
+def test_create_writes_only_what_is_not_there(store):
+    assert store.create("runs/r/claim.json", b"first")
+    assert not store.create("runs/r/claim.json", b"second")
+    assert store.read("runs/r/claim.json") == b"first"
+    assert store.list("runs") == ["runs/r/claim.json"]  # no temporary file left behind
+
+
+def test_concurrent_submits_of_one_run_id_create_it_once(store):
+    """Two submits of one run id at the same moment, each with its own grid (a seed apart):
+    exactly one creates the run, and every pair's config is the winner's."""
+    import threading
+
+    from kbench.errors import ConfigError
+    from kbench.runs import Run, create_run
+    from kbench.spec import parse_grid
+
+    rounds = 10
+    for round_ in range(rounds):
+        run_id = f"race-{round_}"
+        barrier, outcomes = threading.Barrier(2), {}
+
+        def submit(seed: int, run_id: str = run_id, barrier=barrier, outcomes=outcomes) -> None:
+            models = "models: [clip-tiny, resnet-tiny]"
+            text = f"datasets: [synthetic]\n{models}\ndefaults: {{seed: {seed}}}"
+            grid = parse_grid(text, "g.yaml", "g")
+            barrier.wait()
+            try:
+                create_run(store, Run.new(run_id, grid, "local"), grid.pairs)
+                outcomes[seed] = "created"
+            except ConfigError as e:
+                outcomes[seed] = str(e)
+
+        threads = [threading.Thread(target=submit, args=(seed,)) for seed in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [seed for seed, outcome in outcomes.items() if outcome == "created"]
+        assert len(winners) == 1, outcomes
+        (loser,) = set(outcomes) - set(winners)
+        assert "pick another --run-id" in outcomes[loser]
+        seeds = {
+            read_json(store, f"runs/{run_id}/{pair}/config.json")["seed"]
+            for pair in ("synthetic_clip-tiny", "synthetic_resnet-tiny")
+        }
+        assert seeds == set(winners)  # the loser wrote nothing
