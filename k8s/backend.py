@@ -45,6 +45,7 @@ class KubernetesBackend:
         self.settings = settings or ClusterSettings()
         self.replace = replace
         self._api_client = api_client  # injected by tests; else built from the kubeconfig
+        self._existing: set[str] | None = None  # the run's Jobs, as `check` found them
 
     @classmethod
     def for_submit(cls, grid: Grid, options: Options) -> KubernetesBackend:
@@ -76,6 +77,9 @@ class KubernetesBackend:
     def check(self, store: Store, plan: Plan) -> None:
         self.client()
         require_staged(store, plan.pairs)  # pods read datasets from the store only
+        # One real request before the run is recorded: a cluster that cannot be reached (or
+        # refuses this user) leaves no run behind. Its answer is the submit's list of Jobs.
+        self._existing = {job.metadata.name for job in self._jobs(plan.run.run_id)}
 
     # ------------------------------------------------------------------------------ clients
 
@@ -116,7 +120,9 @@ class KubernetesBackend:
 
     def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
         run_id = plan.run.run_id
-        existing = {job.metadata.name for job in self._jobs(run_id)}
+        existing = self._existing
+        if existing is None:  # submitted without a check
+            existing = {job.metadata.name for job in self._jobs(run_id)}
         by_pair: dict[str, list[dict]] = {}
         for manifest in plan.documents:  # the Service first: the Job's pods resolve through it
             by_pair.setdefault(manifest["metadata"]["labels"][PAIR_LABEL], []).append(manifest)

@@ -288,6 +288,7 @@ def test_unreachable_api_server(cluster, monkeypatch, tmp_path):
     assert result.exit_code == 1
     assert "cannot reach the Kubernetes API server at http://127.0.0.1:" in result.output
     assert "Traceback" not in result.output
+    assert open_store(os.environ["KBENCH_STORE"]).list("runs") == []  # no ghost run left
 
 
 def test_local_store_is_refused_before_anything_is_sent(cluster, tmp_path):
