@@ -21,6 +21,11 @@ class StoreError(KbenchError):
     """Storage cannot be reached, or holds nothing where something was expected."""
 
 
+class StoreUnavailable(StoreError):
+    """A failure that may pass: the endpoint refuses or drops connections, times out, answers
+    5xx or asks to slow down."""
+
+
 class BackendError(KbenchError):
     """A backend cannot run or reach what it was asked to."""
 

@@ -14,16 +14,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from kbench.errors import StoreError
+from kbench.errors import StoreError, StoreUnavailable
 
 STORE_ENV = "KBENCH_STORE"
 DEFAULT_STORE = "./kbench-runs"
+# How long a training job keeps retrying a store that does not answer before it fails; the
+# client's commands fail at once instead.
+RETRY_ENV = "KBENCH_STORE_RETRY_S"
+JOB_RETRY_S = 600.0
+# 5xx and throttling: worth another try.
+TRANSIENT_CODES = {
+    "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
+    "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+}  # fmt: skip
 
 
 class Store(Protocol):
@@ -52,11 +64,13 @@ class Store(Protocol):
         """Download an object to a local file; raises KeyError when there is none."""
 
 
-def open_store(uri: str | None = None) -> Store:
-    """`s3://bucket/prefix` or a local directory; default `$KBENCH_STORE`, else ./kbench-runs."""
+def open_store(uri: str | None = None, retry_s: float = 0.0) -> Store:
+    """`s3://bucket/prefix` or a local directory; default `$KBENCH_STORE`, else ./kbench-runs.
+    `retry_s`: how long an S3 store retries while the endpoint is unavailable (0: fail at
+    once, as the client's commands do)."""
     uri = uri or os.environ.get(STORE_ENV) or DEFAULT_STORE
     if uri.startswith("s3://"):
-        return S3Store(uri)
+        return S3Store(uri, retry_s=retry_s)
     if "://" in uri:
         raise StoreError(f"unsupported store {uri!r}: use s3://bucket/prefix or a local directory")
     return LocalStore(uri)
@@ -79,6 +93,10 @@ def write_json(store: Store, key: str, value: Any) -> None:
 def create_json(store: Store, key: str, value: Any) -> bool:
     """`store.create` of a JSON object: False when the key already exists."""
     return store.create(key, _json(value))
+
+
+def _log(message: str) -> None:
+    print(f"kbench: {message}", file=sys.stderr, flush=True)
 
 
 def _json(value: Any) -> bytes:
@@ -152,8 +170,17 @@ class LocalStore:
             raise KeyError(key) from None
 
 
+def job_retry_s() -> float:
+    """A training job's retry window: $KBENCH_STORE_RETRY_S seconds, default 10 minutes."""
+    value = os.environ.get(RETRY_ENV, "")
+    try:
+        return float(value) if value else JOB_RETRY_S
+    except ValueError:
+        raise StoreError(f"{RETRY_ENV}={value!r}: expected a number of seconds") from None
+
+
 class S3Store:
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, retry_s: float = 0.0) -> None:
         import boto3  # the local store must not pay for importing boto3
         from botocore.config import Config
 
@@ -163,6 +190,7 @@ class S3Store:
         self.uri = uri.rstrip("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.retry_s = retry_s
         # botocore's standard retry mode backs off on throttling and transient errors.
         config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
         # A session of its own: boto3's default session would keep the credentials it saw first.
@@ -172,22 +200,25 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def read(self, key: str) -> bytes:
-        with self._errors():
+        def get() -> bytes:
             try:
                 return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
             except self.client.exceptions.NoSuchKey:
                 raise KeyError(key) from None
 
+        return self._call(get)
+
     def write(self, key: str, data: bytes) -> None:
-        with self._errors():
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        self._call(
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        )
 
     def create(self, key: str, data: bytes) -> bool:
         """A conditional PUT (`If-None-Match: *`): AWS S3, MinIO and SeaweedFS refuse it when
         the object exists. A server that ignores the header lets every create succeed."""
         from botocore.exceptions import ClientError
 
-        with self._errors():
+        def put() -> bool:
             try:
                 self.client.put_object(
                     Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
@@ -200,31 +231,32 @@ class S3Store:
                     return False
                 raise
 
+        return self._call(put)
+
     def list(self, prefix: str) -> list[str]:
         full = self._key(prefix).rstrip("/") + "/" if prefix or self.prefix else ""
         strip = len(self.prefix) + 1 if self.prefix else 0
-        keys = []
-        with self._errors():
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=full
-            )
-            for page in pages:
+
+        def pages() -> list[str]:
+            keys = []
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 keys += [obj["Key"][strip:] for obj in page.get("Contents", [])]
-        return sorted(keys)
+            return sorted(keys)
+
+        return self._call(pages)
 
     def delete(self, key: str) -> None:
-        with self._errors():
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
 
     def put_file(self, key: str, path: str) -> None:
         # boto3's managed transfer: multipart and concurrent for large files, retried per part.
-        with self._errors():
-            self.client.upload_file(path, self.bucket, self._key(key))
+        self._call(lambda: self.client.upload_file(path, self.bucket, self._key(key)))
 
     def get_file(self, key: str, path: str) -> None:
         from botocore.exceptions import ClientError
 
-        with self._errors():
+        def download() -> None:
             try:
                 self.client.download_file(self.bucket, self._key(key), path)
             except ClientError as e:
@@ -232,9 +264,41 @@ class S3Store:
                     raise KeyError(key) from None
                 raise
 
+        self._call(download)
+
+    def _call(self, request: Callable[[], Any]) -> Any:
+        """One request, its failures as one line; while the endpoint is unavailable, tried
+        again with backoff for up to `retry_s` seconds (one line when it goes, one when it is
+        back)."""
+        down_since = None
+        delay = 1.0
+        while True:
+            try:
+                with self._errors():
+                    result = request()
+            except StoreUnavailable as e:
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = now
+                    if self.retry_s:
+                        _log(f"{e}; retrying for up to {self.retry_s:.0f} s")
+                if now - down_since >= self.retry_s:
+                    if not self.retry_s:
+                        raise
+                    raise StoreUnavailable(
+                        f"{e}; gave up after {now - down_since:.0f} s of retries"
+                    ) from None
+                time.sleep(min(delay * random.uniform(0.5, 1.0), 30.0))  # jittered backoff
+                delay *= 2
+                continue
+            if down_since is not None:
+                _log(f"store {self.uri} answers again after {time.monotonic() - down_since:.0f} s")
+            return result
+
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """Turn botocore's failures into one line that says what to fix."""
+        from boto3.exceptions import S3UploadFailedError as S3TransferFailed
         from botocore import exceptions as bx
 
         try:
@@ -245,12 +309,22 @@ class S3Store:
                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
             ) from None
         except bx.EndpointConnectionError as e:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"cannot reach the S3 endpoint {e.kwargs.get('endpoint_url')}: "
                 "check AWS_ENDPOINT_URL and the network"
             ) from None
+        except (bx.ConnectionClosedError, bx.ReadTimeoutError, bx.ConnectTimeoutError) as e:
+            raise StoreUnavailable(f"the S3 endpoint of {self.uri} did not answer: {e}") from None
+        except S3TransferFailed as e:
+            # boto3's managed transfers wrap a ClientError; judge it by what they wrap.
+            with self._errors():
+                raise (
+                    e.__context__ or StoreError(f"S3 transfer failed on {self.uri}: {e}")
+                ) from None
         except bx.ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
+            if code in TRANSIENT_CODES:
+                raise StoreUnavailable(f"S3 is unavailable on {self.uri}: {code}") from None
             if code == "NoSuchBucket":
                 raise StoreError(
                     f"bucket {self.bucket!r} does not exist: create it first"

@@ -43,7 +43,7 @@ from kbench.jobs.wiseft import wise_ft_curve
 from kbench.registry import model_info
 from kbench.runs import load_config
 from kbench.spec import TrainConfig
-from kbench.storage import Store, open_store
+from kbench.storage import Store, job_retry_s, open_store
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a process killed by it
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rank, world, device = setup_distributed()
     try:
-        train(Job(open_store(args.store), args.run_id, args.pair, rank, world, device))
+        # A store that stops answering for a while (a restart, a network blip) is waited for:
+        # a failed write would cost the pod a retry and a fresh download of its data.
+        store = open_store(args.store, retry_s=job_retry_s())
+        train(Job(store, args.run_id, args.pair, rank, world, device))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

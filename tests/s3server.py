@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BUCKET = "kbench-test"
@@ -42,9 +42,29 @@ class S3Server:
     endpoint: str
     bucket: str
     env: dict[str, str]  # the standard AWS variables a client needs for this server
+    command: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
 
     def uri(self, prefix: str) -> str:
         return f"s3://{self.bucket}/{prefix}"
+
+    def start(self) -> None:
+        """Start (or start again: same ports, same data) and wait until it serves the bucket."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command, env={**os.environ, **self.env}, stdout=log, stderr=log
+            )
+        _wait_for_bucket(self.env, self.process, self.log_path)
+
+    def stop(self) -> None:
+        """Stop it, as an outage would: its port refuses connections until `start`."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def free_ports(n: int) -> list[int]:
@@ -102,19 +122,18 @@ def seaweedfs(data: Path) -> Iterator[S3Server]:
         "-master.telemetry=false",
         *[f"-{flag}={port}" for flag, port in ports.items()],
     ]
-    log_path = data / "weed.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=log)
-        try:
-            _wait_for_bucket(env, process, log_path)
-            yield S3Server(endpoint=env["AWS_ENDPOINT_URL"], bucket=BUCKET, env=env)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    server = S3Server(
+        endpoint=env["AWS_ENDPOINT_URL"],
+        bucket=BUCKET,
+        env=env,
+        command=command,
+        log_path=data / "weed.log",
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _wait_for_bucket(env: dict[str, str], process: subprocess.Popen, log: Path) -> None:
