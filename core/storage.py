@@ -34,7 +34,7 @@ JOB_RETRY_S = 600.0
 # 5xx and throttling: worth another try.
 TRANSIENT_CODES = {
     "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
-    "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "Throttling", "ThrottlingException", "RequestTimeout",
 }  # fmt: skip
 
 
@@ -174,9 +174,12 @@ def job_retry_s() -> float:
     """A training job's retry window: $KBENCH_STORE_RETRY_S seconds, default 10 minutes."""
     value = os.environ.get(RETRY_ENV, "")
     try:
-        return float(value) if value else JOB_RETRY_S
+        seconds = float(value) if value else JOB_RETRY_S
     except ValueError:
-        raise StoreError(f"{RETRY_ENV}={value!r}: expected a number of seconds") from None
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise StoreError(f"{RETRY_ENV}={value!r}: expected a number of seconds, 0 or more")
+    return seconds
 
 
 class S3Store:

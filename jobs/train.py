@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, Subset
 
-from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError
+from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError, KbenchError
 from kbench.jobs import checkpoint
 from kbench.jobs.datasets import Splits, build_splits
 from kbench.jobs.metrics import EvalAccumulator
@@ -406,6 +406,11 @@ if __name__ == "__main__":
         raise SystemExit(JOB_ERROR_EXIT_CODE) from None
     except Preempted:
         raise _stopped() from None
+    except KbenchError as e:  # e.g. the store stayed away past the retry window: may pass
+        if sigterm["received"]:
+            raise _stopped() from None
+        print(f"kbench.jobs.train: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     except Exception:
         # After a SIGTERM, a peer that stopped first breaks this process's next collective
         # (gloo: "connection closed by peer"): that is the preemption too, not a failure.
