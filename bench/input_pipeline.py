@@ -30,14 +30,16 @@ from kbench.storage import LocalStore
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_images(folder: Path, count: int, size: int) -> None:
+def make_images(folder: Path, count: int, size: int, height: int | None = None) -> None:
+    """`count` JPEGs of `size` x `size` (or `size` wide, `height` high) in 10 class folders."""
+    width, height = size, height or size
     rng = np.random.default_rng(0)
     for i in range(count):
         target = folder / f"class{i % 10}" / f"{i:05d}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
         # Smooth random fields compress like photos, unlike white noise.
-        small = rng.integers(0, 255, (size // 16, size // 16, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((size, size), Image.BICUBIC).save(target, quality=90)
+        small = rng.integers(0, 255, (height // 16, width // 16, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((width, height), Image.BICUBIC).save(target, quality=90)
 
 
 def stage_folder(store, folder: Path) -> dict:

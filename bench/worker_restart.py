@@ -20,24 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+from input_pipeline import make_images  # bench/, beside this script
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from kbench.jobs.datasets import Transformed, build_transforms
 from kbench.registry import model_info
-
-
-def make_images(folder: Path, count: int, width: int, height: int) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        target = folder / f"class{i % 10}" / f"{i:05d}.jpg"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Smooth random fields compress like photos, unlike white noise.
-        small = rng.integers(0, 255, (height // 16, width // 16, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((width, height), Image.BICUBIC).save(target, quality=90)
 
 
 def cpu_seconds() -> float:

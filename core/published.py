@@ -34,12 +34,17 @@ def study_points(config: dict[str, Any], pair: str) -> dict[int, float]:
     this pair the way it did: its dataset x model with pretrained weights, scored on the split
     the study reports."""
     points = study_table()["pairs"].get(pair)
-    info = DATASETS.get(config.get("dataset"))
-    if not points or not info or not config.get("pretrained"):
-        return {}
-    if config.get("eval_split") not in (None, info.eval_splits[0]):
+    if not points or not _as_published(config):
         return {}
     return {int(epoch): value for epoch, value in points.items()}
+
+
+def _as_published(config: dict[str, Any]) -> bool:
+    """Pretrained weights, scored on the split the published numbers are on (the first of
+    the dataset's eval splits)."""
+    info = DATASETS.get(config.get("dataset"))
+    split = config.get("eval_split")
+    return bool(info and config.get("pretrained") and split in (None, info.eval_splits[0]))
 
 
 @dataclass(frozen=True)
@@ -74,13 +79,10 @@ def zero_shot_flag(config: dict[str, Any], value: float | None) -> str | None:
     """A flag when a real OpenAI ViT-B/32's zero-shot number is far from both published ones;
     only where it is comparable: pretrained weights, the dataset's own prompts, the split the
     numbers were published for."""
-    info = DATASETS.get(config.get("dataset"))
-    published = zero_shot(config["dataset"]) if info else None
-    if value is None or published is None or config.get("model") != "clip-vit-b32":
+    if value is None or config.get("model") != "clip-vit-b32" or not _as_published(config):
         return None
-    if not config.get("pretrained") or config.get("templates") is not None:
-        return None
-    if config.get("eval_split") not in (None, info.eval_splits[0]):
+    published = zero_shot(config["dataset"])
+    if published is None or config.get("templates") is not None:
         return None
     points = 100 * value
     if published.low - ZERO_SHOT_TOLERANCE <= points <= published.high + ZERO_SHOT_TOLERANCE:

@@ -118,30 +118,36 @@ class LocalStore:
             raise KeyError(key) from None
 
     def write(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        path, tmp = self._staged(key, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
     def create(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        path, tmp = self._staged(key, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
             os.link(tmp, path)  # fails if the object exists: an exclusive, complete create
             return True
         except FileExistsError:
             return False
         finally:
+            tmp.unlink(missing_ok=True)
+
+    def _staged(self, key: str, data: bytes) -> tuple[Path, Path]:
+        """The object's path and a complete hidden copy of `data` beside it, to be moved or
+        linked into place: a reader never sees half an object."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except BaseException:
             Path(tmp).unlink(missing_ok=True)
+            raise
+        return path, Path(tmp)
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix)
