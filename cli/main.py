@@ -1,14 +1,16 @@
 """The `kbench` command line: the command group, and the one place where expected failures
-(`KbenchError`) become one line on stderr and an exit code (2 for bad input, 1 otherwise);
-anything unexpected keeps its traceback.
+become one line on stderr and an exit code: 0 done, 1 failed (a store, a cluster, a pair that
+did not succeed, or an unexpected error), 2 bad input (a grid, a flag, a store URI, a
+profile), 130 interrupted. A traceback only with --debug or KBENCH_DEBUG=1.
 
-Each room holds a group of commands: `submit` (submit, render), `runs` (runs, status, logs,
+Each room holds a group of commands: `submit` (submit, resume, render), `runs` (runs, status, logs,
 cancel), `collect`, `data` (list, stage) and `cluster` (setup, doctor); `options` and `output`
 hold what they share. Commands parse options, call the library and print; the work is in it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -21,7 +23,7 @@ from .cluster import doctor, setup
 from .collect import collect
 from .data import data
 from .runs import cancel, logs, runs, status
-from .submit import render, submit
+from .submit import render, resume, submit
 
 
 class KbenchCliError(click.ClickException):
@@ -30,19 +32,41 @@ class KbenchCliError(click.ClickException):
         self.exit_code = exit_code
 
 
+DEBUG_ENV = "KBENCH_DEBUG"
+INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
+
+
 class KbenchGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KbenchError as e:
             raise KbenchCliError(str(e), e.exit_code) from None
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise KbenchCliError("interrupted", INTERRUPTED) from None
+        except Exception as e:
+            # Anything else is a bug or a failure nobody named yet: one line (the traceback
+            # with --debug or KBENCH_DEBUG=1), never a wall of frames.
+            if ctx.params.get("debug") or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                raise
+            where = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
+            raise KbenchCliError(
+                f"{type(e).__name__}{where}: {e or 'no message'} "
+                f"(--debug or {DEBUG_ENV}=1 shows the traceback)",
+                1,
+            ) from None
 
 
 @click.group(
     cls=KbenchGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
 )
 @click.version_option(__version__, prog_name="kbench")
-def cli() -> None:
+@click.option(
+    "--debug", is_flag=True, help=f"Show the traceback of an unexpected error [env: {DEBUG_ENV}]."
+)
+def cli(debug: bool) -> None:
     """Fine-tune CLIP ViT-B/32 and ResNet50 on the same datasets and compare them.
 
     \b
@@ -52,7 +76,7 @@ def cli() -> None:
     """
 
 
-for command in (submit, render, status, data, doctor, setup, collect, runs, logs, cancel):
+for command in (submit, resume, render, status, data, doctor, setup, collect, runs, logs, cancel):
     cli.add_command(command)
 
 

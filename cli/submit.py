@@ -1,4 +1,5 @@
-"""`kbench submit` and `kbench render`: a grid becomes a plan, the plan is printed or sent."""
+"""`kbench submit`, `resume` and `render`: a grid becomes a plan, the plan is printed or sent;
+a local run that stopped part-way goes on."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .options import (
     cluster_options,
     grid_option,
     run_id_option,
+    run_option,
     store_option,
 )
 from .output import print_documents, table, to_yaml
@@ -59,7 +61,6 @@ from .output import print_documents, table, to_yaml
 def submit(grid_ref, backend_name, store, run_id, dry_run, output, **options) -> None:
     """Train every dataset x model pair of a grid and record the results in the store."""
     from kbench.backends import Options, open_backend, send
-    from kbench.errors import BackendError
     from kbench.runs import Run, new_run_id
     from kbench.spec import load_grid
 
@@ -72,14 +73,47 @@ def submit(grid_ref, backend_name, store, run_id, dry_run, output, **options) ->
         print_documents(plan.documents, output)
         return
 
-    outcomes = send(backend, plan, store, click.echo)
+    _sent(run.run_id, send(backend, plan, store, click.echo), backend.finishes)
+
+
+@click.command()
+@store_option
+@run_option
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Pairs to train at the same time.",
+)
+def resume(store, run_id, parallel) -> None:
+    """Train again every pair of a local run that has not succeeded (after a crash, a reboot
+    or a cancel), each from its last checkpoint; finished pairs stay as they are."""
+    from kbench.backends import Options, backend_of
+    from kbench.errors import ConfigError
+    from kbench.runs import load_run
+
+    run = load_run(store, run_id)
+    if run.backend != "local":
+        raise ConfigError(
+            f"run {run.run_id} went to {run.backend}, whose Jobs retry failed pods themselves; "
+            f"`kbench submit --backend kubernetes --run-id {run.run_id} --grid ...` recreates "
+            "deleted ones"
+        )
+    backend = backend_of(run, Options(parallel=parallel))
+    _sent(run.run_id, backend.resume(store, run, click.echo), finished=True)
+
+
+def _sent(run_id: str, outcomes: dict, finished: bool) -> None:
+    """What became of a submission's pairs, and what to run next."""
+    from kbench.errors import BackendError
+
     failed = [pair for pair, outcome in outcomes.items() if outcome.state.unsuccessful]
-    done = f"run {run.run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} pairs"
-    if backend.finishes:  # the pairs have trained: the report is next
-        click.echo(f"{done} succeeded; `kbench collect --run {run.run_id}` builds the report")
+    done = f"run {run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} pairs"
+    if finished:  # the pairs have trained: the report is next
+        click.echo(f"{done} succeeded; `kbench collect --run {run_id}` builds the report")
     else:  # the pairs are on their way: status is next
         table([["PAIR", "SUBMITTED"]] + [[p, o.text()] for p, o in outcomes.items()])
-        click.echo(f"{done} on the cluster; `kbench status --run {run.run_id}` follows them")
+        click.echo(f"{done} on the cluster; `kbench status --run {run_id}` follows them")
     if failed:
         raise BackendError(f"{len(failed)} pair(s) did not succeed: {', '.join(failed)}")
 

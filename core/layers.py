@@ -7,9 +7,11 @@ or a wrong type reads the same wherever it was written: the layer that holds it,
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -58,9 +60,38 @@ def missing_fields(cls: type, data: dict[str, Any]) -> list[str]:
     ]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping with a repeated key is an error (YAML 1.2
+    says keys are unique; PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            if isinstance(key, Hashable):  # an unhashable key: the base class says so
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 file a user named, or one line that says why it cannot be read."""
+    try:
+        return path.read_text("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: cannot read it ({e.strerror})") from None
+
+
 def load_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
@@ -78,8 +109,8 @@ def fits_type(value: Any, hint: Any) -> bool:
         return value is None
     if isinstance(value, bool):  # YAML `yes` must not pass as an integer
         return hint is bool
-    if hint is float:
-        return isinstance(value, (int, float))
+    if hint is float:  # YAML's .nan and .inf are floats, but no setting means them
+        return isinstance(value, (int, float)) and math.isfinite(value)
     origin = typing.get_origin(hint)
     if origin is list:
         (item,) = typing.get_args(hint)
@@ -97,6 +128,9 @@ def type_name(hint: Any) -> str:
         return "a list of strings" if typing.get_args(hint) == (str,) else "a list"
     if origin is dict:
         return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        hint, "null"
-    )
+    return {
+        int: "an integer",
+        float: "a finite number",
+        str: "a string",
+        bool: "true or false",
+    }.get(hint, "null")

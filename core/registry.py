@@ -32,6 +32,9 @@ class DatasetInfo:
     eval_splits: tuple[str, ...] = ("test",)
     # Groups of the worst-group headline (FMoW's regions), in the order records list them.
     groups: tuple[str, ...] = ()
+    # Images in the full training split (the datasets' published sizes); None: not known
+    # before the data is read (a user's folder). A batch larger than this is refused at submit.
+    train_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,14 +58,15 @@ WILDS_EVAL_SPLITS = ("test", "val", "id_test", "id_val")
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in [
-        DatasetInfo("cifar10", 10, TOP1, "torchvision CIFAR10"),
-        DatasetInfo("cifar100", 100, TOP1, "torchvision CIFAR100"),
+        DatasetInfo("cifar10", 10, TOP1, "torchvision CIFAR10", train_size=50_000),
+        DatasetInfo("cifar100", 100, TOP1, "torchvision CIFAR100", train_size=50_000),
         DatasetInfo(
             "dtd",
             47,
             TOP1,
             "torchvision DTD (partition 1)",
             eval_splits=("test", "val"),
+            train_size=1_880,
         ),
         DatasetInfo(
             "fgvc-aircraft",
@@ -70,6 +74,7 @@ DATASETS: dict[str, DatasetInfo] = {
             MEAN_PER_CLASS,
             "torchvision FGVCAircraft (variant)",
             train_split="trainval",
+            train_size=6_667,
         ),
         DatasetInfo(
             "flowers102",
@@ -77,9 +82,10 @@ DATASETS: dict[str, DatasetInfo] = {
             MEAN_PER_CLASS,
             "torchvision Flowers102",
             eval_splits=("test", "val"),
+            train_size=1_020,
         ),
-        DatasetInfo("food101", 101, TOP1, "torchvision Food101"),
-        DatasetInfo("stl10", 10, TOP1, "torchvision STL10"),
+        DatasetInfo("food101", 101, TOP1, "torchvision Food101", train_size=75_750),
+        DatasetInfo("stl10", 10, TOP1, "torchvision STL10", train_size=5_000),
         # WILDS: "test" and "val" are out-of-distribution (later years, unseen camera traps),
         # "id_test" and "id_val" in-distribution; the study reports the OOD test split.
         DatasetInfo(
@@ -90,9 +96,23 @@ DATASETS: dict[str, DatasetInfo] = {
             eval_splits=WILDS_EVAL_SPLITS,
             # WILDS' regions; worst-region accuracy leaves out the region "Other", as WILDS does.
             groups=("Africa", "Americas", "Asia", "Europe", "Oceania"),
+            train_size=76_863,
         ),
-        DatasetInfo("iwildcam", 182, MACRO_F1, "wilds iwildcam", eval_splits=WILDS_EVAL_SPLITS),
-        DatasetInfo("synthetic", 10, TOP1, "coloured shapes drawn from a seed (smoke runs, tests)"),
+        DatasetInfo(
+            "iwildcam",
+            182,
+            MACRO_F1,
+            "wilds iwildcam",
+            eval_splits=WILDS_EVAL_SPLITS,
+            train_size=129_809,
+        ),
+        DatasetInfo(
+            "synthetic",
+            10,
+            TOP1,
+            "coloured shapes drawn from a seed (smoke runs, tests)",
+            train_size=5_000,
+        ),
         # Your own images: `data` holds train/<class>/<image> and val/ (or test/) alike.
         DatasetInfo(
             "imagefolder",

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -318,6 +319,7 @@ def render_csv(results: dict[str, Any]) -> str:
 def render_markdown(results: dict[str, Any]) -> str:
     env = _environment(autoescape=False)
     env.filters["md"] = _md
+    env.filters["code"] = _code
     return env.get_template("report.md.j2").render(**_context(results))
 
 
@@ -388,6 +390,15 @@ def _pct(value: float | None) -> str:
     if value is None:
         return ""
     return f"{100 * value:.2f}"
+
+
+def _code(text: Any) -> str:
+    """Text from data as a Markdown code span, whatever backticks it holds: fenced by one
+    more backtick than its longest run (CommonMark), on one line."""
+    s = str(text).replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall("`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def _md(text: Any) -> str:

@@ -15,7 +15,7 @@ from kbench import __version__, records
 from kbench.errors import ConfigError, StoreError
 from kbench.pairs import Outcome, PairRecords, PairState, pair_state
 from kbench.registry import dataset_info
-from kbench.spec import Grid, Pair, TrainConfig
+from kbench.spec import Grid, Pair, TrainConfig, is_pair_name, pair_name
 from kbench.storage import Store, create_json, read_json, write_json
 
 
@@ -47,10 +47,21 @@ class Run:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Run:
+        """A run.json as read from `where` (runs/<id>/run.json). The store may be shared, so
+        every name that later becomes a path, a key or a label is checked first."""
         names = {f.name for f in dataclasses.fields(cls)}
         required = ("run_id", "grid", "source", "pairs", "backend", "created")
         if not isinstance(data, dict) or any(key not in data for key in required):
             raise StoreError(f"{where} is not a kbench run record: it lacks {', '.join(required)}")
+        run_id, pairs = data["run_id"], data["pairs"]
+        if not isinstance(run_id, str) or where != records.run_key(run_id):
+            raise StoreError(f"{where} names another run: {run_id!r}")
+        try:
+            check_run_id(run_id)
+        except ConfigError as e:
+            raise StoreError(f"{where}: {e}") from None
+        if not isinstance(pairs, list) or not all(is_pair_name(p) for p in pairs):
+            raise StoreError(f"{where}: pairs: not a list of <dataset>_<model> that kbench knows")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +136,7 @@ def load_run(store: Store, run_id: str | None) -> Run:
     key = records.run_key(run_id)
     data = read_json(store, key, default=None)
     if data is None:
-        raise StoreError(f"no run {run_id!r} in {store.uri}: `kbench runs` lists them")
+        raise ConfigError(f"no run {run_id!r} in {store.uri}: `kbench runs` lists them")
     return Run.from_dict(data, where=key)
 
 
@@ -147,9 +158,14 @@ def read_pair(store: Store, run_id: str, pair: str, with_progress: bool = False)
     """A pair's config, epoch records and result (None until it finished); its progress too
     when asked. Records not written yet read as empty."""
     key = lambda name: records.pair_key(run_id, pair, name)  # noqa: E731
+    config = read_json(store, key(records.CONFIG))
+    if not isinstance(config, dict) or pair != pair_name(
+        config.get("dataset"), config.get("model")
+    ):
+        raise StoreError(f"{key(records.CONFIG)} is not the config of {pair}")
     return PairRecords(
         pair=pair,
-        config=read_json(store, key(records.CONFIG)),
+        config=config,
         epochs=read_json(store, key(records.METRICS), default={"epochs": []})["epochs"],
         result=read_json(store, key(records.RESULT), default=None),
         progress=read_json(store, key(records.PROGRESS), default={}) if with_progress else None,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kbench.errors import ConfigError
-from kbench.layers import Layer, load_yaml, merge_layers, missing_fields
+from kbench.layers import Layer, load_yaml, merge_layers, missing_fields, read_text
 from kbench.registry import AUGMENTATIONS, DATASETS, MODELS, PROMPT_SETS
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -108,6 +108,9 @@ class TrainConfig:
             ("batch_size", self.batch_size >= 1, "at least 1"),
             ("lr", self.lr > 0, "positive"),
             ("head_lr", self.head_lr is None or self.head_lr > 0, "positive"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "positive"),
             ("warmup", 0 <= self.warmup < 1, "a fraction in [0, 1)"),
             ("warmup_steps", self.warmup_steps is None or self.warmup_steps >= 0, ">= 0"),
             ("workers", self.workers >= 0, ">= 0"),
@@ -117,6 +120,14 @@ class TrainConfig:
         for key, ok, allowed in checks:
             if not ok:
                 raise ConfigError(f"{where}: {key}: must be {allowed}, got {getattr(self, key)!r}")
+        # The images an epoch has, where known before any data is read.
+        sizes = [n for n in (DATASETS[self.dataset].train_size, self.train_limit) if n]
+        if sizes and self.batch_size > min(sizes):
+            limit = " (train_limit)" if min(sizes) == self.train_limit else ""
+            raise ConfigError(
+                f"{where}: batch_size: {self.batch_size} is larger than the {min(sizes)}"
+                f"{limit} training images of {self.dataset}: every epoch would be one partial step"
+            )
 
 
 @dataclass
@@ -144,6 +155,11 @@ class Grid:
 
 def pair_name(dataset: str, model: str) -> str:
     return f"{dataset}_{model}"
+
+
+def is_pair_name(name: Any) -> bool:
+    """Whether `name` is a pair of a dataset and a model kbench knows."""
+    return name in {pair_name(d, m) for d in DATASETS for m in MODELS}
 
 
 GRID_KEYS = {
@@ -176,7 +192,7 @@ def load_grid(ref: str) -> Grid:
             "or the path of a YAML file"
         )
     return parse_grid(
-        path.read_text("utf-8"), source=str(path), default_name=path.stem, base=path.parent
+        read_text(path, "grid"), source=str(path), default_name=path.stem, base=path.parent
     )
 
 
@@ -250,10 +266,7 @@ def _read_template_file(layer: Any, base: Path | None, where: str) -> Any:
     if name in PROMPT_SETS:
         return {**layer, "templates": list(PROMPT_SETS[name])}
     path = _grid_path(name, base)
-    try:
-        lines = path.read_text("utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"{where}: templates: cannot read {path} ({e.strerror})") from None
+    lines = read_text(path, f"{where}: templates").splitlines()
     templates = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     if not templates:
         raise ConfigError(f"{where}: templates: {path} holds no template")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from kbench.errors import StoreError, StoreUnavailable
+from kbench.errors import ConfigError, StoreError, StoreUnavailable
 
 STORE_ENV = "KBENCH_STORE"
 DEFAULT_STORE = "./kbench-runs"
@@ -31,6 +31,9 @@ DEFAULT_STORE = "./kbench-runs"
 # client's commands fail at once instead.
 RETRY_ENV = "KBENCH_STORE_RETRY_S"
 JOB_RETRY_S = 600.0
+# How long one request to the store or the Kubernetes API may wait for an answer.
+TIMEOUT_ENV = "KBENCH_TIMEOUT_S"
+TIMEOUT_S = 10.0
 # 5xx and throttling: worth another try.
 TRANSIENT_CODES = {
     "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
@@ -63,6 +66,10 @@ class Store(Protocol):
     def get_file(self, key: str, path: str) -> None:
         """Download an object to a local file; raises KeyError when there is none."""
 
+    def discard_partial(self, prefix: str) -> None:
+        """Remove what interrupted writes under `prefix` left behind (hidden temporary files,
+        unfinished multipart uploads). Only for a prefix whose writer is the caller."""
+
 
 def open_store(uri: str | None = None, retry_s: float = 0.0) -> Store:
     """`s3://bucket/prefix` or a local directory; default `$KBENCH_STORE`, else ./kbench-runs.
@@ -72,7 +79,7 @@ def open_store(uri: str | None = None, retry_s: float = 0.0) -> Store:
     if uri.startswith("s3://"):
         return S3Store(uri, retry_s=retry_s)
     if "://" in uri:
-        raise StoreError(f"unsupported store {uri!r}: use s3://bucket/prefix or a local directory")
+        raise ConfigError(f"unsupported store {uri!r}: use s3://bucket/prefix or a local directory")
     return LocalStore(uri)
 
 
@@ -107,9 +114,15 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).expanduser().absolute()
         self.uri = str(self.root)
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"store {self.uri} is a file: give a directory (or s3://...)")
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        path = self.root / key
+        # Keys come from records too, and the store is shared: none may lead out of it.
+        if ".." in Path(key).parts or not path.is_relative_to(self.root):
+            raise StoreError(f"key {key!r} leads outside the store {self.uri}")
+        return path
 
     def read(self, key: str) -> bytes:
         try:
@@ -175,35 +188,67 @@ class LocalStore:
         except FileNotFoundError:
             raise KeyError(key) from None
 
+    def discard_partial(self, prefix: str) -> None:
+        folder = self._path(prefix)
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+            tmp.unlink(missing_ok=True)
+
+
+def timeout_s() -> float:
+    """Seconds a request may wait for an answer: $KBENCH_TIMEOUT_S, default 10."""
+    return env_seconds(TIMEOUT_ENV, TIMEOUT_S, minimum_open=True)
+
+
+def env_seconds(name: str, default: float, minimum_open: bool = False) -> float:
+    """A number of seconds from the environment, checked: one line if it is not one."""
+    value = os.environ.get(name, "")
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        seconds = -1.0
+    if not (seconds > 0 if minimum_open else seconds >= 0) or seconds == float("inf"):
+        more = "more than 0" if minimum_open else "0 or more"
+        raise ConfigError(f"{name}={value!r}: expected a number of seconds, {more}")
+    return seconds
+
 
 def job_retry_s() -> float:
     """A training job's retry window: $KBENCH_STORE_RETRY_S seconds, default 10 minutes."""
-    value = os.environ.get(RETRY_ENV, "")
-    try:
-        seconds = float(value) if value else JOB_RETRY_S
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise StoreError(f"{RETRY_ENV}={value!r}: expected a number of seconds, 0 or more")
-    return seconds
+    return env_seconds(RETRY_ENV, JOB_RETRY_S)
 
 
 class S3Store:
     def __init__(self, uri: str, retry_s: float = 0.0) -> None:
         import boto3  # the local store must not pay for importing boto3
         from botocore.config import Config
+        from botocore.exceptions import PartialCredentialsError
 
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         if not bucket:
-            raise StoreError(f"store {uri!r} names no bucket: use s3://bucket/prefix")
+            raise ConfigError(f"store {uri!r} names no bucket: use s3://bucket/prefix")
         self.uri = uri.rstrip("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.retry_s = retry_s
-        # botocore's standard retry mode backs off on throttling and transient errors.
-        config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
-        # A session of its own: boto3's default session would keep the credentials it saw first.
-        self.client = boto3.session.Session().client("s3", config=config)
+        # Timeouts on every request: an endpoint that accepts connections but never answers
+        # fails in seconds. botocore's standard mode backs off on throttling and transient
+        # errors; a job (retry_s > 0) then keeps trying for its window, a client command not.
+        config = Config(
+            connect_timeout=min(10.0, timeout_s()),
+            read_timeout=timeout_s() if not retry_s else max(60.0, timeout_s()),
+            retries={"mode": "standard", "max_attempts": 5 if retry_s else 2},
+            max_pool_connections=32,
+        )
+        try:
+            # A session of its own: boto3's default session keeps the credentials it saw first.
+            self.client = boto3.session.Session().client("s3", config=config)
+        except PartialCredentialsError:
+            raise ConfigError(
+                f"incomplete AWS credentials for {uri}: set both AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            ) from None
+        except ValueError as e:  # a malformed AWS_ENDPOINT_URL or region
+            raise ConfigError(f"cannot configure S3 for {uri}: {e}") from None
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -275,6 +320,18 @@ class S3Store:
 
         self._call(download)
 
+    def discard_partial(self, prefix: str) -> None:
+        def abort() -> None:
+            folder = self._key(prefix).rstrip("/") + "/"
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
+                for upload in page.get("Uploads", []):
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+
+        self._call(abort)
+
     def _call(self, request: Callable[[], Any]) -> Any:
         """One request, its failures as one line; while the endpoint is unavailable, tried
         again with backoff for up to `retry_s` seconds (one line when it goes, one when it is
@@ -313,7 +370,7 @@ class S3Store:
         try:
             yield
         except bx.NoCredentialsError:
-            raise StoreError(
+            raise ConfigError(
                 f"no AWS credentials for {self.uri}: set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
             ) from None

@@ -4,8 +4,9 @@
     runs/<run>/<pair>/checkpoints/latest.json       {"epoch": 3, "key": ".../epoch-0003.pt",
                                                      "id": "<random, new with every save>"}
 
-The pointer is written only after its checkpoint is complete, and the previous checkpoint is
-deleted only after the pointer moved on, so a kill at any moment leaves a usable pair. The
+The pointer is written only after its checkpoint is complete, and older checkpoints are deleted
+only after the pointer moved on, so a kill at any moment leaves a usable pair (and the next
+save removes what the kill left). The
 checkpoint also holds the epoch records so far: a resumed run rewrites metrics.json from them,
 so an epoch that was recorded but not checkpointed is trained again and recorded once.
 """
@@ -24,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from kbench import __version__, records
+from kbench.errors import StoreError
 from kbench.jobs import node_cache
 from kbench.storage import Store, read_json, write_json
 
@@ -58,18 +60,21 @@ def gather_rng_states(world: int) -> list[dict[str, Any]]:
 
 
 def save(store: Store, run_id: str, pair: str, state: dict[str, Any]) -> None:
-    """Rank 0 only: write the checkpoint, move the pointer, drop the previous checkpoint."""
+    """Rank 0 only: write the checkpoint, move the pointer, then drop every other checkpoint
+    of the pair and what interrupted uploads left (a kill before the last cleanup left some)."""
     epoch = state["epoch"]
     key = _key(run_id, pair, f"checkpoints/epoch-{epoch:04d}.pt")
-    previous = read_json(store, _key(run_id, pair, POINTER), default=None)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "checkpoint.pt")
         torch.save({**state, "kbench_version": __version__}, path)
         store.put_file(key, path)
     pointer = {"epoch": epoch, "key": key, "id": uuid.uuid4().hex}
     write_json(store, _key(run_id, pair, POINTER), pointer)
-    if previous and previous["key"] != key:
-        store.delete(previous["key"])
+    folder = _key(run_id, pair, "checkpoints")
+    for old in store.list(folder):
+        if old not in (key, _key(run_id, pair, POINTER)):
+            store.delete(old)
+    store.discard_partial(folder)  # only this job writes here, and its writes are done
 
 
 def load_latest(store: Store, run_id: str, pair: str, cache_dir: str) -> dict[str, Any] | None:
@@ -78,16 +83,20 @@ def load_latest(store: Store, run_id: str, pair: str, cache_dir: str) -> dict[st
     pointer = read_json(store, _key(run_id, pair, POINTER), default=None)
     if pointer is None:
         return None
+    folder = _key(run_id, pair, "checkpoints/")
+    key = pointer.get("key") if isinstance(pointer, dict) else None
+    if not (isinstance(key, str) and re.fullmatch(re.escape(folder) + r"epoch-\d{4,}\.pt", key)):
+        raise StoreError(f"{_key(run_id, pair, POINTER)} names no checkpoint of this pair: {key!r}")
     # Named by the pointer's id: a file left in the cache by an earlier run of the same name
     # (a re-created run, a rerun test) is never taken for this checkpoint. A pointer without
     # a proper id (the store is not trusted) is downloaded every time.
     ident = pointer.get("id")
     named = isinstance(ident, str) and re.fullmatch(r"[0-9a-f]{32}", ident) is not None
-    path = Path(cache_dir) / f"{ident if named else 'unnamed'}-{os.path.basename(pointer['key'])}"
+    path = Path(cache_dir) / f"{ident if named else 'unnamed'}-{os.path.basename(key)}"
 
     def download() -> None:
         if not (named and path.exists()):
-            node_cache.fetch(store, pointer["key"], path)
+            node_cache.fetch(store, key, path)
 
     node_cache.once_per_node(download)
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -69,6 +69,7 @@ class ShardDataset(Dataset):
                             m.size,
                             _read_int(f, label),
                             None if group is None else _read_int(f, group),
+                            m.name,
                         )
                     )
         self.targets = [item[3] for item in self.items]
@@ -79,11 +80,14 @@ class ShardDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int):
-        path, offset, size, label, group = self.items[index]
+        path, offset, size, label, group, name = self.items[index]
         fd = self._open.get(path)
         if fd is None:  # one descriptor per shard and process; pread needs no seek
             fd = self._open[path] = os.open(path, os.O_RDONLY)
-        image = Image.open(io.BytesIO(os.pread(fd, size, offset))).convert("RGB")
+        try:
+            image = Image.open(io.BytesIO(os.pread(fd, size, offset))).convert("RGB")
+        except OSError as e:  # bytes in memory: say which image of which shard
+            raise OSError(f"cannot decode image {name} of shard {path}: {e}") from None
         return (image, label, group) if self.has_groups else (image, label)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -169,11 +170,22 @@ def _sample_bytes(dataset: Dataset, index: int) -> tuple[bytes, str, int, int | 
     original = _original_file(dataset, index)
     if original is not None:
         path, label, group = original
+        _check_image(path)
         return path.read_bytes(), path.suffix.lstrip(".").lower() or "jpg", int(label), group
     image, label, *group = dataset[index]
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue(), "png", int(label), (int(group[0]) if group else None)
+
+
+def _check_image(path: Path) -> None:
+    """Refuse a file that is no image before it is staged (the header and, for PNG, the
+    checksums; a full decode would cost more than the upload)."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError) as e:  # PIL reports some broken headers as SyntaxError
+        raise ConfigError(f"{path}: not an image kbench can read ({e}): remove or fix it") from None
 
 
 def _original_file(dataset: Dataset, index: int) -> tuple[Path, int, int | None] | None:

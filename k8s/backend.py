@@ -14,16 +14,18 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import yaml
+from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from kbench.backends import Echo, Options, Plan
-from kbench.errors import BackendError
+from kbench.backends import Echo, Options, Plan, check_world
+from kbench.errors import BackendError, ConfigError
 from kbench.pairs import Outcome, PairState
 from kbench.runs import Run
 from kbench.spec import Grid, Pair
 from kbench.staged import require_staged
-from kbench.storage import Store
+from kbench.storage import Store, timeout_s
 
 from .render import PAIR_LABEL, RUN_LABEL, job_name, render_validated, run_selector
 from .settings import ClusterSettings, settings_for
@@ -65,6 +67,7 @@ class KubernetesBackend:
     # ------------------------------------------------------------------------------- plan
 
     def plan(self, run: Run, pairs: list[Pair], store_uri: str) -> Plan:
+        check_world(pairs, self.settings.nodes * self.settings.gpus_per_node)
         manifests = render_validated(run.run_id, pairs, self.settings, store_uri)
         cluster = {"namespace": self.settings.namespace, "context": self.settings.context}
         return Plan(
@@ -88,20 +91,24 @@ class KubernetesBackend:
             from kubernetes import config
             from kubernetes.config.config_exception import ConfigException
 
+            configuration = Configuration()
+            configuration.retries = 1  # urllib3 retries a silent server 3 times by default
             try:
                 # KUBECONFIG is read here, not when the kubernetes package was imported.
-                self._api_client = config.new_client_from_config(
-                    config_file=os.environ.get("KUBECONFIG"), context=self.settings.context
+                config.load_kube_config(
+                    config_file=os.environ.get("KUBECONFIG"),
+                    context=self.settings.context,
+                    client_configuration=configuration,
+                    persist_config=False,
                 )
-            except ConfigException as e:
+                self._api_client = TimedApiClient(configuration)
+            except (ConfigException, OSError, ValueError, yaml.YAMLError) as e:
                 try:  # inside a pod: its service account
-                    config.load_incluster_config()
-                    from kubernetes import client
-
-                    self._api_client = client.ApiClient()
+                    config.load_incluster_config(client_configuration=configuration)
+                    self._api_client = TimedApiClient(configuration)
                 except ConfigException:
-                    raise BackendError(
-                        f"no usable kubeconfig ({e}): set KUBECONFIG or ~/.kube/config, "
+                    raise ConfigError(
+                        f"no usable kubeconfig ({_one_line(e)}): set KUBECONFIG or ~/.kube/config, "
                         "or pick one with --context"
                     ) from None
         return self._api_client
@@ -224,7 +231,13 @@ class KubernetesBackend:
                     pod.metadata.name, ns, container="train"
                 )
             stream = self._core().read_namespaced_pod_log(
-                pod.metadata.name, ns, container="train", follow=True, _preload_content=False
+                pod.metadata.name,
+                ns,
+                container="train",
+                follow=True,
+                _preload_content=False,
+                # A quiet pod may print nothing for long: a day's read timeout, not seconds.
+                _request_timeout=(timeout_s(), 24 * 3600.0),
             )
         return (chunk.decode(errors="replace") for chunk in stream.stream())
 
@@ -274,6 +287,19 @@ class KubernetesBackend:
                 f"cannot reach the Kubernetes API server at {host} ({type(e).__name__}): "
                 "check --context, the kubeconfig and the network"
             ) from None
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+class TimedApiClient(ApiClient):
+    """The kubernetes client with a timeout on every request that sets none
+    ($KBENCH_TIMEOUT_S): its own default waits forever on a server that never answers."""
+
+    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        timeout = _request_timeout or (min(10.0, timeout_s()), timeout_s())
+        return super().call_api(*args, _request_timeout=timeout, **kwargs)
 
 
 class _EmptyStatus:

@@ -36,12 +36,19 @@ def run_checks(
     except KbenchError as e:
         fix = "point KUBECONFIG at a kubeconfig, or pick a context with --context"
         return [Check("kubeconfig", False, str(e), fix), *checks]
-    checks.insert(0, Check("kubeconfig", True, f"API server {client.configuration.host}"))
-    namespace = _namespace(client, settings.namespace)
-    checks.insert(1, namespace)
-    if namespace.ok is not False:
-        checks.insert(2, _permissions(client, settings.namespace))
-    checks.append(_gpus(client))
+    from urllib3.exceptions import HTTPError
+
+    host = client.configuration.host
+    checks.insert(0, Check("kubeconfig", True, f"API server {host}"))
+    try:
+        namespace = _namespace(client, settings.namespace)
+        checks.insert(1, namespace)
+        if namespace.ok is not False:
+            checks.insert(2, _permissions(client, settings.namespace))
+        checks.append(_gpus(client))
+    except HTTPError as e:  # refused, timed out, TLS: the cluster checks cannot run
+        reason = f"cannot reach the API server at {host} ({type(e).__name__})"
+        checks.insert(1, Check("api server", False, reason, "check --context and the network"))
     return checks
 
 
@@ -92,7 +99,6 @@ def _datasets(uri: str, grid: Grid) -> Check:
 def _namespace(client: Any, namespace: str) -> Check:
     from kubernetes import client as k8s
     from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
 
     try:
         k8s.CoreV1Api(client).read_namespace(namespace)
@@ -105,13 +111,6 @@ def _namespace(client: Any, namespace: str) -> Check:
                 f"kbench setup -n {namespace} | kubectl apply -f -",
             )
         return Check("namespace", None, f"cannot read namespace {namespace!r} ({e.status})")
-    except HTTPError as e:
-        return Check(
-            "namespace",
-            False,
-            f"cannot reach the API server ({type(e).__name__})",
-            "check --context, the kubeconfig and the network",
-        )
     return Check("namespace", True, namespace)
 
 

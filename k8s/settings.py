@@ -6,12 +6,13 @@ Resolved in layers, later ones winning: the grid's `cluster:` section < a profil
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kbench.errors import ConfigError
-from kbench.layers import Layer, fits_type, load_yaml, merge_layers
+from kbench.layers import Layer, fits_type, load_yaml, merge_layers, read_text
 from kbench.spec import Grid
 
 
@@ -43,12 +44,24 @@ class ClusterSettings:
     kubernetes_version: str = "1.33.0"  # schema the manifests are validated against
 
 
+# Resource sizes, checked here: the API server would refuse a bad one only after earlier
+# pairs were created.
+QUANTITIES = ("cpu", "memory", "shm_size", "scratch_size")
+QUANTITY = r"(\d+(\.\d*)?|\.\d+)([eE]\d+|[mkMGTPE]|[KMGTPE]i)?"
+
+
 def resolve(layers: list[Layer]) -> ClusterSettings:
     """Merge (mapping, where-it-came-from) layers onto the defaults, checking keys and types."""
     settings = ClusterSettings(**merge_layers(ClusterSettings, layers, "cluster settings", _fits))
     for key in ("nodes", "gpus_per_node", "backoff_limit", "rendezvous_timeout"):
         if getattr(settings, key) < (0 if key == "backoff_limit" else 1):
             raise ConfigError(f"cluster settings: {key} must be positive")
+    for key in QUANTITIES:
+        if not re.fullmatch(QUANTITY, str(getattr(settings, key))):
+            raise ConfigError(
+                f"cluster settings: {key}: {getattr(settings, key)!r} is not a Kubernetes "
+                "quantity (like 8, 500m, 64Gi or 1.5G)"
+            )
     return settings
 
 
@@ -66,11 +79,7 @@ def settings_for(grid: Grid | None, profile: str | None, flags: dict[str, Any]) 
 def load_profile(path: str | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    try:
-        text = Path(path).read_text("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"no profile file {path!r}") from None
-    return load_yaml(text, path) or {}
+    return load_yaml(read_text(Path(path), "profile"), path) or {}
 
 
 def _fits(value: Any, hint: Any) -> bool:

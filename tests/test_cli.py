@@ -91,9 +91,3 @@ def test_store_from_environment(tmp_path):
     result = run("runs", env={"KBENCH_STORE": str(tmp_path / "nothing")})
     assert result.exit_code == 0
     assert result.output.split() == ["RUN", "GRID", "BACKEND", "PAIRS", "CREATED"]
-
-
-def test_unsupported_store_scheme(tmp_path):
-    result = run("status", "--store", "gs://bucket/x")
-    assert result.exit_code == 1
-    assert "unsupported store 'gs://bucket/x'" in result.output

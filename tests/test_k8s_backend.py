@@ -273,14 +273,6 @@ def test_a_job_of_the_same_name_from_elsewhere_is_a_conflict(cluster):
     assert "17 of 18 pairs on the cluster" in result.output
 
 
-def test_no_kubeconfig(cluster, monkeypatch, tmp_path):
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    result = submit()
-    assert result.exit_code == 1
-    assert "no usable kubeconfig" in result.output and result.output.count("\n") == 1
-
-
 def test_unreachable_api_server(cluster, monkeypatch, tmp_path):
     dead = write_kubeconfig(tmp_path / "dead", f"http://127.0.0.1:{free_ports(1)[0]}")
     monkeypatch.setenv("KUBECONFIG", str(dead))

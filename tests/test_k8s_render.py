@@ -200,7 +200,7 @@ def test_kbench_render_writes_one_file_per_manifest(tmp_path):
         (["--store", "./local", "--image", "i"], "is a local folder the pods cannot reach"),
         (
             ["--store", STORE, "--image", "i", "--profile", "nope.yaml"],
-            "no profile file 'nope.yaml'",
+            "profile nope.yaml: no such file",
         ),
     ],
 )

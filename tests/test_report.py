@@ -188,13 +188,14 @@ def test_markdown_and_csv(fixture_run, tmp_path):
 
 
 def test_text_from_data_is_escaped(tmp_path):
+    """A grid's name and file are free text (the pair names are checked when read)."""
     store = open_store(str(tmp_path / "store"))
     evil = "<script>alert(1)</script>"
     run = {
         "run_id": "evil",
-        "grid": evil,
+        "grid": f"`evil`|{evil}",
         "source": evil,
-        "pairs": [f"{evil}_resnet50"],
+        "pairs": ["cifar10_resnet50"],
         "backend": "local",
         "created": "2026-11-27T00:00:00+00:00",
         "kbench_version": "0",
@@ -204,14 +205,18 @@ def test_text_from_data_is_escaped(tmp_path):
     write_json(
         store,
         records.pair_key("evil", pair, records.CONFIG),
-        {"dataset": evil, "model": "resnet50", "epochs": 1},
+        {"dataset": "cifar10", "model": "resnet50", "epochs": 1},
     )
     write_pair(store, "evil", pair, [epoch(1, 0.5)])
     collect(store, tmp_path / "report")
-    for name in ("report.html", "report.md"):
-        text = (tmp_path / "report" / name).read_text()
-        assert evil not in text, name
-        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text, name
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert evil not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    # A code span holds the name as it is (CommonMark shows it literally); its fence is longer
+    # than any run of backticks inside, so the name cannot end it early.
+    header = f"Grid `` `evil`|{evil} `` (&lt;script&gt;alert(1)&lt;/script&gt;), backend `local`"
+    assert header in markdown
+    assert f"({evil})" not in markdown  # outside a code span, HTML is escaped
 
 
 def chromium() -> str:

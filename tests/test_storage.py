@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kbench.errors import StoreError
+from kbench.errors import ConfigError, StoreError
 from kbench.storage import LocalStore, S3Store, open_store, read_json, write_json
 
 
@@ -60,7 +60,7 @@ def test_open_store_picks_by_uri(tmp_path, monkeypatch):
     assert isinstance(open_store(str(tmp_path)), LocalStore)
     monkeypatch.setenv("KBENCH_STORE", str(tmp_path / "from-env"))
     assert open_store().uri == str(tmp_path / "from-env")
-    with pytest.raises(StoreError, match="unsupported store"):
+    with pytest.raises(ConfigError, match="unsupported store"):
         open_store("gs://bucket/x")
 
 
@@ -105,7 +105,6 @@ def test_concurrent_submits_of_one_run_id_create_it_once(store):
     exactly one creates the run, and every pair's config is the winner's."""
     import threading
 
-    from kbench.errors import ConfigError
     from kbench.runs import Run, create_run
     from kbench.spec import parse_grid
 

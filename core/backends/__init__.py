@@ -90,6 +90,17 @@ class Backend(Protocol):
         """Stop the given pairs; returns those that were running."""
 
 
+def check_world(pairs: list[Pair], processes: int) -> None:
+    """Every pair's global batch splits evenly over its training processes (refused at plan
+    time, not inside a pod)."""
+    for pair in pairs:
+        if pair.config.batch_size % processes:
+            raise ConfigError(
+                f"pair {pair.name}: batch_size {pair.config.batch_size} does not split evenly "
+                f"over {processes} training processes: pick a multiple of {processes}"
+            )
+
+
 def send(backend: Backend, plan: Plan, store: Store, echo: Echo) -> dict[str, Outcome]:
     """Check, record the run, submit: a submission refused by a check leaves nothing behind."""
     backend.check(store, plan)

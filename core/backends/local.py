@@ -7,6 +7,7 @@ Each pair's process state (pid, exit code, log file) is kept in the store as `lo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import signal
@@ -20,14 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from kbench import records
-from kbench.backends import Echo, Options, Plan
+from kbench.backends import Echo, Options, Plan, check_world
 from kbench.command import train_command
-from kbench.errors import JOB_ERROR_PREFIX, BackendError
+from kbench.errors import JOB_ERROR_PREFIX, BackendError, ConfigError, StoreError
 from kbench.pairs import Outcome, PairState
-from kbench.runs import Run, utc_now
+from kbench.runs import Run, load_config, read_pairs, utc_now
 from kbench.spec import Grid, Pair
-from kbench.storage import LocalStore, Store, read_json, write_json
+from kbench.storage import LocalStore, Store, open_store, read_json, write_json
 
 POLL_S = 1.0
 LOG = "train.log"
@@ -50,7 +53,11 @@ class LocalBackend:
 
     @classmethod
     def for_run(cls, run: Run, options: Options) -> LocalBackend:
-        return cls()
+        """As the run was submitted (processes per pair), `parallel` as the command says."""
+        nproc = (run.cluster or {}).get("nproc_per_node", 1)
+        if not isinstance(nproc, int) or isinstance(nproc, bool) or not 1 <= nproc <= 1024:
+            raise StoreError(f"run {run.run_id}: run.json's nproc_per_node is {nproc!r}")
+        return cls(parallel=options.parallel, nproc_per_node=nproc)
 
     def command(self, store: Store, run_id: str, pair: str) -> list[str]:
         """A pair's job as this backend starts it: torchrun on this machine alone."""
@@ -61,6 +68,7 @@ class LocalBackend:
         return train_command(sys.executable, torchrun, store_uri, run_id, pair)
 
     def plan(self, run: Run, pairs: list[Pair], store_uri: str) -> Plan:
+        check_world(pairs, self.nproc_per_node)
         document = {
             "run_id": run.run_id,
             "grid": run.grid,
@@ -76,6 +84,7 @@ class LocalBackend:
                 for p in pairs
             ],
         }
+        run = dataclasses.replace(run, cluster={"nproc_per_node": self.nproc_per_node})
         return Plan(run=run, pairs=pairs, store_uri=store_uri, documents=[document])
 
     def check(self, store: Store, plan: Plan) -> None:
@@ -84,6 +93,9 @@ class LocalBackend:
                 "the local backend trains on this machine and needs the training stack: "
                 "pip install 'kbench[train]'"
             )
+        for pair in plan.pairs:  # a user's folder: there, before a run is recorded
+            if pair.config.data is not None:
+                check_data(pair.name, pair.config.data)
 
     def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
         """Trains the plan's pairs (their configs are in the store); returns when all ended."""
@@ -94,6 +106,8 @@ class LocalBackend:
             f"run {run.run_id}: {n} pairs on this machine, {self.parallel} at a "
             f"time, {self.nproc_per_node} process(es) each; store {store.uri}"
         )
+        # Who trains this run: `resume` refuses while this process is alive.
+        write_json(store, records.run_key(run.run_id, records.LOCAL_STATE), _this_process())
         pool = ThreadPoolExecutor(max_workers=self.parallel)
         try:
             futures = {
@@ -119,7 +133,10 @@ class LocalBackend:
         log_path = self._log_path(store, run_id, pair)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        with open(log_path, "wb") as log:
+        with open(log_path, "ab") as log:  # a resumed pair's log goes on after the last attempt
+            if log.tell():
+                log.write(f"\n==== kbench: resumed at {utc_now()} ====\n".encode())
+                log.flush()
             process = subprocess.Popen(
                 command,
                 stdout=log,
@@ -129,14 +146,7 @@ class LocalBackend:
             )
         with self._lock:
             self._running[pair] = process
-        state = {
-            "state": "running",
-            "pid": process.pid,
-            "host": socket.gethostname(),
-            "log": str(log_path),
-            "started": utc_now(),
-            "command": process.args,
-        }
+        state = {"state": "running", "started": utc_now(), **_process(process.pid)}
         write_json(store, key, state)
         echo(f"{tag} {pair}: started, log {log_path}")
 
@@ -208,11 +218,12 @@ class LocalBackend:
         self, store: Store, run: Run, pair: str, follow: bool = False, node: int = 0
     ) -> str | Iterator[str]:
         key = records.pair_key(run.run_id, pair, records.LOCAL_STATE)
-        state = read_json(store, key, default=None)
-        if state and Path(state["log"]).is_file():
+        # The log is where this backend puts it, never a path read from the (shared) store.
+        path = self._log_path(store, run.run_id, pair)
+        if path.is_file():
             if follow:
-                return _follow(Path(state["log"]), lambda: read_json(store, key)["state"])
-            return Path(state["log"]).read_text("utf-8", errors="replace")
+                return _follow(path, lambda: _state(read_json(store, key, default=None)))
+            return path.read_text("utf-8", errors="replace")
         try:
             return store.read(records.pair_key(run.run_id, pair, LOG)).decode(errors="replace")
         except KeyError:
@@ -223,12 +234,41 @@ class LocalBackend:
         for pair in pairs:
             key = records.pair_key(run.run_id, pair, records.LOCAL_STATE)
             state = read_json(store, key, default=None)
-            if not state or state["state"] != "running" or not _alive(state):
+            if _state(state) != "running" or not _alive(state):
                 continue
+            if not _ours(state):
+                raise BackendError(
+                    f"{key} names process {state.get('pid')!r}, which is not the training "
+                    "process kbench started (start time or command line differ): not signalled"
+                )
             write_json(store, key, {**state, "state": "cancelling"})
             _terminate(state["pid"])
             stopped.append(pair)
         return stopped
+
+    def resume(self, store: Store, run: Run, echo: Echo) -> dict[str, Outcome]:
+        """Train again every pair of the run that has not succeeded, each from its last
+        checkpoint; refused while the run's submit or any of its pairs still runs."""
+        submitter = read_json(store, records.run_key(run.run_id, records.LOCAL_STATE), default={})
+        if _alive(submitter) and _ours(submitter):
+            raise BackendError(
+                f"run {run.run_id} is still being trained by process {submitter['pid']} on "
+                f"{submitter['host']}: wait for it, or stop it (Ctrl-C, kbench cancel) first"
+            )
+        states = self.states(store, run)
+        running = [p for p, o in states.items() if o.state is PairState.RUNNING]
+        if running:
+            raise BackendError(
+                f"run {run.run_id}: {', '.join(running)} still running: wait, or `kbench "
+                f"cancel --run {run.run_id}` first"
+            )
+        done = {found.pair for found in read_pairs(store, run) if found.result is not None}
+        todo = [p for p in run.pairs if p not in done]
+        echo(f"run {run.run_id}: {len(done)} pair(s) finished, resuming {len(todo)}")
+        if not todo:
+            return {}
+        pairs = [Pair(p, load_config(store, run.run_id, p)) for p in todo]
+        return self.submit(store, self.plan(run, pairs, store.uri), echo)
 
     def _stop_all(self) -> None:
         with self._lock:
@@ -238,38 +278,84 @@ class LocalBackend:
                 process.wait()
 
 
-def _outcome(pair: str, state: dict[str, Any]) -> Outcome:
+def check_data(pair: str, data: str) -> None:
+    """An imagefolder's `data` holds a train/ folder (locally) or anything (under s3://)."""
+    if data.startswith("s3://"):
+        if not open_store(data).list("train"):
+            raise ConfigError(f"pair {pair}: data: nothing under {data}/train/")
+    elif not (Path(data) / "train").is_dir():
+        what = "has no train/ folder" if Path(data).is_dir() else "does not exist"
+        raise ConfigError(f"pair {pair}: data: {data} {what}: lay it out as train/<class>/<image>")
+
+
+def _outcome(pair: str, state: Any) -> Outcome:
     """A pair's local.json as a state: a process that is gone without saying so failed."""
-    if state["state"] in ("running", "cancelling"):
-        if not _alive(state):
+    name = _state(state)
+    if name in ("running", "cancelling"):
+        if not _alive(state) or not _ours(state):
             return Outcome(
-                PairState.FAILED, "the training process is gone (killed or machine restarted)"
+                PairState.FAILED,
+                "the training process is gone (killed or machine restarted): kbench resume",
             )
-        return Outcome(PairState.RUNNING, "cancelling" if state["state"] == "cancelling" else "")
-    if state["state"] == "failed":
+        return Outcome(PairState.RUNNING, "cancelling" if name == "cancelling" else "")
+    if name == "failed":
         reason = state.get("reason") or f"exit code {state.get('returncode')}"
         return Outcome(PairState.FAILED, f"{reason}; see kbench logs {pair}")
-    if state["state"] in (PairState.SUCCEEDED.value, PairState.CANCELLED.value):
-        return Outcome(PairState(state["state"]))
-    return Outcome(PairState.FAILED, f"{records.LOCAL_STATE} holds an unknown state")
+    if name in (PairState.SUCCEEDED.value, PairState.CANCELLED.value):
+        return Outcome(PairState(name))
+    return Outcome(PairState.FAILED, f"{records.LOCAL_STATE} holds no state kbench knows")
+
+
+def _state(state: Any) -> str | None:
+    """The `state` of a local.json (which the shared store may hold in any shape)."""
+    return state.get("state") if isinstance(state, dict) else None
+
+
+def _process(pid: int) -> dict[str, Any]:
+    """What identifies a process beyond its id, which the system reuses: host, start time
+    and command line."""
+    process = psutil.Process(pid)
+    return {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "created": process.create_time(),
+        "command": process.cmdline(),
+    }
+
+
+def _this_process() -> dict[str, Any]:
+    return {"started": utc_now(), **_process(os.getpid())}
+
+
+def _alive(state: Any) -> bool:
+    """Whether the process local.json names may still run (another host's: assume so)."""
+    if not isinstance(state, dict) or not isinstance(state.get("pid"), int):
+        return False
+    if state.get("host") != socket.gethostname():
+        return True
+    return psutil.pid_exists(state["pid"])
+
+
+def _ours(state: dict[str, Any]) -> bool:
+    """Whether the process local.json names is the one kbench started: same start time and
+    command line (a pid alone may since name another process), leading its own group."""
+    if state.get("host") != socket.gethostname():
+        return True  # cannot be checked from here; nor signalled
+    try:
+        process = psutil.Process(state["pid"])
+        return (
+            abs(process.create_time() - float(state.get("created", -1))) < 0.01
+            and process.cmdline() == state.get("command")
+            and os.getpgid(process.pid) == process.pid
+        )
+    except (psutil.Error, OSError, TypeError, ValueError):
+        return False
 
 
 def _terminate(pid: int) -> None:
     """SIGTERM the whole process group: torchrun and its workers."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-
-
-def _alive(state: dict[str, Any]) -> bool:
-    if state.get("host") != socket.gethostname():
-        return True  # another machine's process: assume it is still there
-    try:
-        os.kill(state["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _epoch_line(record: dict[str, Any], epochs: int) -> str:
