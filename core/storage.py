@@ -194,6 +194,12 @@ class LocalStore:
             tmp.unlink(missing_ok=True)
 
 
+def patient(store: Store) -> Store:
+    """The same store, riding out outages for a job's retry window: for a process that, like a
+    job, must outlast a blip (the local backend's bookkeeping while its pairs train)."""
+    return S3Store(store.uri, retry_s=job_retry_s()) if isinstance(store, S3Store) else store
+
+
 def timeout_s() -> float:
     """Seconds a request may wait for an answer: $KBENCH_TIMEOUT_S, default 10."""
     return env_seconds(TIMEOUT_ENV, TIMEOUT_S, minimum_open=True)

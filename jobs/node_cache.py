@@ -35,6 +35,7 @@ def fetch(
     else:
         store.get_file(key, str(part))
     if sha256 is not None and file_sha256(part) != sha256:
+        part.unlink()
         raise StoreError(f"{key} does not match its checksum: stage it again")
     os.replace(part, path)
 

@@ -284,9 +284,14 @@ class KubernetesBackend:
         except HTTPError as e:
             host = self.client().configuration.host
             raise BackendError(
-                f"cannot reach the Kubernetes API server at {host} ({type(e).__name__}): "
+                f"cannot reach the Kubernetes API server at {host} ({http_problem(e)}): "
                 "check --context, the kubeconfig and the network"
             ) from None
+
+
+def http_problem(e: HTTPError) -> str:
+    """What went wrong under urllib3's retries: refused, timed out, TLS."""
+    return type(getattr(e, "reason", None) or e).__name__
 
 
 def _one_line(e: Exception) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from kbench.errors import KbenchError
 from kbench.spec import Grid
 
-from .backend import KubernetesBackend
+from .backend import KubernetesBackend, http_problem
 from .settings import ClusterSettings
 from .setup import calls
 
@@ -47,7 +47,7 @@ def run_checks(
             checks.insert(2, _permissions(client, settings.namespace))
         checks.append(_gpus(client))
     except HTTPError as e:  # refused, timed out, TLS: the cluster checks cannot run
-        reason = f"cannot reach the API server at {host} ({type(e).__name__})"
+        reason = f"cannot reach the API server at {host} ({http_problem(e)})"
         checks.insert(1, Check("api server", False, reason, "check --context and the network"))
     return checks
 

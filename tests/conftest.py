@@ -56,10 +56,11 @@ def no_md5_checks(monkeypatch):
     monkeypatch.setattr(tv.cifar, "check_integrity", lambda path, md5=None: True)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def scratch(tmp_path, monkeypatch) -> Path:
-    """A pod's scratch disk (TMPDIR) for this test, in this process and the ones it starts.
-    Python caches its temporary directory, so the cached value is reset too."""
+    """Every test's own temporary folder (TMPDIR), as a pod's scratch disk is its own: in this
+    process and the ones it starts, so no cache (checkpoints, shards) of one test is found by
+    another. Python caches its temporary directory, so the cached value is reset too."""
     path = tmp_path / "scratch"
     path.mkdir()
     monkeypatch.setenv("TMPDIR", str(path))

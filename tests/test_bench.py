@@ -48,3 +48,12 @@ def test_steps_per_epoch_counts_every_image_of_the_real_split_sizes():
     rescued = rows[("study", "flowers102_clip-vit-b32")]  # batch 128: 8 steps, all in warmup
     assert (rescued["steps_per_epoch"], rescued["warmup_steps"]) == (8, rescued["total_steps"])
     assert all(r["images_per_epoch"] >= r["train_images"] for r in rows.values())
+
+
+def test_stage_check_benchmark_compares_checked_and_unchecked_staging():
+    command = [sys.executable, str(ROOT / "bench" / "stage_check.py"), "--images", "20"]
+    printed = subprocess.run([*command, "--json"], check=True, capture_output=True, text=True)
+    result = json.loads(printed.stdout)
+    assert set(result["variants"]) == {"unchecked", "checked", "unchecked-again", "checked-again"}
+    assert all(v["cpu_ms_per_image"] > 0 for v in result["variants"].values())
+    assert result["checked_over_unchecked"] > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import subprocess
@@ -31,6 +32,17 @@ def store_uri(request, tmp_path):
     if request.param == "local":
         return str(tmp_path / "store")
     return request.getfixturevalue("s3_env").uri(f"{request.node.name}/runs")
+
+
+def warmup_then_cosine(lr: float, warmup: float, epochs: int, steps: int) -> list[float]:
+    """The recipe's learning rate at the end of each epoch, as written down: linear warmup over
+    the first `warmup` of ALL the run's steps, then a cosine to zero at its very last step."""
+    total = epochs * steps
+    warm = round(warmup * total)
+    return [
+        lr * 0.5 * (1 + math.cos(math.pi * (e * steps - warm) / (total - warm)))
+        for e in range(1, epochs + 1)
+    ]
 
 
 @pytest.mark.slow
@@ -64,7 +76,12 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch):
         assert epochs[-1]["headline"] > 3 * CHANCE, epochs[-1]
         first_trained = next(r for r in epochs if r["epoch"] == 1)
         assert epochs[-1]["train_loss"] < first_trained["train_loss"]
-        jsonschema.validate(read_json(store, key(records.PROGRESS)), records.PROGRESS_SCHEMA)
+        progress = read_json(store, key(records.PROGRESS))
+        jsonschema.validate(progress, records.PROGRESS_SCHEMA)
+        config = read_json(store, key(records.CONFIG))
+        assert config["schedule"] == "cosine" and config["warmup_steps"] is None
+        expected = warmup_then_cosine(config["lr"], config["warmup"], 6, progress["steps"])
+        assert [r["lr"] for r in epochs if r["epoch"] >= 1] == pytest.approx(expected, abs=1e-12)
         result_record = read_json(store, key(records.RESULT))
         jsonschema.validate(result_record, records.RESULT_SCHEMA)
         # The fine-tuned best: over the trained epochs; zero-shot is reported on its own.
@@ -113,36 +130,36 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_failing_pair_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch):
+    """A problem only the job can find (a submit checks that `data` has train/, not what each
+    folder holds): that pair fails with the job's own one line, the other trains."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine" / "train" / "cat").mkdir(parents=True)  # and no val/ or test/
     grid = tmp_path / "grid.yaml"
     grid.write_text(
-        "datasets: [synthetic]\n"
-        "models: {resnet-tiny: {epochs: 1}, clip-tiny: {epochs: 1}}\n"
+        "datasets: [synthetic, imagefolder]\n"
+        "models: {resnet-tiny: {epochs: 1}}\n"
         "defaults: {train_limit: 64, eval_limit: 50}\n"
-        "overrides: {synthetic_resnet-tiny: {batch_size: 512}}\n"  # more than the 64 samples
+        "overrides: {imagefolder_resnet-tiny: {data: mine}}\n"
     )
     store = str(tmp_path / "store")
     result = kbench(
         "submit", "--grid", str(grid), "--store", store, "--run-id", "broken", "--parallel", "2"
     )
     assert result.exit_code == 1
-    assert (
-        "synthetic_resnet-tiny: FAILED after" in result.output
-        and ": batch_size 512 is larger than the 64 training samples: lower batch_size or "
-        "train_limit (log "
-        in result.output
-    )
+    assert "imagefolder_resnet-tiny: FAILED after" in result.output
+    assert f"no val/ or test/ folder in {tmp_path / 'mine'}" in result.output
     assert "1 of 2 pairs succeeded" in result.output
-    assert result.output.rstrip().endswith("1 pair(s) did not succeed: synthetic_resnet-tiny")
+    assert result.output.rstrip().endswith("1 pair(s) did not succeed: imagefolder_resnet-tiny")
 
     status = json.loads(kbench("status", "--store", store, "-o", "json").output)
     states = {p["pair"]: (p["state"], p["detail"]) for p in status["pairs"]}
-    assert states["synthetic_clip-tiny"] == ("succeeded", "")
-    assert states["synthetic_resnet-tiny"][0] == "failed"
-    assert states["synthetic_resnet-tiny"][1].startswith("batch_size 512 is larger than")
+    assert states["synthetic_resnet-tiny"] == ("succeeded", "")
+    assert states["imagefolder_resnet-tiny"][0] == "failed"
+    assert states["imagefolder_resnet-tiny"][1].startswith("no val/ or test/ folder in")
     # the launcher passes the job's bad-config code through torchrun
     local = read_json(
-        open_store(store), records.pair_key("broken", "synthetic_resnet-tiny", records.LOCAL_STATE)
+        open_store(store),
+        records.pair_key("broken", "imagefolder_resnet-tiny", records.LOCAL_STATE),
     )
     assert local["returncode"] == 2
 

@@ -4,8 +4,10 @@ NaN, a zero-shot number far from the published one, and data that tries to injec
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -243,14 +245,21 @@ def test_html_report_renders_in_chromium(fixture_run, tmp_path):
         "--v=0",
     ]
     shot = tmp_path / "report.png"
+    # Chromium puts a Unix socket in TMPDIR, whose path may be at most 107 bytes: a short one.
+    short = tempfile.TemporaryDirectory(prefix="chromium-", dir="/tmp")
+    env = {**os.environ, "TMPDIR": short.name}
     screenshot = subprocess.run(
         [*flags, "--window-size=1200,2400", f"--screenshot={shot}", page],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
     assert shot.stat().st_size > 20_000, screenshot.stderr[-2000:]  # a real page, not blank
-    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        [*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120, env=env
+    )
+    short.cleanup()
     assert "CONSOLE" not in screenshot.stderr + dom.stderr  # no console messages or errors
     for dataset in ("cifar10", "dtd", "flowers102"):
         section = dom.stdout.split(f'data-dataset="{dataset}"')[1].split("</section>")[0]

@@ -3,6 +3,8 @@ ports and data while a real training job (torchrun) writes its records to it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -67,4 +69,30 @@ def test_an_outage_longer_than_the_window_fails_once_and_resumes(server, monkeyp
     output = finish(start(store, "long", nproc=1))
     assert "resumed after epoch" in output
     epochs, _ = outcome(store, "long")
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 3, 4]
+
+
+def test_a_local_submit_waits_out_an_outage_with_its_pairs(server, monkeypatch, tmp_path):
+    """The local backend watches its pairs through the store: a blip must not end the submit
+    while the jobs it watches ride it out."""
+    monkeypatch.setenv("KBENCH_STORE_RETRY_S", "120")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.yaml").write_text(GRID)
+    uri = server.uri("outage-submit")
+    submit = subprocess.Popen(
+        [sys.executable, "-m", "kbench.cli.main", "submit", "--grid", "g.yaml", "--store", uri]
+        + ["--run-id", "watched"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    store = open_store(uri)
+    wait_for_checkpoint(store, "watched", 1, submit)
+    server.stop()
+    time.sleep(15)
+    assert submit.poll() is None, "the submit gave up during the outage"
+    server.start()
+    output = submit.communicate(timeout=600)[0].decode()
+    assert submit.returncode == 0, output[-3000:]
+    assert "1 of 1 pairs succeeded" in output and "answers again after" in output
+    epochs, _ = outcome(store, "watched")
     assert [e["epoch"] for e in epochs] == [0, 1, 2, 3, 4]

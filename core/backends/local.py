@@ -30,7 +30,7 @@ from kbench.errors import JOB_ERROR_PREFIX, BackendError, ConfigError, StoreErro
 from kbench.pairs import Outcome, PairState
 from kbench.runs import Run, load_config, read_pairs, utc_now
 from kbench.spec import Grid, Pair
-from kbench.storage import LocalStore, Store, open_store, read_json, write_json
+from kbench.storage import LocalStore, Store, open_store, patient, read_json, write_json
 
 POLL_S = 1.0
 LOG = "train.log"
@@ -100,14 +100,16 @@ class LocalBackend:
     def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
         """Trains the plan's pairs (their configs are in the store); returns when all ended."""
         run, (document,) = plan.run, plan.documents
+        store = patient(store)  # the pairs' jobs wait out a store outage: so does their watcher
         commands = {entry["pair"]: entry["command"] for entry in document["pairs"]}
         n = len(plan.pairs)
         echo(
             f"run {run.run_id}: {n} pairs on this machine, {self.parallel} at a "
             f"time, {self.nproc_per_node} process(es) each; store {store.uri}"
         )
-        # Who trains this run: `resume` refuses while this process is alive.
-        write_json(store, records.run_key(run.run_id, records.LOCAL_STATE), _this_process())
+        # Who trains this run: `resume` refuses while this process is at it.
+        trainer = records.run_key(run.run_id, records.LOCAL_STATE)
+        write_json(store, trainer, {"state": "running", **_this_process()})
         pool = ThreadPoolExecutor(max_workers=self.parallel)
         try:
             futures = {
@@ -124,6 +126,7 @@ class LocalBackend:
             raise
         finally:
             pool.shutdown(wait=True)
+            write_json(store, trainer, {**read_json(store, trainer), "state": "done"})
 
     def _run_pair(
         self, store: Store, run: Run, planned: Pair, command: list[str], tag: str, echo: Echo
@@ -236,6 +239,8 @@ class LocalBackend:
             state = read_json(store, key, default=None)
             if _state(state) != "running" or not _alive(state):
                 continue
+            if state.get("host") != socket.gethostname():
+                raise BackendError(f"{pair} trains on {state.get('host')!r}: cancel it there")
             if not _ours(state):
                 raise BackendError(
                     f"{key} names process {state.get('pid')!r}, which is not the training "
@@ -250,7 +255,7 @@ class LocalBackend:
         """Train again every pair of the run that has not succeeded, each from its last
         checkpoint; refused while the run's submit or any of its pairs still runs."""
         submitter = read_json(store, records.run_key(run.run_id, records.LOCAL_STATE), default={})
-        if _alive(submitter) and _ours(submitter):
+        if _state(submitter) == "running" and _alive(submitter) and _ours(submitter):
             raise BackendError(
                 f"run {run.run_id} is still being trained by process {submitter['pid']} on "
                 f"{submitter['host']}: wait for it, or stop it (Ctrl-C, kbench cancel) first"
@@ -338,24 +343,22 @@ def _alive(state: Any) -> bool:
 
 def _ours(state: dict[str, Any]) -> bool:
     """Whether the process local.json names is the one kbench started: same start time and
-    command line (a pid alone may since name another process), leading its own group."""
+    command line (a pid alone may since name another process)."""
     if state.get("host") != socket.gethostname():
         return True  # cannot be checked from here; nor signalled
     try:
         process = psutil.Process(state["pid"])
-        return (
-            abs(process.create_time() - float(state.get("created", -1))) < 0.01
-            and process.cmdline() == state.get("command")
-            and os.getpgid(process.pid) == process.pid
-        )
+        same_start = abs(process.create_time() - float(state.get("created", -1))) < 0.01
+        return same_start and process.cmdline() == state.get("command")
     except (psutil.Error, OSError, TypeError, ValueError):
         return False
 
 
 def _terminate(pid: int) -> None:
-    """SIGTERM the whole process group: torchrun and its workers."""
+    """SIGTERM the whole process group: torchrun and its workers (it leads its group)."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGTERM)
 
 
 def _epoch_line(record: dict[str, Any], epochs: int) -> str:

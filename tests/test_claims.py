@@ -1,0 +1,91 @@
+"""What the code claims, each in a small test that fails when the claim does: WiSE-FT's
+direction, a corrupt shard never trained on, the leftovers of interrupted checkpoints removed."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+from torch import nn
+
+from kbench import records
+from kbench.errors import StoreError
+from kbench.jobs import checkpoint, shards
+from kbench.jobs.wiseft import wise_ft_curve
+from kbench.storage import open_store
+
+
+def test_wise_ft_runs_from_the_zero_shot_weights_to_the_fine_tuned_ones():
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.fill_(1.0)  # fine-tuned
+        model.bias.fill_(1.0)
+    zero_shot = {"weight": torch.zeros(2, 3), "bias": torch.zeros(2)}
+
+    curve = wise_ft_curve(model, zero_shot, lambda m: {"w": m.weight.mean().item()})
+
+    assert [p["alpha"] for p in curve] == [i / 10 for i in range(11)]
+    assert curve[0]["w"] == 0.0  # alpha 0: exactly zero-shot
+    assert curve[-1]["w"] == 1.0  # alpha 1: exactly fine-tuned
+    assert [p["w"] for p in curve] == pytest.approx([p["alpha"] for p in curve])
+    assert torch.equal(model.weight, torch.ones(2, 3))  # fine-tuned again afterwards
+
+
+@pytest.fixture
+def staged(tmp_path):
+    """A store with one 'shard' and a manifest that names its checksum."""
+    store = open_store(str(tmp_path / "store"))
+    data = b"shard bytes" * 1000
+    key = "datasets/d/train-000000.tar"
+    store.write(key, data)
+    entry = {"key": key, "sha256": hashlib.sha256(data).hexdigest()}
+    manifest = {"splits": {"train": {"shards": [entry]}}}
+    return store, key, data, manifest
+
+
+def test_a_corrupt_shard_in_the_store_is_refused(staged, tmp_path):
+    store, key, data, manifest = staged
+    store.write(key, data[:-1] + b"!")  # one byte off, as a bad disk or a partial copy leaves it
+    cache = tmp_path / "cache"
+    with pytest.raises(StoreError, match=f"{key} does not match its checksum: stage it again"):
+        shards.fetch(store, manifest, cache, ["train"])
+    assert list(cache.iterdir()) == []  # nothing a loader could read
+
+
+def test_a_corrupt_shard_in_the_node_cache_is_fetched_again(staged, tmp_path):
+    store, key, data, manifest = staged
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "train-000000.tar").write_bytes(b"left by a killed download")
+    shards.fetch(store, manifest, cache, ["train"])
+    assert (cache / "train-000000.tar").read_bytes() == data
+
+
+def test_the_next_checkpoint_removes_what_a_kill_left(tmp_path):
+    """A kill after the pointer moved but before the old checkpoint's delete leaves it; a kill
+    mid-upload leaves a hidden temporary file. The next save removes both."""
+    store = open_store(str(tmp_path / "store"))
+    checkpoint.save(store, "r", "p", {"epoch": 1})
+    folder = store.root / records.pair_key("r", "p", "checkpoints")
+    (folder / "epoch-0002.pt").write_bytes(b"an orphan")  # saved, never pointed at
+    (folder / ".epoch-0003.pt.4242.tmp").write_bytes(b"half an upload")
+
+    checkpoint.save(store, "r", "p", {"epoch": 3})
+
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch-0003.pt", "latest.json"]
+    assert checkpoint.load_latest(store, "r", "p", str(tmp_path / "cache"))["epoch"] == 3
+
+
+def test_the_next_checkpoint_aborts_an_unfinished_multipart_upload(s3_env, tmp_path):
+    store = open_store(s3_env.uri(f"claims/{tmp_path.name}"))
+    key = store._key(records.pair_key("r", "p", "checkpoints/epoch-0002.pt"))
+    store.client.create_multipart_upload(Bucket=store.bucket, Key=key)  # never completed
+
+    def unfinished() -> list:
+        found = store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=key)
+        return found.get("Uploads", [])
+
+    assert len(unfinished()) == 1
+    checkpoint.save(store, "r", "p", {"epoch": 3})
+    assert unfinished() == []
