@@ -40,17 +40,28 @@ def doctor(grid_ref, store, profile, **flags) -> None:
 @click.option(
     "--s3-secret",
     default="kbench-s3",
-    help="Name of the S3 credentials Secret template ('' for none: IRSA).",
+    help="Name of the S3 credentials Secret the pods read.",
 )
-@click.option("--queue", help="Also print an example Kueue ClusterQueue and this LocalQueue.")
+@click.option(
+    "--secret-template",
+    is_flag=True,
+    help="Print only a template of that Secret, to fill in and apply once (never part of the "
+    "default stream, which is safe to re-apply: it would blank the keys).",
+)
+@click.option("--queue", help="Also print an example Kueue set-up for this LocalQueue.")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
-def setup(namespace, users, groups, s3_secret, queue, output) -> None:
-    """Print the cluster objects kbench needs, for `kubectl apply -f -`."""
-    from kbench.k8s.settings import ClusterSettings
+def setup(namespace, users, groups, s3_secret, secret_template, queue, output) -> None:
+    """Print the cluster objects kbench needs, for `kubectl apply -f -` (safe to re-apply)."""
+    from kbench.k8s.settings import DEFAULT_NAMESPACE, ClusterSettings, check_names
+    from kbench.k8s.setup import secret_template as template
     from kbench.k8s.setup import setup_manifests
 
     settings = ClusterSettings(
-        namespace=namespace or "kbench", s3_secret=s3_secret or None, queue=queue
+        namespace=namespace or DEFAULT_NAMESPACE, s3_secret=s3_secret or None, queue=queue
     )
+    check_names(settings)
+    if secret_template:
+        print_documents(template(settings), output)
+        return
     manifests = setup_manifests(settings, list(users), list(groups), kueue=bool(queue))
     print_documents(manifests, output)

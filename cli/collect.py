@@ -11,19 +11,18 @@ from .runs import open_run
 @click.command()
 @run_options
 @click.option(
-    "-o",
-    "--output-dir",
+    "--out-dir",
     type=click.Path(file_okay=False),
     help="Folder for the report (default: kbench-reports/<run>).",
 )
-def collect(store, run_id, namespace, context, output_dir) -> None:
+def collect(store, run_id, namespace, context, out_dir) -> None:
     """Build the comparison report of a run: HTML, Markdown, CSV and JSON."""
     from kbench.pairs import PairState
     from kbench.report import gather, write_report
 
     run, backend = open_run(store, run_id, namespace, context)
     results = gather(store, run, backend.states(store, run))
-    paths = write_report(results, output_dir or f"kbench-reports/{run.run_id}")
+    paths = write_report(results, out_dir or f"kbench-reports/{run.run_id}")
     complete = sum(1 for p in results["pairs"] if p["state"] == PairState.SUCCEEDED.value)
     o = results["overall"]
     click.echo(

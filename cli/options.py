@@ -31,7 +31,7 @@ grid_option = click.option(
 )
 run_id_option = click.option("--run-id", help="Name the run (default: <grid>-<date>-<time>).")
 namespace_option = click.option(
-    "-n", "--namespace", help="kubernetes: namespace (default: the grid's, else default)."
+    "-n", "--namespace", help="kubernetes: namespace (default: the grid's, else kbench)."
 )
 context_option = click.option(
     "--context", help="kubernetes: kubeconfig context (default: current)."

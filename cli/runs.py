@@ -45,7 +45,10 @@ def runs(store) -> None:
     help="Seconds between refreshes with --watch.",
 )
 def status(store, run_id, namespace, context, output, watch, interval) -> None:
-    """Where every pair of a run stands: state, epoch, latest headline metric."""
+    """Where every pair of a run stands: state, epoch, latest headline metric, and what
+    blocks it. Exits 3 when a pair failed, was cancelled or is gone; --watch returns once
+    every pair has finished."""
+    from kbench.errors import PairsUnsuccessful
     from kbench.runs import pair_statuses
 
     run, backend = open_run(store, run_id, namespace, context)
@@ -57,11 +60,16 @@ def status(store, run_id, namespace, context, output, watch, interval) -> None:
         else:
             _status_table(run, rows, clear=watch)
         if not watch or all(r.state.finished for r in rows):
-            return
+            break
         try:
             time.sleep(interval)
         except KeyboardInterrupt:
             return
+    unsuccessful = [r.pair for r in rows if r.state.unsuccessful]
+    if unsuccessful:  # exit 3: scripts can wait on a run with `status --watch`
+        raise PairsUnsuccessful(
+            f"{len(unsuccessful)} pair(s) did not succeed: {', '.join(unsuccessful)}"
+        )
 
 
 def _status_table(run: Any, rows: list, clear: bool) -> None:
@@ -86,23 +94,39 @@ def _status_table(run: Any, rows: list, clear: bool) -> None:
     table(lines)
 
 
+def _node(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    if value == "all":
+        return None
+    if value.isdigit():
+        return int(value)
+    raise click.BadParameter("a node index (0, 1, ...) or all")
+
+
 @click.command()
 @click.argument("pair")
 @run_options
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the pair stops.")
 @click.option(
     "--node",
-    type=click.IntRange(min=0),
-    default=0,
-    help="kubernetes: which pod (completion index) of a multi-node pair.",
+    default="0",
+    callback=_node,
+    help="kubernetes: which pod (completion index) of a multi-node pair, or all (each line "
+    "prefixed [node N]).",
 )
-def logs(pair, store, run_id, namespace, context, follow, node) -> None:
+@click.option(
+    "-p", "--previous", is_flag=True, help="The last failed attempt's log, not the newest."
+)
+@click.option("--tail", type=click.IntRange(min=1), help="Only the last N lines.")
+def logs(pair, store, run_id, namespace, context, follow, node, previous, tail) -> None:
     """Print a pair's training log."""
+    from kbench.errors import ConfigError
     from kbench.runs import check_pairs
 
+    if follow and (previous or node is None):
+        raise ConfigError("--follow streams one running pod: leave out --previous and --node all")
     run, backend = open_run(store, run_id, namespace, context)
     check_pairs(run, [pair])
-    text = backend.logs(store, run, pair, follow=follow, node=node)
+    text = backend.logs(store, run, pair, follow=follow, node=node, previous=previous, tail=tail)
     for chunk in [text] if isinstance(text, str) else text:
         click.echo(chunk, nl=False)
 
@@ -110,10 +134,14 @@ def logs(pair, store, run_id, namespace, context, follow, node) -> None:
 @click.command()
 @click.argument("pairs", nargs=-1)
 @run_options
-def cancel(pairs, store, run_id, namespace, context) -> None:
-    """Stop the given pairs of a run (all of its pairs when none is named)."""
+@click.option("--all", "all_pairs", is_flag=True, help="Stop every pair of the run.")
+def cancel(pairs, store, run_id, namespace, context, all_pairs) -> None:
+    """Stop the named pairs of a run (every pair with --all)."""
+    from kbench.errors import ConfigError
     from kbench.runs import check_pairs
 
+    if bool(pairs) == all_pairs:
+        raise ConfigError("name the pairs to stop, or --all for every pair of the run")
     run, backend = open_run(store, run_id, namespace, context)
-    stopped = backend.cancel(store, run, check_pairs(run, list(pairs)) or run.pairs)
+    stopped = backend.cancel(store, run, check_pairs(run, list(pairs)) if pairs else run.pairs)
     click.echo(f"run {run.run_id}: stopped {', '.join(stopped) if stopped else 'nothing running'}")

@@ -105,7 +105,7 @@ def resume(store, run_id, parallel) -> None:
 
 def _sent(run_id: str, outcomes: dict, finished: bool) -> None:
     """What became of a submission's pairs, and what to run next."""
-    from kbench.errors import BackendError
+    from kbench.errors import BackendError, PairsUnsuccessful
 
     failed = [pair for pair, outcome in outcomes.items() if outcome.state.unsuccessful]
     done = f"run {run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} pairs"
@@ -115,7 +115,10 @@ def _sent(run_id: str, outcomes: dict, finished: bool) -> None:
         table([["PAIR", "SUBMITTED"]] + [[p, o.text()] for p, o in outcomes.items()])
         click.echo(f"{done} on the cluster; `kbench status --run {run_id}` follows them")
     if failed:
-        raise BackendError(f"{len(failed)} pair(s) did not succeed: {', '.join(failed)}")
+        # Trained and failed: 3, as `status` says of such a run; not even sent: the command
+        # failed (1).
+        error = PairsUnsuccessful if finished else BackendError
+        raise error(f"{len(failed)} pair(s) did not succeed: {', '.join(failed)}")
 
 
 @click.command()
@@ -123,31 +126,35 @@ def _sent(run_id: str, outcomes: dict, finished: bool) -> None:
 @store_option
 @run_id_option
 @cluster_options
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="One file per manifest here.")
 @click.option(
-    "-o",
-    "--output",
-    "out",
-    default="-",
-    help="A folder for one file per manifest, or - for standard output.",
+    "--dry-run", is_flag=True, help="Print the manifests without recording the run in the store."
 )
-@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
-def render(grid_ref, store, run_id, out, fmt, **options) -> None:
-    """Write a grid's Kubernetes manifests (strictly validated); send nothing."""
+def render(grid_ref, store, run_id, output, out_dir, dry_run, **options) -> None:
+    """Write a grid's Kubernetes manifests (strictly validated) and record the run in the store
+    as `submit` does, without sending anything: `kubectl apply` of the output then trains, and
+    a later `kbench submit` of the same run id creates only what is missing."""
     from kbench.backends import Options, open_backend
-    from kbench.runs import Run, new_run_id
+    from kbench.runs import Run, create_run, new_run_id
     from kbench.spec import load_grid
 
     grid = load_grid(grid_ref)
     run = Run.new(run_id or new_run_id(grid.name), grid, "kubernetes")
     flags = cluster_flags(options)
     backend = open_backend("kubernetes", grid, Options(cluster=flags, **options))
-    manifests = backend.plan(run, grid.pairs, store.uri).documents
-    if out == "-":
-        print_documents(manifests, fmt)
-        return
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    for m in manifests:
-        text = json.dumps(m, indent=2) + "\n" if fmt == "json" else to_yaml(m)
-        (folder / f"{m['metadata']['name']}.{m['kind'].lower()}.{fmt}").write_text(text)
-    click.echo(f"wrote {len(manifests)} manifests to {folder}")
+    plan = backend.plan(run, grid.pairs, store.uri)
+    if not dry_run:  # the pods read their configs from the store: they must be there
+        create_run(store, plan.run, plan.pairs, resubmit=True)
+    if out_dir is None:
+        print_documents(plan.documents, output)
+    else:
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for m in plan.documents:
+            text = json.dumps(m, indent=2) + "\n" if output == "json" else to_yaml(m)
+            (folder / f"{m['metadata']['name']}.{m['kind'].lower()}.{output}").write_text(text)
+    recorded = "" if dry_run else f"; run {run.run_id} recorded in {store.uri}"
+    where = f"wrote {len(plan.documents)} manifests to {out_dir}" if out_dir else ""
+    if where or recorded:
+        click.echo((where or f"{len(plan.documents)} manifests") + recorded, err=out_dir is None)

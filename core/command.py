@@ -12,6 +12,11 @@ LAUNCHER = "kbench.jobs.launch"  # torchrun, passing the job's bad-config exit c
 TRAINER = "kbench.jobs.train"
 
 
+# The CPUs a pod was given, as the pod sets it for its processes: they size their DataLoader
+# workers by it (a container's CPU limit is not what the OS reports as its CPUs).
+CPUS_ENV = "KBENCH_CPUS"
+
+
 def train_command(
     python: str, torchrun: list[str], store_uri: str, run_id: str, pair: str
 ) -> list[str]:

@@ -30,6 +30,13 @@ class BackendError(KbenchError):
     """A backend cannot run or reach what it was asked to."""
 
 
+class PairsUnsuccessful(KbenchError):
+    """The command worked, but a pair failed, was cancelled or is gone: scripts that wait on
+    a run tell this apart from a command that could not do its work."""
+
+    exit_code = 3
+
+
 # A training job that stops on an expected error prints one line starting with this and exits
 # with 2, so whoever launched it (the local backend, a pod's log) can show the reason.
 JOB_ERROR_PREFIX = "kbench.jobs.train: error:"

@@ -24,14 +24,18 @@ class PairState(str, Enum):
     SUCCEEDED = "succeeded"  # its result is written
     FAILED = "failed"
     CANCELLED = "cancelled"
+    GONE = "gone"  # its Job was removed (TTL, kubectl delete) before it wrote a result
 
     @property
     def finished(self) -> bool:
-        return self in (PairState.SUCCEEDED, PairState.FAILED, PairState.CANCELLED)
+        return self in (PairState.SUCCEEDED, *UNSUCCESSFUL)
 
     @property
     def unsuccessful(self) -> bool:
-        return self in (PairState.FAILED, PairState.CANCELLED)
+        return self in UNSUCCESSFUL
+
+
+UNSUCCESSFUL = (PairState.FAILED, PairState.CANCELLED, PairState.GONE)
 
 
 @dataclass(frozen=True)

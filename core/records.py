@@ -8,6 +8,7 @@ shape of the records. The job writes them, `status` and `collect` read them.
     runs/<run>/<pair>/progress.json      where training is now, rewritten every few seconds
     runs/<run>/<pair>/result.json        the final summary, written last
     runs/<run>/<pair>/local.json         the local backend's view of the process (local runs only)
+    runs/<run>/<pair>/cancelled.json     `kbench cancel` stopped it (Kubernetes: its Job is gone)
     runs/<run>/local.json                the process that trains a local run (`resume` checks it)
     datasets/<name>/manifest.json        a staged dataset (`kbench data stage`; kbench.jobs.staging)
 """
@@ -23,6 +24,7 @@ METRICS = "metrics.json"
 PROGRESS = "progress.json"
 RESULT = "result.json"
 LOCAL_STATE = "local.json"
+CANCELLED = "cancelled.json"
 MANIFEST = "manifest.json"
 
 

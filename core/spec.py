@@ -44,7 +44,7 @@ class TrainConfig:
     augment: str | None = None
     pretrained: bool = True
     seed: int = 0
-    workers: int = 4  # DataLoader workers per process
+    workers: int | None = None  # DataLoader workers per process; None: the CPUs' share less 1
     train_limit: int | None = None  # use at most this many training samples (smoke runs)
     eval_limit: int | None = None
     data: str | None = None  # imagefolder: a local folder or s3://bucket/prefix
@@ -113,7 +113,7 @@ class TrainConfig:
             ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "positive"),
             ("warmup", 0 <= self.warmup < 1, "a fraction in [0, 1)"),
             ("warmup_steps", self.warmup_steps is None or self.warmup_steps >= 0, ">= 0"),
-            ("workers", self.workers >= 0, ">= 0"),
+            ("workers", self.workers is None or self.workers >= 0, ">= 0"),
             ("train_limit", self.train_limit is None or self.train_limit >= 1, "at least 1"),
             ("eval_limit", self.eval_limit is None or self.eval_limit >= 1, "at least 1"),
         ]

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, Subset
 
+from kbench.command import CPUS_ENV
 from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError, KbenchError
 from kbench.jobs import checkpoint
 from kbench.jobs.datasets import Splits, build_splits
@@ -314,8 +315,9 @@ def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLo
             f"batch_size {config.batch_size} is larger than the {len(splits.train)} training "
             "samples: lower batch_size or train_limit"
         )
+    workers = config.workers if config.workers is not None else loader_workers()
     common = {
-        "num_workers": config.workers,
+        "num_workers": workers,
         "pin_memory": job.device.type == "cuda",
         "worker_init_fn": functools.partial(start_worker, trainer=os.getpid()),
     }
@@ -334,10 +336,20 @@ def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLo
         shard,
         batch_size=per_process,
         shuffle=False,
-        persistent_workers=config.workers > 0,
+        persistent_workers=workers > 0,
         **common,
     )
     return train, evaluation
+
+
+def loader_workers() -> int:
+    """DataLoader workers per process when the config leaves it open: the CPUs this pod (or
+    machine) gives the node's processes, less one each for the process itself. A pod says
+    how many CPUs it was given in KBENCH_CPUS (its cgroup limit is not what the OS reports)."""
+    given = os.environ.get(CPUS_ENV)
+    cpus = float(given) if given else len(os.sched_getaffinity(0))
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, int(cpus // processes) - 1)
 
 
 def start_worker(worker_id: int, trainer: int) -> None:

@@ -19,16 +19,24 @@ from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from kbench import records
 from kbench.backends import Echo, Options, Plan, check_world
 from kbench.errors import BackendError, ConfigError
 from kbench.pairs import Outcome, PairState
-from kbench.runs import Run
+from kbench.runs import Run, utc_now
 from kbench.spec import Grid, Pair
 from kbench.staged import require_staged
-from kbench.storage import Store, timeout_s
+from kbench.storage import Store, timeout_s, write_json
 
-from .render import PAIR_LABEL, RUN_LABEL, job_name, render_validated, run_selector
-from .settings import ClusterSettings, settings_for
+from .render import (
+    PAIR_LABEL,
+    QUEUE_LABEL,
+    RUN_LABEL,
+    job_name,
+    render_validated,
+    run_selector,
+)
+from .settings import DEFAULT_NAMESPACE, ClusterSettings, settings_for
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
@@ -59,7 +67,8 @@ class KubernetesBackend:
         """Where the run went (run.json's `cluster`), unless a flag says otherwise."""
         recorded = run.cluster or {}
         settings = ClusterSettings(
-            namespace=options.cluster.get("namespace") or recorded.get("namespace", "default"),
+            namespace=options.cluster.get("namespace")
+            or recorded.get("namespace", DEFAULT_NAMESPACE),
             context=options.cluster.get("context") or recorded.get("context"),
         )
         return cls(settings=settings)
@@ -135,9 +144,12 @@ class KubernetesBackend:
             by_pair.setdefault(manifest["metadata"]["labels"][PAIR_LABEL], []).append(manifest)
 
         outcomes = {}
+        cancelled = cancelled_pairs(store, run_id)
         for pair in plan.pairs:
             job = job_name(run_id, pair.name)
             outcome = self._submit_pair(job, by_pair[pair.name], exists=job in existing)
+            if pair.name in cancelled and outcome.detail in ("created", "replaced"):
+                store.delete(records.pair_key(run_id, pair.name, records.CANCELLED))
             outcomes[pair.name] = outcome
             echo(f"{pair.name}: {outcome.text()} (job {job})")
         return outcomes
@@ -203,36 +215,96 @@ class KubernetesBackend:
         ]
 
     def states(self, store: Store, run: Run) -> dict[str, Outcome]:
+        """Every pair's state with what blocks it, in a fixed number of requests whatever the
+        number of pairs: one list of Jobs, one of Pods, one of the store's cancel marks, and
+        one of events only while a Job has no pods to show why."""
+        jobs = {_labels(j).get(PAIR_LABEL): j for j in self._jobs(run.run_id)}
         pods_by_pair: dict[str, list] = {}
         for pod in self._pods(run.run_id):
             pods_by_pair.setdefault(_labels(pod).get(PAIR_LABEL), []).append(pod)
+        podless = {
+            job.metadata.name
+            for pair, job in jobs.items()
+            if pair in run.pairs and not pods_by_pair.get(pair) and not _finished(job)
+        }
+        refusals = self._failed_creates(podless) if podless else {}
+        cancelled = cancelled_pairs(store, run.run_id)
         states = {}
-        for job in self._jobs(run.run_id):
-            pair = _labels(job).get(PAIR_LABEL)
-            if pair in run.pairs:
-                states[pair] = job_state(job, pods_by_pair.get(pair, []))
+        for pair in run.pairs:
+            job = jobs.get(pair)
+            if job is not None:
+                refused = refusals.get(job.metadata.name, [])
+                states[pair] = job_state(job, pods_by_pair.get(pair, []), refused)
+            elif pair in cancelled:
+                states[pair] = Outcome(PairState.CANCELLED)
+            else:  # pair_state keeps a pair with a result succeeded: TTL removes finished Jobs
+                states[pair] = Outcome(
+                    PairState.GONE,
+                    "no Job on the cluster (removed by its TTL, deleted, or never created): "
+                    f"`kbench submit --backend kubernetes --run-id {run.run_id}` creates it again",
+                )
         return states
 
-    def logs(
-        self, store: Store, run: Run, pair: str, follow: bool = False, node: int = 0
-    ) -> Iterator[str] | str:
-        ns = self.settings.namespace
-        pods = [
-            p
-            for p in self._pods(run.run_id, pair)
-            if (p.metadata.annotations or {}).get(INDEX_ANNOTATION, "0") == str(node)
-        ]
-        if not pods:
-            raise BackendError(f"no pod of {pair} (node {node}) yet: `kbench status` shows why")
-        pod = max(pods, key=lambda p: p.metadata.creation_timestamp or 0)  # the newest attempt
-        with self._errors("get", "pods/log", pod.metadata.name):
-            if not follow:
-                return self._core().read_namespaced_pod_log(
-                    pod.metadata.name, ns, container="train"
+    def _failed_creates(self, jobs: set[str]) -> dict[str, list[str]]:
+        """Job name -> why the Job controller could not create its pods (admission webhooks,
+        quotas, Pod Security), from the namespace's FailedCreate events, oldest first."""
+        with self._errors("list", "events"):
+            events = (
+                self._core()
+                .list_namespaced_event(
+                    self.settings.namespace,
+                    field_selector="involvedObject.kind=Job,reason=FailedCreate",
                 )
+                .items
+            )
+        refusals: dict[str, list[str]] = {}
+        for event in sorted(events, key=_event_time):
+            involved = event.involved_object
+            if event.reason == "FailedCreate" and involved and involved.name in jobs:
+                refusals.setdefault(involved.name, []).append(event.message or "")
+        return refusals
+
+    def logs(
+        self,
+        store: Store,
+        run: Run,
+        pair: str,
+        follow: bool = False,
+        node: int | None = 0,
+        previous: bool = False,
+        tail: int | None = None,
+    ) -> Iterator[str] | str:
+        """A pod's log: node `node`'s newest pod (the newest that failed with `previous`), or
+        every node's, each line prefixed `[node N]`, with `node` None."""
+        by_node: dict[int, list] = {}
+        for pod in self._pods(run.run_id, pair):
+            index = (pod.metadata.annotations or {}).get(INDEX_ANNOTATION, "0")
+            if previous and pod.status.phase != "Failed":
+                continue
+            by_node.setdefault(int(index) if index.isdigit() else 0, []).append(pod)
+        nodes = sorted(by_node) if node is None else [node]
+        attempt = "failed pod" if previous else "pod"
+        if not nodes or any(n not in by_node for n in nodes):
+            where = "" if node is None else f" (node {node})"
+            raise BackendError(f"no {attempt} of {pair}{where} yet: `kbench status` shows why")
+        newest = {n: max(by_node[n], key=_attempt_order) for n in nodes}
+        if follow:
+            return self._follow(newest[nodes[0]].metadata.name)
+        texts = []
+        for n in nodes:
+            name = newest[n].metadata.name
+            with self._errors("get", "pods/log", name):
+                text = self._core().read_namespaced_pod_log(
+                    name, self.settings.namespace, container="train", tail_lines=tail
+                )
+            texts.append(text if node is not None else _prefixed(text, f"[node {n}] "))
+        return "".join(texts)
+
+    def _follow(self, pod: str) -> Iterator[str]:
+        with self._errors("get", "pods/log", pod):
             stream = self._core().read_namespaced_pod_log(
-                pod.metadata.name,
-                ns,
+                pod,
+                self.settings.namespace,
                 container="train",
                 follow=True,
                 _preload_content=False,
@@ -246,6 +318,9 @@ class KubernetesBackend:
         for job in self._jobs(run.run_id):
             pair = _labels(job).get(PAIR_LABEL)
             if pair in pairs:
+                # Marked first: once the Job is gone, the mark is what says it was cancelled.
+                mark = records.pair_key(run.run_id, pair, records.CANCELLED)
+                write_json(store, mark, {"cancelled": utc_now()})
                 self._delete(job.metadata.name)
                 stopped.append(pair)
         return stopped
@@ -260,7 +335,7 @@ class KubernetesBackend:
         try:
             yield
         except ApiException as e:
-            message = _api_message(e)
+            message = api_message(e)
             if e.status == 401:
                 raise BackendError(
                     "the API server rejected the credentials (401 Unauthorized): "
@@ -317,38 +392,97 @@ def _labels(obj: Any) -> dict[str, str]:
     return obj.metadata.labels or {}
 
 
-def _api_message(e: Any) -> str:
+def api_message(e: Any) -> str:
     try:
         return json.loads(e.body).get("message", "") or str(e.reason)
     except (TypeError, ValueError):
         return str(e.reason)
 
 
-def job_state(job: Any, pods: list) -> Outcome:
-    """A pair's state from its Job and pods."""
+def job_state(job: Any, pods: list, refusals: list[str] | None = None) -> Outcome:
+    """A pair's state from its Job, its pods and the Job's FailedCreate events, with what
+    blocks it in the words of whoever blocks it (scheduler, kubelet, admission, Kueue)."""
     status = job.status or _EmptyStatus()
     conditions = {c.type: c for c in (status.conditions or []) if c.status == "True"}
     if "Complete" in conditions:
         return Outcome(PairState.SUCCEEDED)
     if "Failed" in conditions:
-        c = conditions["Failed"]
-        return Outcome(
-            PairState.FAILED, f"{c.reason}: {c.message}" if c.message else c.reason or ""
-        )
+        return Outcome(PairState.FAILED, _reason(conditions["Failed"]))
     if job.spec.suspend:
-        return Outcome(PairState.QUEUED, "waiting for admission (suspended)")
+        queue = _labels(job).get(QUEUE_LABEL)
+        waiting = f"Kueue queue {queue!r}" if queue else "admission"
+        return Outcome(PairState.QUEUED, f"waiting for {waiting} (suspended)")
     restarts = (status.failed or 0) + sum(
         cs.restart_count or 0 for p in pods for cs in (p.status.container_statuses or [])
     )
-    waiting = [
-        f"{cs.state.waiting.reason}"
-        for p in pods
-        for cs in (p.status.container_statuses or [])
-        if cs.state and cs.state.waiting and cs.state.waiting.reason
-    ]
+    blocked = _blocked(pods)
     phases = {p.status.phase for p in pods}
     if restarts:
-        return Outcome(PairState.RESTARTING, f"{restarts} restart(s)")
+        detail = f"{restarts} restart(s)"
+        return Outcome(PairState.RESTARTING, f"{detail}; {blocked}" if blocked else detail)
     if (status.active or 0) and "Running" in phases and "Pending" not in phases:
         return Outcome(PairState.RUNNING)
-    return Outcome(PairState.PENDING, ", ".join(sorted(set(waiting))) or "waiting for pods")
+    if blocked:
+        return Outcome(PairState.PENDING, blocked)
+    if not pods and refusals:
+        return Outcome(PairState.PENDING, f"FailedCreate: {refusals[-1]}")
+    return Outcome(PairState.PENDING, "waiting for pods" if not pods else "starting")
+
+
+# A container waiting for these is on its way, not stuck.
+_STARTING = {"ContainerCreating", "PodInitializing"}
+
+
+def _blocked(pods: list) -> str:
+    """What keeps the newest stuck pod from running, as reason: message."""
+    for pod in sorted(pods, key=_attempt_order, reverse=True):
+        conditions = {c.type: c for c in (pod.status.conditions or [])}
+        target = conditions.get("DisruptionTarget")
+        if target is not None and target.status == "True":
+            return f"preempted: {_reason(target)}"
+        for cs in pod.status.container_statuses or []:
+            waiting = cs.state.waiting if cs.state else None
+            if waiting and waiting.reason and waiting.reason not in _STARTING:
+                return _reason(waiting)
+        scheduled = conditions.get("PodScheduled")
+        if scheduled is not None and scheduled.status == "False":
+            return _reason(scheduled)
+    return ""
+
+
+def _reason(condition: Any) -> str:
+    """`reason: message` of a condition or a container state, on one line."""
+    reason, message = condition.reason or "", " ".join((condition.message or "").split())
+    return f"{reason}: {message}" if reason and message else reason or message
+
+
+def _finished(job: Any) -> bool:
+    conditions = (job.status.conditions if job.status else None) or []
+    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions)
+
+
+def _event_time(event: Any) -> Any:
+    when = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+    return when.timestamp() if when else 0.0
+
+
+def _attempt_order(pod: Any) -> tuple:
+    """Later attempts sort last: by creation time (whole seconds), then a live pod after one
+    that ended (a replacement is created once its predecessor failed)."""
+    created = pod.metadata.creation_timestamp
+    return (created.timestamp() if created else 0.0, pod.status.phase not in ENDED)
+
+
+ENDED = ("Failed", "Succeeded")
+
+
+def _prefixed(text: str, prefix: str) -> str:
+    return "".join(prefix + line for line in text.splitlines(keepends=True))
+
+
+def cancelled_pairs(store: Store, run_id: str) -> set[str]:
+    """The pairs of a run that `kbench cancel` stopped (one list of the run's records)."""
+    suffix = "/" + records.CANCELLED
+    return {
+        key.split("/")[2] for key in store.list(records.run_key(run_id, "")) if key.endswith(suffix)
+    }

@@ -3,13 +3,14 @@ found and, when it fails, how to fix it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kbench.errors import KbenchError
 from kbench.spec import Grid
 
-from .backend import KubernetesBackend, http_problem
+from .backend import KubernetesBackend, api_message, http_problem
 from .settings import ClusterSettings
 from .setup import calls
 
@@ -42,9 +43,16 @@ def run_checks(
     checks.insert(0, Check("kubeconfig", True, f"API server {host}"))
     try:
         namespace = _namespace(client, settings.namespace)
-        checks.insert(1, namespace)
+        cluster = [_version(client), namespace]
         if namespace.ok is not False:
-            checks.insert(2, _permissions(client, settings.namespace))
+            cluster += [_permissions(client, settings.namespace), _credentials(client, settings)]
+            if settings.queue:
+                cluster.append(_queue(client, settings))
+            if settings.image and store_uri.startswith("s3://"):
+                cluster.append(_admission(client, settings, store_uri, grid))
+        if settings.priority_class:
+            cluster.append(_priority_class(client, settings.priority_class))
+        checks[1:1] = cluster
         checks.append(_gpus(client))
     except HTTPError as e:  # refused, timed out, TLS: the cluster checks cannot run
         reason = f"cannot reach the API server at {host} ({http_problem(e)})"
@@ -98,20 +106,133 @@ def _datasets(uri: str, grid: Grid) -> Check:
 
 def _namespace(client: Any, namespace: str) -> Check:
     from kubernetes import client as k8s
+
+    return _exists(
+        "namespace",
+        lambda: k8s.CoreV1Api(client).read_namespace(namespace),
+        f"namespace {namespace!r}",
+        f"kbench setup -n {namespace} | kubectl apply -f -",
+        namespace,
+    )
+
+
+# The oldest Kubernetes the manifests are for: Indexed Jobs' pod index label (1.28) and
+# podFailurePolicy on by default (beta since 1.26, GA in 1.31).
+OLDEST = (1, 28)
+
+
+def _admission(client: Any, settings: ClusterSettings, store_uri: str, grid: Grid | None) -> Check:
+    """A server-side dry run (dryRun=All) of one pair's Job: admission webhooks, Pod
+    Security, quotas and Kueue's webhook answer now, and nothing is created."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    from kbench.spec import load_grid
+
+    from .render import render_run
+
+    pair = (grid or load_grid("smoke")).pairs[0]
+    manifests = render_run("doctor", [pair], settings, store_uri)
+    job = next(m for m in manifests if m["kind"] == "Job")
+    try:
+        k8s.BatchV1Api(client).create_namespaced_job(settings.namespace, job, dry_run="All")
+    except ApiException as e:
+        if e.status == 403 and "cannot create resource" in str(e.body):
+            return Check("admission", None, "not allowed to create Jobs: see permissions")
+        return Check(
+            "admission",
+            False,
+            f"the API server would refuse a pair's Job ({e.status}): {api_message(e)}",
+            "change what it names (security context: run_as_user; resources; labels)",
+        )
+    return Check("admission", True, "a pair's Job passes a server-side dry run (dryRun=All)")
+
+
+def _version(client: Any) -> Check:
+    from kubernetes import client as k8s
     from kubernetes.client.exceptions import ApiException
 
     try:
-        k8s.CoreV1Api(client).read_namespace(namespace)
+        info = k8s.VersionApi(client).get_code()
+        found = (int(info.major), int("".join(c for c in info.minor if c.isdigit())))
+    except (ApiException, ValueError, TypeError):
+        return Check("version", None, "the API server did not say its version")
+    shown = f"Kubernetes {found[0]}.{found[1]}"
+    if found < OLDEST:
+        return Check(
+            "version",
+            False,
+            f"{shown}: kbench's Jobs need {OLDEST[0]}.{OLDEST[1]} or newer",
+            "ask for a newer cluster (Indexed Jobs' pod index label, podFailurePolicy)",
+        )
+    return Check("version", True, shown)
+
+
+def _credentials(client: Any, settings: ClusterSettings) -> Check:
+    """What the pods read S3 with: their ServiceAccount (IRSA and the like) or the Secret."""
+    from kubernetes import client as k8s
+
+    core, ns = k8s.CoreV1Api(client), settings.namespace
+    if settings.service_account:
+        name = settings.service_account
+        return _exists(
+            "credentials",
+            lambda: core.read_namespaced_service_account(name, ns),
+            f"service account {name!r} in {ns!r}",
+            f"kbench setup -n {ns}",
+            f"the pods read S3 as service account {name!r}",
+        )
+    if not settings.s3_secret:
+        return Check("credentials", None, "no s3_secret or service_account: the pods' own")
+    name = settings.s3_secret
+    return _exists(
+        "credentials",
+        lambda: core.read_namespaced_secret(name, ns),
+        f"secret {name!r} in {ns!r}",
+        f"kbench setup -n {ns} --s3-secret {name} --secret-template > s3.yaml, fill in the "
+        "keys, kubectl apply -f s3.yaml",
+        f"the pods read S3 with secret {name!r}",
+    )
+
+
+def _queue(client: Any, settings: ClusterSettings) -> Check:
+    from kubernetes import client as k8s
+
+    name, ns = settings.queue, settings.namespace
+    return _exists(
+        "queue",
+        lambda: k8s.CustomObjectsApi(client).get_namespaced_custom_object(
+            "kueue.x-k8s.io", "v1beta1", ns, "localqueues", name
+        ),
+        f"Kueue LocalQueue {name!r} in {ns!r}",
+        f"kbench setup -n {ns} --queue {name} (an example), or ask for the queue's name",
+        f"Kueue LocalQueue {name!r}",
+    )
+
+
+def _priority_class(client: Any, name: str) -> Check:
+    from kubernetes import client as k8s
+
+    return _exists(
+        "priority",
+        lambda: k8s.SchedulingV1Api(client).read_priority_class(name),
+        f"PriorityClass {name!r}",
+        "kubectl get priorityclasses lists those there are",
+        name,
+    )
+
+
+def _exists(check: str, read: Callable[[], Any], what: str, fix: str, found: str) -> Check:
+    """Whether an object is there: ok, missing (with its fix), or not ours to see (??)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        read()
     except ApiException as e:
         if e.status == 404:
-            return Check(
-                "namespace",
-                False,
-                f"namespace {namespace!r} does not exist",
-                f"kbench setup -n {namespace} | kubectl apply -f -",
-            )
-        return Check("namespace", None, f"cannot read namespace {namespace!r} ({e.status})")
-    return Check("namespace", True, namespace)
+            return Check(check, False, f"{what} does not exist", fix)
+        return Check(check, None, f"cannot read {what} ({e.status})")
+    return Check(check, True, found)
 
 
 def _permissions(client: Any, namespace: str) -> Check:

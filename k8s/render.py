@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from kbench.command import train_command
+from kbench.command import CPUS_ENV, train_command
 from kbench.errors import JOB_ERROR_EXIT_CODE, ConfigError
 from kbench.spec import Pair
 from kbench.storage import STORE_ENV
@@ -110,6 +110,8 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
     }
     if settings.queue:
         labels[QUEUE_LABEL] = settings.queue
+    _no_overlap("labels", settings.labels, labels)  # status finds pods by kbench's labels
+    labels = {**settings.labels, **labels}
     env = {
         "PYTHONUNBUFFERED": "1",
         STORE_ENV: store_uri,
@@ -121,11 +123,18 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
         env["AWS_ENDPOINT_URL"] = settings.s3_endpoint
     if settings.s3_region:
         env["AWS_REGION"] = settings.s3_region
-    resources_ = {
-        "cpu": str(settings.cpu),
-        "memory": str(settings.memory),
-        "nvidia.com/gpu": str(settings.gpus_per_node),
+    cpu = settings.per_pod("cpu")
+    env[CPUS_ENV] = f"{float(cpu[:-1]) / 1000:g}" if cpu.endswith("m") else cpu
+    _no_overlap("env", settings.env, env)
+    env.update(settings.env)
+    limits = {
+        "cpu": cpu,
+        "memory": settings.per_pod("memory"),
+        settings.gpu_resource: str(settings.gpus_per_node),
     }
+    # The scratch volume counts against the node's disk: requested, so the scheduler sees it
+    # (no limit beyond the volume's own sizeLimit, which logs and the image layer do not share).
+    requests = {**limits, "ephemeral-storage": str(settings.scratch_size)}
     return {
         "settings": settings,
         "job": job,
@@ -133,10 +142,18 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
         "port": RENDEZVOUS_PORT,
         "labels": labels,
         "command": torchrun_command(run_id, pair.name, settings, store_uri, job, service),
-        "env": [{"name": k, "value": v} for k, v in env.items()],
-        "resources": resources_,
+        "env": [{"name": k, "value": str(v)} for k, v in env.items()],
+        "requests": requests,
+        "limits": limits,
+        "shm_size": settings.per_pod("shm_size"),
         "config_error_exit_code": JOB_ERROR_EXIT_CODE,
     }
+
+
+def _no_overlap(key: str, given: dict[str, Any], own: dict[str, Any]) -> None:
+    taken = sorted(set(given) & set(own))
+    if taken:
+        raise ConfigError(f"cluster settings: {key}: {taken[0]!r} is kbench's own; pick another")
 
 
 def torchrun_command(

@@ -7,6 +7,7 @@ Resolved in layers, later ones winning: the grid's `cluster:` section < a profil
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,21 @@ from kbench.errors import ConfigError
 from kbench.layers import Layer, fits_type, load_yaml, merge_layers, read_text
 from kbench.spec import Grid
 
+DEFAULT_NAMESPACE = "kbench"  # what `kbench setup` creates, and where everything goes by default
+# Per GPU, so a pod's resources follow the GPUs it asks for (an 8-GPU pod: 64 CPUs, 512Gi).
+CPU_PER_GPU, MEMORY_GI_PER_GPU, SHM_GI_PER_GPU = 8, 64, 16
+
 
 @dataclass
 class ClusterSettings:
     image: str | None = None  # required to submit; the project's training image
-    namespace: str = "default"
+    namespace: str = DEFAULT_NAMESPACE
     context: str | None = None  # kubeconfig context; None: the current one
     nodes: int = 1  # pods per pair (one per node); > 1 adds a headless Service for rendezvous
     gpus_per_node: int = 1  # training processes per pod, one per GPU
-    cpu: str = "8"  # per pod
-    memory: str = "64Gi"  # per pod, including /dev/shm
-    shm_size: str = "16Gi"  # memory-backed /dev/shm for DataLoader workers
+    cpu: str | None = None  # per pod; None: CPU_PER_GPU per GPU
+    memory: str | None = None  # per pod, including /dev/shm; None: MEMORY_GI_PER_GPU per GPU
+    shm_size: str | None = None  # memory-backed /dev/shm for DataLoader workers; None: per GPU
     scratch_size: str = "100Gi"  # emptyDir for the dataset cache and checkpoints in transit
     s3_secret: str | None = "kbench-s3"  # Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
     s3_endpoint: str | None = None  # AWS_ENDPOINT_URL for the pods (MinIO, Ceph, R2, ...)
@@ -42,6 +47,26 @@ class ClusterSettings:
     active_deadline_seconds: int | None = None
     rendezvous_timeout: int = 900  # seconds torchrun waits for every node (slow image pulls)
     kubernetes_version: str = "1.33.0"  # schema the manifests are validated against
+    # The platform's own rules, passed through (each checked as strictly as the rest):
+    labels: dict[str, str] = field(default_factory=dict)  # on Jobs, Services and pods
+    annotations: dict[str, str] = field(default_factory=dict)  # on pods (sidecars, Kueue)
+    env: dict[str, str] = field(default_factory=dict)  # e.g. AWS_CA_BUNDLE, HTTPS_PROXY
+    volumes: list[dict[str, Any]] = field(default_factory=list)  # Kubernetes Volume objects
+    volume_mounts: list[dict[str, Any]] = field(default_factory=list)  # of the train container
+    runtime_class: str | None = None  # runtimeClassName, e.g. nvidia
+    gpu_resource: str = "nvidia.com/gpu"  # amd.com/gpu, nvidia.com/mig-3g.40gb, ...
+    # The pod's user and group; None leaves them to the platform (OpenShift's restricted SCC
+    # assigns its own and refuses fixed ones). The image's user is 1000.
+    run_as_user: int | None = 1000
+
+    def per_pod(self, key: str) -> str:
+        """cpu, memory or shm_size: as set, else the per-GPU default times the GPUs."""
+        value = getattr(self, key)
+        if value is not None:
+            return str(value)
+        per_gpu = {"cpu": (CPU_PER_GPU, ""), "memory": (MEMORY_GI_PER_GPU, "Gi")}
+        count, unit = {**per_gpu, "shm_size": (SHM_GI_PER_GPU, "Gi")}[key]
+        return f"{count * self.gpus_per_node}{unit}"
 
 
 # Resource sizes, checked here: the API server would refuse a bad one only after earlier
@@ -57,12 +82,72 @@ def resolve(layers: list[Layer]) -> ClusterSettings:
         if getattr(settings, key) < (0 if key == "backoff_limit" else 1):
             raise ConfigError(f"cluster settings: {key} must be positive")
     for key in QUANTITIES:
-        if not re.fullmatch(QUANTITY, str(getattr(settings, key))):
+        value = getattr(settings, key)
+        if value is not None and not re.fullmatch(QUANTITY, str(value)):
             raise ConfigError(
-                f"cluster settings: {key}: {getattr(settings, key)!r} is not a Kubernetes "
+                f"cluster settings: {key}: {value!r} is not a Kubernetes "
                 "quantity (like 8, 500m, 64Gi or 1.5G)"
             )
+    check_names(settings)
     return settings
+
+
+# Kubernetes' own rules (apimachinery's validation), so a bad name is refused here, in one line,
+# before a request is sent, rather than by the API server after earlier pairs were created.
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+DNS_SUBDOMAIN = rf"(?=.{{1,253}}$){DNS_LABEL}(\.{DNS_LABEL})*"
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+QUALIFIED_NAME = rf"({DNS_SUBDOMAIN}/)?{_NAME}"
+LABEL_VALUE = rf"({_NAME})?"
+ENV_NAME = r"[-._a-zA-Z][-._a-zA-Z0-9]*"
+# A container image reference: [registry[:port]/]path[:tag][@digest], lower-case path.
+IMAGE = (
+    r"([a-zA-Z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*"
+    r"(:[\w][\w.-]{0,127})?(@[A-Za-z][A-Za-z0-9]*:[0-9a-fA-F]{32,})?"
+)
+
+
+def check_names(settings: ClusterSettings) -> None:
+    """Every name, label, annotation and image of the settings, by Kubernetes' rules."""
+    one = [
+        (
+            "namespace",
+            settings.namespace,
+            DNS_LABEL,
+            "a DNS label: lower-case letters, digits, '-'",
+        ),
+        ("image", settings.image, IMAGE, "an image reference like registry/name:tag"),
+        ("queue", settings.queue, LABEL_VALUE, "a label value"),
+        ("priority_class", settings.priority_class, DNS_SUBDOMAIN, "a DNS subdomain"),
+        ("s3_secret", settings.s3_secret, DNS_SUBDOMAIN, "a DNS subdomain"),
+        ("service_account", settings.service_account, DNS_SUBDOMAIN, "a DNS subdomain"),
+        ("runtime_class", settings.runtime_class, DNS_SUBDOMAIN, "a DNS subdomain"),
+        ("gpu_resource", settings.gpu_resource, QUALIFIED_NAME, "a resource name"),
+    ]
+    one += [
+        ("image_pull_secrets", n, DNS_SUBDOMAIN, "a DNS subdomain")
+        for n in settings.image_pull_secrets
+    ]
+    for mapping, value_rule in (("labels", LABEL_VALUE), ("node_selector", LABEL_VALUE)):
+        for key, value in getattr(settings, mapping).items():
+            one.append((f"{mapping} key", key, QUALIFIED_NAME, "a qualified name like a.io/b"))
+            one.append(
+                (
+                    f"{mapping}.{key}",
+                    value,
+                    value_rule,
+                    "a label value (63 characters, [-_.A-Za-z0-9])",
+                )
+            )
+    for key in settings.annotations:
+        one.append(("annotations key", key, QUALIFIED_NAME, "a qualified name like a.io/b"))
+    for key in settings.env:
+        one.append(("env", key, ENV_NAME, "an environment variable name"))
+    for where, value, rule, what in one:
+        if value is not None and not re.fullmatch(rule, str(value)):
+            raise ConfigError(f"cluster settings: {where}: {value!r} is not {what}")
+    if settings.run_as_user is not None and settings.run_as_user < 0:
+        raise ConfigError("cluster settings: run_as_user must be 0 or more, or null")
 
 
 def settings_for(grid: Grid | None, profile: str | None, flags: dict[str, Any]) -> ClusterSettings:
@@ -84,6 +169,7 @@ def load_profile(path: str | None) -> dict[str, Any] | None:
 
 def _fits(value: Any, hint: Any) -> bool:
     """As grid keys, except that string settings also take YAML numbers (`cpu: 8`)."""
-    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+    strings = hint is str or str in typing.get_args(hint)
+    if strings and isinstance(value, (int, float)) and not isinstance(value, bool):
         return True
     return fits_type(value, hint)

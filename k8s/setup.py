@@ -1,6 +1,6 @@
 """The few cluster objects kbench needs, for `kubectl apply`: a namespace, a ServiceAccount for
-the pods, a least-privilege Role (and its binding) for whoever runs `kbench`, a Secret template
-for S3 credentials, and optionally an example Kueue queue."""
+the pods, a least-privilege Role (and its binding) for whoever runs `kbench`, and optionally an
+example Kueue queue; apart from them, a template of the pods' S3 Secret."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ RULES = [
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
 ]
 
 
@@ -32,30 +33,41 @@ def calls() -> list[tuple[str, str, str]]:
     ]
 
 
+def secret_template(settings: ClusterSettings) -> list[dict[str, Any]]:
+    """The S3 Secret with empty keys, to fill in: apart from the re-appliable stream, since
+    applying it again would blank the keys someone filled in."""
+    return render_template("secret.yaml.j2", _model(settings, [], []))
+
+
 def setup_manifests(
     settings: ClusterSettings, users: list[str], groups: list[str], kueue: bool = False
 ) -> list[dict[str, Any]]:
-    """Namespace, ServiceAccount, Role, RoleBinding, Secret template (+ Kueue example).
+    """Namespace, ServiceAccount, Role, RoleBinding (+ a Kueue example): safe to apply again.
 
     The Role goes to the people who run `kbench` (users, groups; default: the group
     kbench-users), not to the pods: they talk to S3 only, and their ServiceAccount does not
     even mount an API token."""
+    model = _model(settings, users, groups)
+    templates = ["namespace", "serviceaccount", "role", "rolebinding"]
+    if kueue and settings.queue:
+        templates.append("kueue")
+    return [m for t in templates for m in render_template(f"{t}.yaml.j2", model)]
+
+
+def _model(settings: ClusterSettings, users: list[str], groups: list[str]) -> dict[str, Any]:
     rbac = "rbac.authorization.k8s.io"
     subjects = [{"kind": "User", "name": u, "apiGroup": rbac} for u in users]
     subjects += [{"kind": "Group", "name": g, "apiGroup": rbac} for g in groups or [] if g]
     if not subjects:
         subjects = [{"kind": "Group", "name": "kbench-users", "apiGroup": rbac}]
-    model = {
+    return {
         "settings": settings,
         "name": NAME,
         "labels": {MANAGED_BY: "kbench"},
         "rules": RULES,
         "subjects": subjects,
-        "cluster_queue": "kbench-gpus",
+        # Cluster-wide Kueue objects named after the namespace: they cannot clobber a
+        # platform's own (a `default-flavor`, say), and the queue admits this namespace only.
+        "cluster_queue": f"kbench-{settings.namespace}",
+        "flavor": f"kbench-{settings.namespace}",
     }
-    templates = ["namespace", "serviceaccount", "role", "rolebinding"]
-    if settings.s3_secret:
-        templates.append("secret")
-    if kueue and settings.queue:
-        templates.append("kueue")
-    return [m for t in templates for m in render_template(f"{t}.yaml.j2", model)]

@@ -37,6 +37,11 @@ RESOURCES = {
     "batch/v1/jobs": _resource("Job", ["status"]),
     "v1/pods": _resource("Pod", ["log", "status"]),
     "v1/services": _resource("Service", []),
+    "v1/events": _resource("Event", []),
+    "v1/secrets": _resource("Secret", []),
+    "v1/serviceaccounts": _resource("ServiceAccount", []),
+    "scheduling.k8s.io/v1/priorityclasses": _resource("PriorityClass", [], namespaced=False),
+    "kueue.x-k8s.io/v1beta1/localqueues": _resource("LocalQueue", []),
     "v1/namespaces": _resource("Namespace", [], namespaced=False),
     "v1/nodes": _resource("Node", ["status"], namespaced=False),
     "authorization.k8s.io/v1/selfsubjectaccessreviews": _resource(

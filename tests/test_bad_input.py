@@ -104,6 +104,21 @@ class Case:
 
 STORE = ["--store", "store"]  # relative: under the test's folder
 K8S = ["--backend", "kubernetes", "--image", "img", "--store", "s3://bucket/x"]
+
+
+def render_with_profile(tmp: Path, profile: str) -> list[str]:
+    """`kbench render --dry-run` of the smoke grid with this profile."""
+    return [
+        "render",
+        "--grid",
+        "smoke",
+        *K8S[2:],
+        "--dry-run",
+        "--profile",
+        grid(tmp, profile, "p.yaml", ""),
+    ]
+
+
 NO_IMDS = {"AWS_EC2_METADATA_DISABLED": "true"}  # no wait for an instance's credentials
 NO_S3 = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k"}
 
@@ -298,6 +313,30 @@ CASES = [
         lambda t: ["submit", "--grid", "smoke", *K8S, "--profile", grid(t, "gpu: 8", "p.yaml", "")],
         CONFIG,
         "unknown key 'gpu'",
+    ),
+    Case(
+        "a namespace that is not a DNS label",
+        lambda t: ["submit", "--grid", "smoke", *K8S, "-n", "ML_Team", "--dry-run"],
+        CONFIG,
+        "namespace: 'ML_Team' is not a DNS label",
+    ),
+    Case(
+        "an image reference with a space",
+        lambda t: ["submit", "--grid", "smoke", *K8S[:2], "--image", "my image", *K8S[4:]],
+        CONFIG,
+        "image: 'my image' is not an image reference",
+    ),
+    Case(
+        "a label value with a space",
+        lambda t: render_with_profile(t, "labels: {team: ml research}"),
+        CONFIG,
+        "labels.team: 'ml research' is not a label value",
+    ),
+    Case(
+        "an env that overrides kbench's own",
+        lambda t: render_with_profile(t, "env: {KBENCH_STORE: s3://elsewhere}"),
+        CONFIG,
+        "env: 'KBENCH_STORE' is kbench's own",
     ),
     Case(
         "status of no such run",

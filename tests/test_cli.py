@@ -79,7 +79,7 @@ def test_dry_run_prints_resolved_configs_and_runs_nothing(tmp_path, output):
     assert not store.exists()
 
 
-@pytest.mark.parametrize("command", ["status", "collect", "logs x", "cancel"])
+@pytest.mark.parametrize("command", ["status", "collect", "logs x", "cancel --all"])
 def test_empty_store_says_how_to_start(tmp_path, command):
     result = run(*command.split(), "--store", str(tmp_path / "empty"))
     assert result.exit_code == 1

@@ -3,12 +3,14 @@ the set-up manifests' schema, and a Role that grants exactly the API calls kbenc
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 from click.testing import CliRunner
@@ -17,7 +19,7 @@ from test_k8s_backend import add_pod, kbench, submit
 from kbench.cli.main import cli
 from kbench.k8s.render import render_run, validate
 from kbench.k8s.settings import ClusterSettings
-from kbench.k8s.setup import calls, setup_manifests
+from kbench.k8s.setup import calls, secret_template, setup_manifests
 from kbench.spec import load_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +74,29 @@ def test_image_runs_what_the_manifests_run():
     assert "/scratch" in {m["mountPath"] for m in container["volumeMounts"]}
 
 
+@pytest.mark.parametrize("keep", ["0", "1"])
+def test_the_image_installs_the_pins_unless_the_base_torch_is_kept(keep):
+    """The Dockerfile's requirements step replayed as a build runs it: by default every
+    dependency with kbench's pins; with KEEP_BASE_TORCH=1 (NGC-style bases) torch and
+    torchvision are left to the base, and nothing else is dropped."""
+    (step,) = [args for op, args in dockerfile() if op == "RUN" and "tomllib" in args]
+    command = step.split(" > /tmp/requirements.txt")[0].replace(" python ", f" {sys.executable} ")
+    printed = subprocess.run(
+        ["bash", "-c", command],
+        cwd=ROOT,
+        env={**os.environ, "KEEP_BASE_TORCH": keep},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["train"]
+    pins = {"torch==2.14.1", "torchvision==0.29.1"}
+    assert pins <= set(wanted)
+    assert set(printed) == (set(wanted) - pins if keep == "1" else set(wanted))
+    assert any(r.startswith("open_clip_torch") for r in printed)  # not taken for torch
+
+
 def test_setup_manifests_pass_strict_validation():
     settings = ClusterSettings(namespace="ml", queue="gpu-queue")
     manifests = setup_manifests(settings, ["alice"], ["ml-team"], kueue=True)
@@ -81,15 +106,22 @@ def test_setup_manifests_pass_strict_validation():
         "ServiceAccount",
         "Role",
         "RoleBinding",
-        "Secret",
         "ResourceFlavor",
         "ClusterQueue",
         "LocalQueue",
-    ]
+    ]  # no Secret: applying the stream again must not blank credentials someone filled in
     core = [m for m in manifests if not m["apiVersion"].startswith("kueue.")]
     assert validate(core, "1.33.0") == []  # Kueue's CRDs have no schema in kubernetes-validate
-    secret = next(m for m in manifests if m["kind"] == "Secret")
+    (secret,) = secret_template(settings)
+    assert secret["kind"] == "Secret" and secret["metadata"]["namespace"] == "ml"
     assert set(secret["stringData"].values()) == {""}  # a template: no credential in it
+    assert validate([secret], "1.33.0") == []
+    # Kueue's cluster-wide objects are this namespace's own: nothing a platform has is clobbered
+    flavor, cluster_queue = manifests[-3], manifests[-2]
+    assert flavor["metadata"]["name"] == cluster_queue["metadata"]["name"] == "kbench-ml"
+    assert cluster_queue["spec"]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "ml"}
+    }
     service_account = next(m for m in manifests if m["kind"] == "ServiceAccount")
     assert service_account["automountServiceAccountToken"] is False
     binding = next(m for m in manifests if m["kind"] == "RoleBinding")
@@ -106,7 +138,11 @@ def test_kbench_setup_prints_them():
     result = CliRunner().invoke(cli, ["setup", "-n", "ml", "--group", "ml-team"])
     assert result.exit_code == 0, result.output
     kinds = [d["kind"] for d in yaml.safe_load_all(result.output)]
-    assert kinds == ["Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret"]
+    assert kinds == ["Namespace", "ServiceAccount", "Role", "RoleBinding"]
+    template = CliRunner().invoke(cli, ["setup", "-n", "ml", "--secret-template"])
+    assert [d["kind"] for d in yaml.safe_load_all(template.output)] == ["Secret"]
+    default = next(yaml.safe_load_all(CliRunner().invoke(cli, ["setup"]).output))
+    assert default["metadata"]["name"] == ClusterSettings().namespace == "kbench"  # one default
 
 
 VERBS = {
@@ -135,7 +171,7 @@ def test_role_grants_exactly_the_calls_kbench_makes(cluster):
     add_pod("dtd_resnet50", "Running")  # the test's own call, not counted
     cluster.serve_log(b"x\n")
     counted(lambda: kbench("logs", "dtd_resnet50"))
-    counted(lambda: kbench("cancel"))
+    counted(lambda: kbench("cancel", "--all"))
 
     used = set()
     for request in made:

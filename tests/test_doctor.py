@@ -35,6 +35,30 @@ def answer_access_reviews(cluster, denied: set[tuple[str, str]]) -> None:
     view << review
 
 
+def serve_version(cluster, served: dict[str, str]) -> None:
+    """GET /version as an API server answers it (the client requires every field); the
+    version is read from `served` at each request, so a test may change it."""
+
+    def version(request) -> dict:
+        major, minor = served["major"], served["minor"]
+        return {
+            "major": major,
+            "minor": minor,
+            "gitVersion": f"v{major}.{minor.rstrip('+')}.1",
+            "gitCommit": "0" * 40,
+            "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z",
+            "goVersion": "go1.24",
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        }
+
+    cluster.emulator["get /version/"] << version
+
+
+VERSION = {"major": "1", "minor": "33"}
+
+
 @pytest.fixture
 def doctor_cluster(cluster):
     """The emulator with the namespace and two nodes, one of them with GPUs."""
@@ -45,6 +69,11 @@ def doctor_cluster(cluster):
     cluster.emulator[f"get /api/v1/namespaces/{NS}"] << kmock.Response(
         status=200, payload=namespace
     )
+    served = dict(VERSION)
+    serve_version(cluster, served)
+    cluster.served_version = served
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kbench-s3"}}
+    core.create_namespaced_secret(NS, {**secret, "stringData": {"AWS_ACCESS_KEY_ID": "k"}})
     for name, gpus in [("cpu-node", "0"), ("gpu-node", "8")]:
         node = {
             "apiVersion": "v1",
@@ -75,7 +104,17 @@ def test_all_green(doctor_cluster):
     result = doctor()
     assert result.exit_code == 0, result.output
     checks = lines(result.output)
-    assert set(checks) == {"kubeconfig", "namespace", "permissions", "image", "store", "gpus"}
+    assert set(checks) == {
+        "kubeconfig",
+        "version",
+        "namespace",
+        "permissions",
+        "credentials",
+        "admission",
+        "image",
+        "store",
+        "gpus",
+    }
     assert all(line.startswith("ok") for line in checks.values()), result.output
     assert "8 GPUs on 1 node(s)" in checks["gpus"]
     reviews = doctor_cluster.requests("POST", "selfsubjectaccessreviews")
@@ -86,6 +125,9 @@ def test_all_green(doctor_cluster):
         )
         for r in reviews
     } >= {("create", "jobs"), ("list", "pods"), ("get", "pods")}
+    (dry_run,) = doctor_cluster.requests("POST", "/jobs")
+    assert dry_run.url.query["dryRun"] == "All"  # nothing created
+    assert dry_run.data["metadata"]["namespace"] == NS
 
 
 def test_missing_namespace(doctor_cluster):
@@ -138,3 +180,43 @@ def test_datasets_of_a_grid_that_are_not_staged(doctor_cluster):
     assert result.exit_code == 1
     assert lines(result.output)["datasets"].endswith("not staged in the store: fmow")
     assert f"fix: kbench data stage NAME --store {store.uri}" in result.output
+
+
+def test_the_pods_secret_queue_priority_class_and_version(doctor_cluster, tmp_path):
+    answer_access_reviews(doctor_cluster, denied=set())
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("s3_secret: other-s3\nqueue: gpu-queue\npriority_class: research\n")
+    result = doctor("--profile", str(profile))
+    assert result.exit_code == 1
+    checks = lines(result.output)
+    assert checks["credentials"].endswith("secret 'other-s3' in 'ml' does not exist")
+    assert (
+        "fix: kbench setup -n ml --s3-secret other-s3 --secret-template > s3.yaml" in result.output
+    )
+    assert checks["queue"].endswith("Kueue LocalQueue 'gpu-queue' in 'ml' does not exist")
+    assert checks["priority"].endswith("PriorityClass 'research' does not exist")
+    assert checks["version"].startswith("ok") and checks["version"].endswith("Kubernetes 1.33")
+    assert result.output.rstrip().endswith("3 check(s) failed: credentials, queue, priority")
+
+
+def test_too_old_a_cluster(doctor_cluster):
+    answer_access_reviews(doctor_cluster, denied=set())
+    doctor_cluster.served_version["minor"] = "27+"
+    checks = lines(doctor().output)
+    assert checks["version"].startswith("FAIL")
+    assert "Kubernetes 1.27: kbench's Jobs need 1.28 or newer" in checks["version"]
+
+
+def test_admission_refusing_a_pair_says_why(doctor_cluster):
+    answer_access_reviews(doctor_cluster, denied=set())
+    refusal = (
+        'admission webhook "validate.kyverno.svc" denied the request: '
+        "require-team-label: label 'team' is required"
+    )
+    doctor_cluster.fail("post", "batch/v1/jobs", 400, refusal)
+    result = doctor()
+    assert result.exit_code == 1
+    checks = lines(result.output)
+    assert checks["admission"].endswith(
+        f"the API server would refuse a pair's Job (400): {refusal}"
+    )

@@ -164,7 +164,9 @@ def test_train_on_it_end_to_end(tree, tmp_path, monkeypatch):
     store = str(tmp_path / "store")
     result = CliRunner().invoke(cli, ["submit", "--grid", str(grid), "--store", store])
     assert result.exit_code == 0, result.output
-    report = CliRunner().invoke(cli, ["collect", "--store", store, "-o", str(tmp_path / "r")])
+    report = CliRunner().invoke(
+        cli, ["collect", "--store", store, "--out-dir", str(tmp_path / "r")]
+    )
     assert report.exit_code == 0, report.output
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     (pair,) = results["pairs"]

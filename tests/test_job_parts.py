@@ -151,3 +151,15 @@ def test_a_dataloader_worker_ignores_sigterm_and_never_outlives_its_trainer(trai
             os._exit(12)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == (10 if trainer_alive else 0)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "processes", "workers"),
+    [("16", "4", 3), ("8", "1", 7), ("2", "2", 0), ("1.5", "1", 0)],
+)
+def test_loader_workers_are_the_pods_cpus_share_less_one(cpus, processes, workers, monkeypatch):
+    from kbench.jobs.train import loader_workers
+
+    monkeypatch.setenv("KBENCH_CPUS", cpus)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
+    assert loader_workers() == workers

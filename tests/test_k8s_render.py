@@ -118,7 +118,7 @@ def test_job_fields():
         "dtd_resnet50",
     ]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}  # 16Gi per GPU
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert mounts == {"/dev/shm", "/scratch"}
     # S3 credentials only by reference, never as literal values.
@@ -187,7 +187,7 @@ def test_kbench_render_writes_one_file_per_manifest(tmp_path):
     profile = tmp_path / "profile.yaml"
     profile.write_text(yaml.safe_dump(PROFILE))
     args = ["render", "--grid", "all", "--store", STORE, "--profile", str(profile), "--nodes", "2"]
-    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(cli, [*args, "--dry-run", "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     files = sorted((tmp_path / "out").iterdir())
     assert len(files) == 36
@@ -219,7 +219,7 @@ def test_grid_cluster_section_then_profile_then_flags(tmp_path):
     )
     profile = tmp_path / "p.yaml"
     profile.write_text("namespace: profile-ns\nimage: from-profile\n")
-    args = ["--store", STORE, "--profile", str(profile), "--image", "from-flag"]
+    args = ["--store", STORE, "--profile", str(profile), "--image", "from-flag", "--dry-run"]
     result = CliRunner().invoke(cli, ["render", "--grid", str(grid), *args])
     assert result.exit_code == 0, result.output
     service, job = list(yaml.safe_load_all(result.output))
@@ -266,3 +266,60 @@ def test_cluster_settings_of_the_wrong_type_are_refused(layer, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         resolve([(layer, "profile")])
     assert resolve([({"cpu": 8}, "profile")]).cpu == 8  # quantities may be YAML numbers
+
+
+ESCAPE_HATCHES = {
+    "labels": {"cost-centre": "ml-42", "example.com/team": "vision"},
+    "annotations": {
+        "sidecar.istio.io/inject": "false",
+        "kueue.x-k8s.io/podset-preferred-topology": "rack",
+    },
+    "env": {"AWS_CA_BUNDLE": "/etc/ssl/corp/ca.pem", "HTTPS_PROXY": "http://proxy:3128"},
+    "volumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+    "volume_mounts": [{"name": "corp-ca", "mountPath": "/etc/ssl/corp", "readOnly": True}],
+    "runtime_class": "nvidia",
+    "gpu_resource": "nvidia.com/mig-3g.40gb",
+    "run_as_user": None,
+}
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_every_escape_hatch_is_rendered_and_strictly_valid(nodes):
+    rendered = manifests(nodes, **ESCAPE_HATCHES)
+    assert validate(rendered, "1.33.0") == []
+    job = next(m for m in rendered if m["kind"] == "Job")
+    pod = job["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    for manifest in rendered:  # Jobs and Services
+        assert manifest["metadata"]["labels"]["cost-centre"] == "ml-42"
+    assert pod["metadata"]["labels"]["example.com/team"] == "vision"
+    assert pod["metadata"]["annotations"] == ESCAPE_HATCHES["annotations"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["AWS_CA_BUNDLE"] == "/etc/ssl/corp/ca.pem" and env["KBENCH_STORE"] == STORE
+    assert {"name": "corp-ca", "configMap": {"name": "corp-ca"}} in pod["spec"]["volumes"]
+    assert ESCAPE_HATCHES["volume_mounts"][0] in container["volumeMounts"]
+    assert pod["spec"]["runtimeClassName"] == "nvidia"
+    assert container["resources"]["limits"]["nvidia.com/mig-3g.40gb"] == "4"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    security = pod["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(security)  # the platform's to set
+
+
+@pytest.mark.parametrize(
+    ("gpus", "cpu", "memory", "shm"), [(1, "8", "64Gi", "16Gi"), (8, "64", "512Gi", "128Gi")]
+)
+def test_resources_follow_the_gpus_unless_set(gpus, cpu, memory, shm):
+    job = manifests(gpus_per_node=gpus)[0]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    resources = container["resources"]
+    assert resources["limits"] == {"cpu": cpu, "memory": memory, "nvidia.com/gpu": str(gpus)}
+    assert resources["requests"] == {**resources["limits"], "ephemeral-storage": "100Gi"}
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["sizeLimit"] == shm
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KBENCH_CPUS"] == cpu  # the processes size their DataLoader workers by it
+    set_by_hand = manifests(gpus_per_node=gpus, cpu="1500m", memory="100Gi")[0]
+    (container,) = set_by_hand["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["cpu"] == "1500m"
+    assert {"name": "KBENCH_CPUS", "value": "1.5"} in container["env"]

@@ -69,7 +69,7 @@ def test_resume_after_the_whole_run_was_killed(tmp_path, monkeypatch):
     }
 
     status = kbench("status", "--store", uri, "--run", "r", "-o", "json")
-    states = {p["pair"]: p for p in json.loads(status.output)["pairs"]}
+    states = {p["pair"]: p for p in json.loads(status.stdout)["pairs"]}
     assert states[FIRST]["state"] == "succeeded"
     assert states[SECOND]["state"] == "failed" and "kbench resume" in states[SECOND]["detail"]
 

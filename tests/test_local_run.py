@@ -99,14 +99,14 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch):
 
     status = kbench("status", "--store", store_uri, "-o", "json")
     assert status.exit_code == 0, status.output
-    states = {p["pair"]: p for p in json.loads(status.output)["pairs"]}
+    states = {p["pair"]: p for p in json.loads(status.stdout)["pairs"]}
     assert {p["state"] for p in states.values()} == {"succeeded"}
     assert all(p["epoch"] == 6 == p["epochs"] for p in states.values())
 
     table = kbench("status", "--store", store_uri)
     assert "synthetic_clip-tiny" in table.output and "succeeded" in table.output
 
-    report = kbench("collect", "--store", store_uri, "-o", str(tmp_path / "report"))
+    report = kbench("collect", "--store", store_uri, "--out-dir", str(tmp_path / "report"))
     assert report.exit_code == 0, report.output
     rows = list(csv.reader((tmp_path / "report" / "results.csv").read_text().splitlines()))
     assert rows[0] == ["epoch", "synthetic_clip-tiny", "synthetic_resnet-tiny"]
@@ -145,13 +145,13 @@ def test_a_failing_pair_is_reported_and_the_rest_still_runs(tmp_path, monkeypatc
     result = kbench(
         "submit", "--grid", str(grid), "--store", store, "--run-id", "broken", "--parallel", "2"
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # a pair did not succeed
     assert "imagefolder_resnet-tiny: FAILED after" in result.output
     assert f"no val/ or test/ folder in {tmp_path / 'mine'}" in result.output
     assert "1 of 2 pairs succeeded" in result.output
     assert result.output.rstrip().endswith("1 pair(s) did not succeed: imagefolder_resnet-tiny")
 
-    status = json.loads(kbench("status", "--store", store, "-o", "json").output)
+    status = json.loads(kbench("status", "--store", store, "-o", "json").stdout)
     states = {p["pair"]: (p["state"], p["detail"]) for p in status["pairs"]}
     assert states["synthetic_resnet-tiny"] == ("succeeded", "")
     assert states["imagefolder_resnet-tiny"][0] == "failed"
@@ -223,15 +223,16 @@ def test_cancel_stops_a_running_local_pair(tmp_path, monkeypatch):
         if read_json(open_store(store), progress, default={}).get("phase") == "train":
             break
         time.sleep(0.1)
-    cancelled = kbench("cancel", "--store", store)
+    cancelled = kbench("cancel", "--all", "--store", store)
     assert cancelled.exit_code == 0, cancelled.output
     assert cancelled.output.strip() == "run long: stopped synthetic_resnet-tiny"
     runner.join(120)
     assert not runner.is_alive()
-    assert result["submit"].exit_code == 1
+    assert result["submit"].exit_code == 3  # a pair did not succeed
     assert "synthetic_resnet-tiny: cancelled" in result["submit"].output
     log = kbench("logs", "synthetic_resnet-tiny", "--store", store).output
     assert "SIGTERM: stopped; a restart resumes from the last checkpoint" in log
-    status = json.loads(kbench("status", "--store", store, "-o", "json").output)
+    status = json.loads(kbench("status", "--store", store, "-o", "json").stdout)
     assert status["pairs"][0]["state"] == "cancelled"
-    assert kbench("cancel", "--store", store).output.strip() == "run long: stopped nothing running"
+    again = kbench("cancel", "--all", "--store", store)
+    assert again.output.strip() == "run long: stopped nothing running"

@@ -70,7 +70,7 @@ def test_result_json_and_the_report_name_the_same_best_epoch_when_zero_shot_is_b
     result = read_json(store, records.pair_key("best", clip.name, records.RESULT))
     jsonschema.validate(result, records.RESULT_SCHEMA)
     out = tmp_path / "report"
-    collected = CliRunner().invoke(cli, ["collect", "--store", store.uri, "-o", str(out)])
+    collected = CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)])
     assert collected.exit_code == 0, collected.output
     report = {p["pair"]: p for p in json.loads((out / "results.json").read_text())["pairs"]}
 
@@ -123,10 +123,13 @@ def test_status_and_the_report_agree_on_every_pair_state(tmp_path):
     ).epoch(1, metrics(0.5), seconds=1.0)  # fmt: skip
 
     status = CliRunner().invoke(cli, ["status", "--store", store.uri, "-o", "json"])
-    assert status.exit_code == 0, status.output
-    shown = {p["pair"]: p["state"] for p in json.loads(status.output)["pairs"]}
+    assert status.exit_code == 3, status.output  # one pair failed
+    shown = {p["pair"]: p["state"] for p in json.loads(status.stdout)["pairs"]}
     out = tmp_path / "report"
-    assert CliRunner().invoke(cli, ["collect", "--store", store.uri, "-o", str(out)]).exit_code == 0
+    assert (
+        CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)]).exit_code
+        == 0
+    )
     reported = {
         p["pair"]: p["state"] for p in json.loads((out / "results.json").read_text())["pairs"]
     }

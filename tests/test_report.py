@@ -125,7 +125,7 @@ def fixture_run(tmp_path):
 
 
 def collect(store, out: Path):
-    result = CliRunner().invoke(cli, ["collect", "--store", store.uri, "-o", str(out)])
+    result = CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     return result, json.loads((out / "results.json").read_text())
 

@@ -58,7 +58,7 @@ CRAFTED_RUNS = [
     ids=[case[0] for case in CRAFTED_RUNS],
 )
 @pytest.mark.parametrize(
-    "command", ["runs", "status", "collect", "logs " + PAIR, "cancel", "resume"]
+    "command", ["runs", "status", "collect", "logs " + PAIR, "cancel --all", "resume"]
 )
 def test_a_crafted_run_record_is_refused_by_every_command(
     store, tmp_path, folder, changes, says, command

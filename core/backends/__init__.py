@@ -82,9 +82,18 @@ class Backend(Protocol):
         """pair -> what the backend sees of it; pairs it knows nothing of are absent."""
 
     def logs(
-        self, store: Store, run: Run, pair: str, follow: bool = False, node: int = 0
+        self,
+        store: Store,
+        run: Run,
+        pair: str,
+        follow: bool = False,
+        node: int | None = 0,
+        previous: bool = False,
+        tail: int | None = None,
     ) -> str | Iterator[str]:
-        """The pair's training log so far; following, a stream of it until the pair ends."""
+        """The pair's training log so far (node `node`; every node, prefixed, with None);
+        `previous`: the last attempt that failed; `tail`: the last lines only; following, a
+        stream of it until the pair ends."""
 
     def cancel(self, store: Store, run: Run, pairs: list[str]) -> list[str]:
         """Stop the given pairs; returns those that were running."""

@@ -34,6 +34,7 @@ from kbench.storage import LocalStore, Store, open_store, patient, read_json, wr
 
 POLL_S = 1.0
 LOG = "train.log"
+RESUMED = "\n==== kbench: resumed at "  # starts each later attempt in a pair's log
 
 
 class LocalBackend:
@@ -138,7 +139,7 @@ class LocalBackend:
         started = time.monotonic()
         with open(log_path, "ab") as log:  # a resumed pair's log goes on after the last attempt
             if log.tell():
-                log.write(f"\n==== kbench: resumed at {utc_now()} ====\n".encode())
+                log.write(f"{RESUMED}{utc_now()} ====\n".encode())
                 log.flush()
             process = subprocess.Popen(
                 command,
@@ -218,19 +219,37 @@ class LocalBackend:
         return states
 
     def logs(
-        self, store: Store, run: Run, pair: str, follow: bool = False, node: int = 0
+        self,
+        store: Store,
+        run: Run,
+        pair: str,
+        follow: bool = False,
+        node: int | None = 0,
+        previous: bool = False,
+        tail: int | None = None,
     ) -> str | Iterator[str]:
+        """The pair's log (every attempt, a resume marks where each began); `previous`: the
+        attempt before the last; `tail`: its last lines. A local pair has one node, 0."""
+        if node not in (0, None):
+            raise ConfigError(f"a local pair runs on one node, 0: got --node {node}")
         key = records.pair_key(run.run_id, pair, records.LOCAL_STATE)
         # The log is where this backend puts it, never a path read from the (shared) store.
         path = self._log_path(store, run.run_id, pair)
+        if follow and path.is_file():
+            return _follow(path, lambda: _state(read_json(store, key, default=None)))
         if path.is_file():
-            if follow:
-                return _follow(path, lambda: _state(read_json(store, key, default=None)))
-            return path.read_text("utf-8", errors="replace")
-        try:
-            return store.read(records.pair_key(run.run_id, pair, LOG)).decode(errors="replace")
-        except KeyError:
-            raise BackendError(f"no log for {pair} of run {run.run_id} yet") from None
+            text = path.read_text("utf-8", errors="replace")
+        else:
+            try:
+                text = store.read(records.pair_key(run.run_id, pair, LOG)).decode(errors="replace")
+            except KeyError:
+                raise BackendError(f"no log for {pair} of run {run.run_id} yet") from None
+        if previous:
+            attempts = text.split(RESUMED)
+            if len(attempts) < 2:
+                raise BackendError(f"{pair} of run {run.run_id} has had one attempt only")
+            text = attempts[-2]
+        return "".join(text.splitlines(keepends=True)[-tail:]) if tail else text
 
     def cancel(self, store: Store, run: Run, pairs: list[str]) -> list[str]:
         stopped = []
