@@ -15,6 +15,9 @@ TRAINER = "kbench.jobs.train"
 # The CPUs a pod was given, as the pod sets it for its processes: they size their DataLoader
 # workers by it (a container's CPU limit is not what the OS reports as its CPUs).
 CPUS_ENV = "KBENCH_CPUS"
+# The GPUs a pod was given: a process that finds CUDA unusable then fails at once (exit 2)
+# instead of holding them while it trains on the CPU.
+GPUS_ENV = "KBENCH_GPUS"
 
 
 def train_command(

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, Subset
 
-from kbench.command import CPUS_ENV
+from kbench.command import CPUS_ENV, GPUS_ENV
 from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError, KbenchError
 from kbench.jobs import checkpoint
 from kbench.jobs.datasets import Splits, build_splits
@@ -265,11 +265,32 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
+    elif int(os.environ.get(GPUS_ENV, "0") or "0"):  # given GPUs: no silent CPU fallback
+        raise ConfigError(cuda_unusable(int(os.environ[GPUS_ENV])))
     else:
         device = torch.device("cpu")
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
+
+
+def cuda_unusable(gpus: int) -> str:
+    """Why CUDA cannot be used, in one line: a driver older than the image's CUDA, no device
+    visible, or a torch built without CUDA."""
+    built = torch.version.cuda
+    if built is None:
+        why = "this torch is built without CUDA"
+    else:
+        try:
+            torch.cuda.init()
+            why = f"no CUDA device is visible ({torch.cuda.device_count()} found)"
+        except Exception as e:  # the driver's own words, e.g. "driver ... is too old"
+            why = " ".join(str(e).split())
+    return (
+        f"this pod was given {gpus} GPU(s) but CUDA is unusable: {why}; the image's torch "
+        f"{torch.__version__} is built for CUDA {built}: use an image whose CUDA the nodes' "
+        "driver supports (nvidia-smi shows the driver's CUDA)"
+    )
 
 
 class EpochBatches(Sampler[list[int]]):

@@ -173,25 +173,23 @@ def _credentials(client: Any, settings: ClusterSettings) -> Check:
     from kubernetes import client as k8s
 
     core, ns = k8s.CoreV1Api(client), settings.namespace
-    if settings.service_account:
-        name = settings.service_account
+    if settings.s3_secret:
+        name = settings.s3_secret
         return _exists(
             "credentials",
-            lambda: core.read_namespaced_service_account(name, ns),
-            f"service account {name!r} in {ns!r}",
-            f"kbench setup -n {ns}",
-            f"the pods read S3 as service account {name!r}",
+            lambda: core.read_namespaced_secret(name, ns),
+            f"secret {name!r} in {ns!r}",
+            f"kbench setup -n {ns} --s3-secret {name} --secret-template > s3.yaml, fill in the "
+            "keys, kubectl apply -f s3.yaml",
+            f"the pods read S3 with secret {name!r}",
         )
-    if not settings.s3_secret:
-        return Check("credentials", None, "no s3_secret or service_account: the pods' own")
-    name = settings.s3_secret
+    name = settings.service_account
     return _exists(
         "credentials",
-        lambda: core.read_namespaced_secret(name, ns),
-        f"secret {name!r} in {ns!r}",
-        f"kbench setup -n {ns} --s3-secret {name} --secret-template > s3.yaml, fill in the "
-        "keys, kubectl apply -f s3.yaml",
-        f"the pods read S3 with secret {name!r}",
+        lambda: core.read_namespaced_service_account(name, ns),
+        f"service account {name!r} in {ns!r}",
+        f"kbench setup -n {ns} (or create the service account the settings name)",
+        f"the pods read S3 as service account {name!r}",
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from kbench.command import CPUS_ENV, train_command
+from kbench.command import CPUS_ENV, GPUS_ENV, train_command
 from kbench.errors import JOB_ERROR_EXIT_CODE, ConfigError
 from kbench.spec import Pair
 from kbench.storage import STORE_ENV
@@ -115,7 +115,11 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
     env = {
         "PYTHONUNBUFFERED": "1",
         STORE_ENV: store_uri,
+        # Every write goes to the scratch volume (the root filesystem is read-only): temporary
+        # files, compile caches (TMPDIR), weights, and whatever a library puts under HOME.
         "TMPDIR": "/scratch",
+        "HOME": "/scratch/home",
+        "XDG_CACHE_HOME": "/scratch/cache",
         "HF_HOME": "/scratch/huggingface",
         "TORCH_HOME": "/scratch/torch",
     }
@@ -125,6 +129,7 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
         env["AWS_REGION"] = settings.s3_region
     cpu = settings.per_pod("cpu")
     env[CPUS_ENV] = f"{float(cpu[:-1]) / 1000:g}" if cpu.endswith("m") else cpu
+    env[GPUS_ENV] = str(settings.gpus_per_node)
     _no_overlap("env", settings.env, env)
     env.update(settings.env)
     limits = {
@@ -171,7 +176,11 @@ def torchrun_command(
             "--rdzv-backend=c10d",
             f"--rdzv-endpoint={job}-0.{service}:{RENDEZVOUS_PORT}",
             f"--rdzv-id={job}",
-            f"--rdzv-conf=join_timeout={settings.rendezvous_timeout}",
+            # join_timeout: for every node to arrive; read_timeout: for each request to the
+            # store, which is how long an early pod waits for a late one (torch's default 60 s
+            # gave up while another node was still pulling the image).
+            f"--rdzv-conf=join_timeout={settings.rendezvous_timeout},"
+            f"read_timeout={settings.rendezvous_timeout}",
         ]
     return train_command("python", torchrun, store_uri, run_id, pair)
 

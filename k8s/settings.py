@@ -35,7 +35,9 @@ class ClusterSettings:
     s3_secret: str | None = "kbench-s3"  # Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
     s3_endpoint: str | None = None  # AWS_ENDPOINT_URL for the pods (MinIO, Ceph, R2, ...)
     s3_region: str | None = None
-    service_account: str | None = None  # e.g. one bound to an IAM role (IRSA) instead of a Secret
+    # The pods' ServiceAccount (no API token is mounted): `kbench setup`'s, or one bound to an
+    # IAM role (IRSA; then s3_secret: null).
+    service_account: str = "kbench"
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     affinity: dict[str, Any] | None = None

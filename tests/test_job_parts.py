@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -163,3 +164,47 @@ def test_loader_workers_are_the_pods_cpus_share_less_one(cpus, processes, worker
     monkeypatch.setenv("KBENCH_CPUS", cpus)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
     assert loader_workers() == workers
+
+
+def test_a_pod_given_gpus_that_finds_no_cuda_fails_at_once(tmp_path):
+    """No silent CPU fallback: exit 2 (the podFailurePolicy's FailJob) and one line that says
+    why, before any data is read."""
+    import subprocess
+    import sys
+
+    from kbench.runs import Run, create_run
+    from kbench.storage import open_store
+
+    store = open_store(str(tmp_path / "store"))
+    grid = load_grid("smoke")
+    create_run(store, Run.new("gpus", grid, "kubernetes"), grid.pairs)
+    command = [sys.executable, "-m", "kbench.jobs.train", "--store", store.uri, "--run-id", "gpus"]
+    done = subprocess.run(
+        [*command, "--pair", grid.pairs[0].name],
+        env={**os.environ, "KBENCH_GPUS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("kbench.jobs.train: error:")]
+    assert "this pod was given 2 GPU(s) but CUDA is unusable: " in line
+    assert "use an image whose CUDA the nodes' driver supports" in line
+    assert store.list(f"runs/gpus/{grid.pairs[0].name}") == [
+        f"runs/gpus/{grid.pairs[0].name}/config.json"
+    ]  # nothing trained, nothing written
+
+
+def test_pod_0_of_an_indexed_job_hosts_the_rendezvous_store(monkeypatch):
+    """Decided by the completion index, not by resolving the endpoint's DNS name."""
+    from kbench.jobs.launch import rendezvous_conf
+
+    conf = "join_timeout=900,read_timeout=900"
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+    assert rendezvous_conf("c10d", conf) == conf + ",is_host=true"
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    assert rendezvous_conf("c10d", conf) == conf + ",is_host=false"
+    assert rendezvous_conf("static", conf) == conf
+    assert rendezvous_conf("c10d", "is_host=false") == "is_host=false"  # the user's word wins
+    monkeypatch.delenv("JOB_COMPLETION_INDEX")
+    assert rendezvous_conf("c10d", conf) == conf  # not in a pod: torch decides, as before

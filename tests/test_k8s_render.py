@@ -120,7 +120,7 @@ def test_job_fields():
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}  # 16Gi per GPU
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts == {"/dev/shm", "/scratch"}
+    assert mounts == {"/dev/shm", "/scratch", "/tmp"}  # the only writable places
     # S3 credentials only by reference, never as literal values.
     assert container["envFrom"] == [{"secretRef": {"name": "kbench-s3"}}]
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -140,7 +140,10 @@ def test_multi_node_adds_a_headless_service_and_c10d_rendezvous():
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert f"--rdzv-endpoint={name}-0.{name}:29500" in command
-    assert "--rdzv-backend=c10d" in command and "--rdzv-conf=join_timeout=900" in command
+    assert (
+        "--rdzv-backend=c10d" in command
+        and "--rdzv-conf=join_timeout=900,read_timeout=900" in command
+    )
 
 
 def test_names_are_dns_labels_short_enough_for_pod_hostnames():
@@ -163,10 +166,13 @@ def test_optional_blocks_are_left_out_when_unset():
         "affinity",
         "priorityClassName",
         "imagePullSecrets",
-        "serviceAccountName",
         "subdomain",
+        "runtimeClassName",
     ):
         assert key not in pod, key
+    # Least privilege whatever is set: kbench's ServiceAccount, no API token, a read-only root.
+    assert pod["serviceAccountName"] == "kbench" and pod["automountServiceAccountToken"] is False
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
     assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
     assert "None" not in to_yaml([job]) and "null" not in to_yaml([job])
 
