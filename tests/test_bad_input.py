@@ -106,6 +106,12 @@ STORE = ["--store", "store"]  # relative: under the test's folder
 K8S = ["--backend", "kubernetes", "--image", "img", "--store", "s3://bucket/x"]
 
 
+def empty_prefix_grid(tmp: Path, request) -> str:
+    """A grid whose imagefolder is an S3 prefix (the test's SeaweedFS) that holds nothing."""
+    data = request.getfixturevalue("s3_env").uri("none")
+    return grid(tmp, f"datasets: [imagefolder]\ndefaults: {{data: '{data}'}}")
+
+
 def render_with_profile(tmp: Path, profile: str) -> list[str]:
     """`kbench render --dry-run` of the smoke grid with this profile."""
     return [
@@ -254,6 +260,12 @@ CASES = [
         ],
         CONFIG,
         "nowhere does not exist",
+    ),
+    Case(
+        "imagefolder prefix with nothing under it",
+        lambda t, r: ["submit", "--grid", empty_prefix_grid(t, r), *STORE],
+        CONFIG,
+        "/none/train/",
     ),
     # flags
     Case(

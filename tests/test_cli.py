@@ -91,3 +91,28 @@ def test_store_from_environment(tmp_path):
     result = run("runs", env={"KBENCH_STORE": str(tmp_path / "nothing")})
     assert result.exit_code == 0
     assert result.output.split() == ["RUN", "GRID", "BACKEND", "PAIRS", "CREATED"]
+
+
+def test_local_logs_previous_attempt_and_tail(tmp_path):
+    """A resumed local pair keeps one log; --previous is the attempt before the last resume,
+    --tail its last lines."""
+    from kbench import records
+    from kbench.backends.local import RESUMED
+    from kbench.runs import Run, create_run
+    from kbench.spec import load_grid
+    from kbench.storage import open_store
+
+    store = open_store(str(tmp_path / "store"))
+    grid = load_grid("smoke")
+    create_run(store, Run.new("r", grid, "local"), grid.pairs)
+    pair = grid.pairs[0].name
+    log = "first 1\nfirst 2\nfirst 3" + RESUMED + "2026-11-28T00:00:00+00:00 ====\nsecond 1\n"
+    store.write(records.pair_key("r", pair, "train.log"), log.encode())
+    args = ["logs", pair, "--store", store.uri]
+    assert run(*args).output == log
+    assert run(*args, "--previous").output == "first 1\nfirst 2\nfirst 3"
+    assert run(*args, "--previous", "--tail", "2").output == "first 2\nfirst 3"
+    assert run(*args, "--tail", "1").output == "second 1\n"
+    other = run("logs", grid.pairs[1].name, "--store", store.uri, "--previous")
+    assert other.exit_code == 1 and "no log for" in other.output
+    assert run(*args, "--node", "1").exit_code == 2  # a local pair has one node
