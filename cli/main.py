@@ -1,11 +1,12 @@
 """The `kbench` command line: the command group, and the one place where expected failures
-become one line on stderr and an exit code: 0 done, 1 failed (a store, a cluster, a pair that
-did not succeed, or an unexpected error), 2 bad input (a grid, a flag, a store URI, a
-profile), 130 interrupted. A traceback only with --debug or KBENCH_DEBUG=1.
+become one line on stderr and an exit code: 0 done, 1 failed (a store, a cluster, or an
+unexpected error), 2 bad input (a grid, a flag, a store URI, a profile), 3 a pair did not
+succeed, 130 interrupted. A traceback only with --debug or KBENCH_DEBUG=1.
 
-Each room holds a group of commands: `submit` (submit, resume, render), `runs` (runs, status, logs,
-cancel), `collect`, `data` (list, stage) and `cluster` (setup, doctor); `options` and `output`
-hold what they share. Commands parse options, call the library and print; the work is in it.
+Each room holds a group of commands: `submit` (submit, resume, render), `runs` (runs, status,
+logs, cancel), `collect`, `data` (list, stage) and `cluster` (setup, doctor); `options` and
+`output` hold what they share. Commands parse options, call the library and print; the work is
+in it.
 """
 
 from __future__ import annotations
