@@ -29,6 +29,12 @@ grid_option = click.option(
     required=True,
     help="A built-in grid (all, study, smoke) or the path of a grid YAML file.",
 )
+parallel_option = click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=1,
+    help="local: pairs to train at the same time.",
+)
 run_id_option = click.option("--run-id", help="Name the run (default: <grid>-<date>-<time>).")
 namespace_option = click.option(
     "-n", "--namespace", help="kubernetes: namespace (default: the grid's, else kbench)."

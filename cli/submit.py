@@ -12,6 +12,7 @@ from .options import (
     cluster_flags,
     cluster_options,
     grid_option,
+    parallel_option,
     run_id_option,
     run_option,
     store_option,
@@ -30,12 +31,7 @@ from .output import print_documents, table, to_yaml
 )
 @store_option
 @run_id_option
-@click.option(
-    "--parallel",
-    type=click.IntRange(min=1),
-    default=1,
-    help="local: pairs to train at the same time.",
-)
+@parallel_option
 @click.option(
     "--nproc-per-node",
     type=click.IntRange(min=1),
@@ -79,12 +75,7 @@ def submit(grid_ref, backend_name, store, run_id, dry_run, output, **options) ->
 @click.command()
 @store_option
 @run_option
-@click.option(
-    "--parallel",
-    type=click.IntRange(min=1),
-    default=1,
-    help="Pairs to train at the same time.",
-)
+@parallel_option
 def resume(store, run_id, parallel) -> None:
     """Train again every pair of a local run that has not succeeded (after a crash, a reboot
     or a cancel), each from its last checkpoint; finished pairs stay as they are."""

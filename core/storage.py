@@ -205,6 +205,11 @@ def timeout_s() -> float:
     return env_seconds(TIMEOUT_ENV, TIMEOUT_S, minimum_open=True)
 
 
+def connect_timeout_s() -> float:
+    """Seconds to wait for a connection: the request timeout, at most 10."""
+    return min(10.0, timeout_s())
+
+
 def env_seconds(name: str, default: float, minimum_open: bool = False) -> float:
     """A number of seconds from the environment, checked: one line if it is not one."""
     value = os.environ.get(name, "")
@@ -240,7 +245,7 @@ class S3Store:
         # fails in seconds. botocore's standard mode backs off on throttling and transient
         # errors; a job (retry_s > 0) then keeps trying for its window, a client command not.
         config = Config(
-            connect_timeout=min(10.0, timeout_s()),
+            connect_timeout=connect_timeout_s(),
             read_timeout=timeout_s() if not retry_s else max(60.0, timeout_s()),
             retries={"mode": "standard", "max_attempts": 5 if retry_s else 2},
             max_pool_connections=32,

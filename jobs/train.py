@@ -262,11 +262,12 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    gpus = int(os.environ.get(GPUS_ENV) or 0)  # what the pod was given (none locally)
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    elif int(os.environ.get(GPUS_ENV, "0") or "0"):  # given GPUs: no silent CPU fallback
-        raise ConfigError(cuda_unusable(int(os.environ[GPUS_ENV])))
+    elif gpus:  # no silent CPU fallback
+        raise ConfigError(cuda_unusable(gpus))
     else:
         device = torch.device("cpu")
     if world > 1:

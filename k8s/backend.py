@@ -26,7 +26,7 @@ from kbench.pairs import Outcome, PairState
 from kbench.runs import Run, utc_now
 from kbench.spec import Grid, Pair
 from kbench.staged import require_staged
-from kbench.storage import Store, timeout_s, write_json
+from kbench.storage import Store, connect_timeout_s, timeout_s, write_json
 
 from .render import (
     PAIR_LABEL,
@@ -216,8 +216,8 @@ class KubernetesBackend:
 
     def states(self, store: Store, run: Run) -> dict[str, Outcome]:
         """Every pair's state with what blocks it, in a fixed number of requests whatever the
-        number of pairs: one list of Jobs, one of Pods, one of the store's cancel marks, and
-        one of events only while a Job has no pods to show why."""
+        number of pairs: one list of Jobs, one of Pods, one of events only while a Job has no
+        pods to show why, and one of the store's cancel marks only while a pair has no Job."""
         jobs = {_labels(j).get(PAIR_LABEL): j for j in self._jobs(run.run_id)}
         pods_by_pair: dict[str, list] = {}
         for pod in self._pods(run.run_id):
@@ -228,7 +228,8 @@ class KubernetesBackend:
             if pair in run.pairs and not pods_by_pair.get(pair) and not _finished(job)
         }
         refusals = self._failed_creates(podless) if podless else {}
-        cancelled = cancelled_pairs(store, run.run_id)
+        jobless = any(pair not in jobs for pair in run.pairs)
+        cancelled = cancelled_pairs(store, run.run_id) if jobless else set()
         states = {}
         for pair in run.pairs:
             job = jobs.get(pair)
@@ -309,7 +310,7 @@ class KubernetesBackend:
                 follow=True,
                 _preload_content=False,
                 # A quiet pod may print nothing for long: a day's read timeout, not seconds.
-                _request_timeout=(timeout_s(), 24 * 3600.0),
+                _request_timeout=(connect_timeout_s(), 24 * 3600.0),
             )
         return (chunk.decode(errors="replace") for chunk in stream.stream())
 
@@ -369,8 +370,8 @@ def http_problem(e: HTTPError) -> str:
     return type(getattr(e, "reason", None) or e).__name__
 
 
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
 
 
 class TimedApiClient(ApiClient):
@@ -378,7 +379,7 @@ class TimedApiClient(ApiClient):
     ($KBENCH_TIMEOUT_S): its own default waits forever on a server that never answers."""
 
     def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        timeout = _request_timeout or (min(10.0, timeout_s()), timeout_s())
+        timeout = _request_timeout or (connect_timeout_s(), timeout_s())
         return super().call_api(*args, _request_timeout=timeout, **kwargs)
 
 
@@ -403,7 +404,7 @@ def job_state(job: Any, pods: list, refusals: list[str] | None = None) -> Outcom
     """A pair's state from its Job, its pods and the Job's FailedCreate events, with what
     blocks it in the words of whoever blocks it (scheduler, kubelet, admission, Kueue)."""
     status = job.status or _EmptyStatus()
-    conditions = {c.type: c for c in (status.conditions or []) if c.status == "True"}
+    conditions = _conditions(job)
     if "Complete" in conditions:
         return Outcome(PairState.SUCCEEDED)
     if "Failed" in conditions:
@@ -452,13 +453,18 @@ def _blocked(pods: list) -> str:
 
 def _reason(condition: Any) -> str:
     """`reason: message` of a condition or a container state, on one line."""
-    reason, message = condition.reason or "", " ".join((condition.message or "").split())
+    reason, message = condition.reason or "", _one_line(condition.message or "")
     return f"{reason}: {message}" if reason and message else reason or message
 
 
+def _conditions(job: Any) -> dict[str, Any]:
+    """The Job's conditions that hold, by type."""
+    held = (job.status.conditions if job.status else None) or []
+    return {c.type: c for c in held if c.status == "True"}
+
+
 def _finished(job: Any) -> bool:
-    conditions = (job.status.conditions if job.status else None) or []
-    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions)
+    return bool({"Complete", "Failed"} & _conditions(job).keys())
 
 
 def _event_time(event: Any) -> Any:

@@ -28,8 +28,8 @@ from kbench.backends import Echo, Options, Plan, check_world
 from kbench.command import train_command
 from kbench.errors import JOB_ERROR_PREFIX, BackendError, ConfigError, StoreError
 from kbench.pairs import Outcome, PairState
-from kbench.runs import Run, load_config, read_pairs, utc_now
-from kbench.spec import Grid, Pair
+from kbench.runs import Run, read_pairs, utc_now
+from kbench.spec import Grid, Pair, TrainConfig
 from kbench.storage import LocalStore, Store, open_store, patient, read_json, write_json
 
 POLL_S = 1.0
@@ -109,8 +109,8 @@ class LocalBackend:
             f"time, {self.nproc_per_node} process(es) each; store {store.uri}"
         )
         # Who trains this run: `resume` refuses while this process is at it.
-        trainer = records.run_key(run.run_id, records.LOCAL_STATE)
-        write_json(store, trainer, {"state": "running", **_this_process()})
+        trainer, this = records.run_key(run.run_id, records.LOCAL_STATE), _this_process()
+        write_json(store, trainer, {**this, "state": "running"})
         pool = ThreadPoolExecutor(max_workers=self.parallel)
         try:
             futures = {
@@ -127,7 +127,7 @@ class LocalBackend:
             raise
         finally:
             pool.shutdown(wait=True)
-            write_json(store, trainer, {**read_json(store, trainer), "state": "done"})
+            write_json(store, trainer, {**this, "state": "done"})
 
     def _run_pair(
         self, store: Store, run: Run, planned: Pair, command: list[str], tag: str, echo: Echo
@@ -274,7 +274,7 @@ class LocalBackend:
         """Train again every pair of the run that has not succeeded, each from its last
         checkpoint; refused while the run's submit or any of its pairs still runs."""
         submitter = read_json(store, records.run_key(run.run_id, records.LOCAL_STATE), default={})
-        if _state(submitter) == "running" and _alive(submitter) and _ours(submitter):
+        if _state(submitter) == "running" and _ours(submitter):
             raise BackendError(
                 f"run {run.run_id} is still being trained by process {submitter['pid']} on "
                 f"{submitter['host']}: wait for it, or stop it (Ctrl-C, kbench cancel) first"
@@ -286,12 +286,13 @@ class LocalBackend:
                 f"run {run.run_id}: {', '.join(running)} still running: wait, or `kbench "
                 f"cancel --run {run.run_id}` first"
             )
-        done = {found.pair for found in read_pairs(store, run) if found.result is not None}
-        todo = [p for p in run.pairs if p not in done]
-        echo(f"run {run.run_id}: {len(done)} pair(s) finished, resuming {len(todo)}")
+        todo = [found for found in read_pairs(store, run) if found.result is None]
+        done = len(run.pairs) - len(todo)
+        echo(f"run {run.run_id}: {done} pair(s) finished, resuming {len(todo)}")
         if not todo:
             return {}
-        pairs = [Pair(p, load_config(store, run.run_id, p)) for p in todo]
+        where = lambda pair: records.pair_key(run.run_id, pair, records.CONFIG)  # noqa: E731
+        pairs = [Pair(f.pair, TrainConfig.from_dict(f.config, where(f.pair))) for f in todo]
         return self.submit(store, self.plan(run, pairs, store.uri), echo)
 
     def _stop_all(self) -> None:
@@ -316,7 +317,7 @@ def _outcome(pair: str, state: Any) -> Outcome:
     """A pair's local.json as a state: a process that is gone without saying so failed."""
     name = _state(state)
     if name in ("running", "cancelling"):
-        if not _alive(state) or not _ours(state):
+        if not _ours(state):
             return Outcome(
                 PairState.FAILED,
                 "the training process is gone (killed or machine restarted): kbench resume",
@@ -360,9 +361,11 @@ def _alive(state: Any) -> bool:
     return psutil.pid_exists(state["pid"])
 
 
-def _ours(state: dict[str, Any]) -> bool:
-    """Whether the process local.json names is the one kbench started: same start time and
-    command line (a pid alone may since name another process)."""
+def _ours(state: Any) -> bool:
+    """Whether the process local.json names is alive and the one kbench started: same start
+    time and command line (a pid alone may since name another process)."""
+    if not _alive(state):
+        return False
     if state.get("host") != socket.gethostname():
         return True  # cannot be checked from here; nor signalled
     try:
