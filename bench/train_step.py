@@ -1,35 +1,53 @@
-"""Training-step throughput on one GPU: a plain fp32 eager loop (as WiSE-FT trains) against
-kbench's step (`kbench.jobs.step.train_step`: bf16 autocast, fused optimizer, TF32,
-channels_last for ResNet, optionally torch.compile), same random-init model, the study's
-per-GPU batch (4 GPUs: CLIP 512 / 4 = 128, ResNet50 256 / 4 = 64), synthetic GPU-resident data.
+"""Training throughput on one GPU: a plain fp32 eager loop (as WiSE-FT trains) against kbench's
+step (`kbench.jobs.step.train_step`: bf16 autocast, fused optimizer, TF32, channels_last for
+ResNet), with and without torch.compile, at the study's batch on one GPU (CLIP 512, ResNet50
+256), random-init models, timed with CUDA events over `--steps` steps.
 
-    python bench/train_step.py                      # on a GPU; about a minute on an H100
-    python bench/train_step.py --compile            # kbench's step with torch.compile too
-    python bench/train_step.py --device cpu --tiny  # checks the script itself, no GPU needed
+Two feeds: synthetic batches already on the GPU (the step alone), and with `--end-to-end` the
+real input path as well: photo-like JPEGs (bench/photos.py) staged as kbench's shards, read by
+the trainer's own DataLoader (`build_loaders`, its default workers: CPUs - 1) and transforms.
 
-Prints images/s of both, their ratio and kbench's model-FLOPs utilisation (MFU) against the
-GPU's dense bf16 peak; writes the table as JSON.
+    python bench/train_step.py                         # on a GPU: a few minutes on an H100
+    python bench/train_step.py --compile --end-to-end  # every variant and the input path
+    python bench/train_step.py --device cpu --tiny --quick --end-to-end   # a check, no GPU
+
+Prints images/s, the ratio to fp32 eager and the model-FLOPs utilisation (MFU, from the FLOPs
+PyTorch's counter finds in one step: ViT-B/32 ~26 GFLOP per image) against the GPU's dense bf16
+peak; `--json` prints one JSON object instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Subset
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.datasets import ImageFolder
 
+from kbench.jobs.datasets import Splits, Transformed, build_transforms
 from kbench.jobs.models import build_model
 from kbench.jobs.optim import build_optimizer, build_scheduler
+from kbench.jobs.shards import ShardDataset, fetch
+from kbench.jobs.staging import stage
 from kbench.jobs.step import setup_device, train_step, uses_channels_last
+from kbench.jobs.train import Job, Placement, build_loaders
 from kbench.registry import model_info
 from kbench.spec import TrainConfig, load_recipe
+from kbench.storage import LocalStore
 
-STUDY = [("clip-vit-b32", 128), ("resnet50", 64)]
+sys.path.insert(0, str(Path(__file__).parent))
+from photos import write_images  # noqa: E402
+
+STUDY = [("clip-vit-b32", 512), ("resnet50", 256)]
 TINY = [("clip-tiny", 8), ("resnet-tiny", 8)]
 # Dense bf16 peaks (FLOP/s) by device name; the first match wins.
 PEAKS = [
@@ -40,14 +58,15 @@ PEAKS = [
     ("L40S", 362e12),
     ("L4", 121e12),
 ]
+CLASSES = 10
 
 
-def config_for(model: str, kbench: bool, compile_: bool) -> TrainConfig:
-    recipe = {**load_recipe(model), "pretrained": False}
-    if not kbench:
+def config_for(model: str, batch: int, variant: str) -> TrainConfig:
+    recipe = {**load_recipe(model), "pretrained": False, "batch_size": batch, "workers": None}
+    if variant == "fp32 eager":
         recipe.update(precision="fp32", channels_last=False)
     return TrainConfig.from_dict(
-        {**recipe, "dataset": "synthetic", "model": model, "compile": kbench and compile_}
+        {**recipe, "dataset": "synthetic", "model": model, "compile": variant == "kbench+compile"}
     )
 
 
@@ -63,49 +82,128 @@ def plain_step(model, images, labels, optimizer, scheduler, config) -> torch.Ten
     return loss.detach()
 
 
-def measure(model_name: str, batch: int, kbench: bool, args, device) -> dict:
+def measure(model_name: str, batch: int, variant: str, feed, args, device) -> dict:
+    """Images/s of one variant; `feed` is None (one synthetic batch on the device) or the
+    staged training set that the trainer's DataLoader reads."""
     torch.manual_seed(0)
-    config = config_for(model_name, kbench, args.compile)
+    config = config_for(model_name, batch, variant)
     info = model_info(model_name)
-    classes = [f"class {i}" for i in range(10)]
+    classes = [f"class {i}" for i in range(CLASSES)]
     model = build_model(config, classes, ["a photo of a {}."], device).train()
+    place = Placement(
+        device, variant != "fp32 eager" and uses_channels_last(config, info.family, device)
+    )
+    if place.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     size = info.image_size
-    images = torch.randn(batch, 3, size, size, device=device)
-    labels = torch.randint(0, len(classes), (batch,), device=device)
+    batches = (
+        synthetic_batches(batch, size, place)
+        if feed is None
+        else real_batches(config, feed, device, place)
+    )
 
-    if kbench:
-        setup_device(device)
-        if uses_channels_last(config, info.family, device):
-            model = model.to(memory_format=torch.channels_last)
-            images = images.contiguous(memory_format=torch.channels_last)
-        optimizer = build_optimizer(config, model, device)
-        step_model = torch.compile(model) if config.compile else model
-        step = lambda: train_step(step_model, images, labels, optimizer, scheduler, config, device)  # noqa: E731
-    else:
+    if variant == "fp32 eager":
         torch.backends.cuda.matmul.allow_tf32 = False  # torch's defaults
+        torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = False
         optimizer = (torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.SGD)(
             model.parameters(), lr=config.lr
         )
-        step = lambda: plain_step(model, images, labels, optimizer, scheduler, config)  # noqa: E731
+        step_model = model
+    else:
+        setup_device(device)
+        optimizer = build_optimizer(config, model, device)
+        step_model = torch.compile(model) if config.compile else model
     scheduler = build_scheduler(config, optimizer, total_steps=args.warmup + args.steps + 1)
 
-    for _ in range(args.warmup):  # compile, cuDNN autotuning, allocator warm-up
+    def step():
+        images, labels = next(batches)
+        if variant == "fp32 eager":
+            return plain_step(step_model, images, labels, optimizer, scheduler, config)
+        return train_step(step_model, images, labels, optimizer, scheduler, config, device)
+
+    for _ in range(args.warmup):  # compile, cuDNN autotuning, allocator and workers warm-up
         step()
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    synchronize(device)
-    seconds = time.perf_counter() - started
-    assert torch.isfinite(loss), f"{model_name}: loss is {loss}"
+    seconds, loss = timed(step, args.steps, device)
+    assert torch.isfinite(loss), f"{model_name} {variant}: loss is {loss}"
+    images, _ = next(batches)
     return {
         "model": model_name,
-        "variant": "kbench" if kbench else "fp32 eager",
+        "variant": variant,
+        "feed": "synthetic on device" if feed is None else "staged JPEG shards",
         "batch": batch,
+        "steps": args.steps,
         "images_per_s": args.steps * batch / seconds,
+        "ms_per_step": 1000 * seconds / args.steps,
         "flops_per_image": train_flops(model, images[:2]) // 2,
     }
+
+
+def timed(step, steps: int, device) -> tuple[float, torch.Tensor]:
+    """Seconds of `steps` steps: CUDA events on a GPU (what the device did, start to end),
+    the wall clock on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(steps):
+            loss = step()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000, loss
+    started = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    return time.perf_counter() - started, loss
+
+
+def synthetic_batches(batch: int, size: int, place: Placement):
+    images = torch.randn(batch, 3, size, size)
+    labels = torch.randint(0, CLASSES, (batch,))
+    images, labels = place(images, labels)
+    while True:
+        yield images, labels
+
+
+def real_batches(config: TrainConfig, feed, device, place: Placement):
+    """The trainer's own training loader over the staged images, epoch after epoch."""
+    train_tf, eval_tf = build_transforms(model_info(config.model), config.augment)
+    splits = Splits(
+        train=Transformed(feed, train_tf),
+        eval=Transformed(feed, eval_tf),
+        eval_split="train",
+        classes=[f"class {i}" for i in range(CLASSES)],
+        templates=["{}"],
+        groups=(),
+    )
+    loader, _ = build_loaders(config, splits, Job(None, "bench", "bench", 0, 1, device))
+    epoch = 0
+    while True:
+        loader.batch_sampler.set_epoch(epoch)
+        for images, labels in loader:
+            yield place(images, labels)
+        epoch += 1
+
+
+def staged_photos(folder: Path, count: int, repeat: int) -> Subset:
+    """`count` photo-like 500x375 JPEGs staged as kbench shards and read back as the trainer
+    reads them; each image `repeat` times, so an epoch is long enough to time."""
+    write_images(folder / "images", count, "photo", CLASSES, processes=os.cpu_count() or 1)
+    store = LocalStore(folder / "store")
+    manifest = stage(
+        store,
+        "bench",
+        {"train": ImageFolder(str(folder / "images"))},
+        classes=[f"class{i}" for i in range(CLASSES)],
+        templates=["{}"],
+        train_split="train",
+        groups=(),
+        source="bench",
+    )["manifest"]
+    fetch(store, manifest, folder / "cache", ["train"])
+    shards = [folder / "cache" / Path(s["key"]).name for s in manifest["splits"]["train"]["shards"]]
+    dataset = ShardDataset(shards)
+    return Subset(dataset, list(range(len(dataset))) * repeat)
 
 
 def train_flops(model, images) -> int:
@@ -114,11 +212,6 @@ def train_flops(model, images) -> int:
         model(images).sum().backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
-
-
-def synchronize(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def peak_flops(device) -> float | None:
@@ -131,12 +224,18 @@ def peak_flops(device) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    parser.add_argument("--compile", action="store_true", help="torch.compile kbench's step")
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--compile", action="store_true", help="also kbench's step compiled")
+    parser.add_argument("--end-to-end", action="store_true", help="also fed by the DataLoader")
+    parser.add_argument("--images", type=int, default=1024, help="distinct staged JPEGs")
     parser.add_argument("--tiny", action="store_true", help="tiny models (a CPU check)")
+    parser.add_argument("--quick", action="store_true", help="10 timed steps, 3 warm-up")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", default="bench/results/train_step.json")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.warmup, args.images = 10, 3, min(args.images, 256)
     device = torch.device(args.device)
     peak = peak_flops(device)
     name = (
@@ -144,31 +243,47 @@ def main() -> None:
         if device.type == "cuda"
         else f"cpu ({platform.machine()})"
     )
+    variants = ["fp32 eager", "kbench"] + (["kbench+compile"] if args.compile else [])
 
     rows = []
-    for model_name, batch in TINY if args.tiny else STUDY:
-        plain = measure(model_name, batch, kbench=False, args=args, device=device)
-        fast = measure(model_name, batch, kbench=True, args=args, device=device)
-        fast["speedup"] = fast["images_per_s"] / plain["images_per_s"]
-        for row in (plain, fast):
-            achieved = row["images_per_s"] * row["flops_per_image"]
-            row["mfu"] = achieved / peak if peak else None
-        rows += [plain, fast]
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    print(f"device: {name}; compile: {args.compile}; timed steps: {args.steps}")
-    print(f"{'model':<14} {'variant':<11} {'batch':>5} {'images/s':>10} {'ratio':>6} {'MFU':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        feed = None
+        for model_name, batch in TINY if args.tiny else STUDY:
+            for variant in variants:
+                rows.append(measure(model_name, batch, variant, None, args, device))
+            if args.end_to_end:
+                if feed is None:  # enough images that one epoch outlasts the timed steps
+                    steps = args.warmup + args.steps
+                    repeat = -(-steps * max(b for _, b in STUDY) // args.images) + 1
+                    feed = staged_photos(Path(tmp), args.images, repeat)
+                rows.append(measure(model_name, batch, "kbench", feed, args, device))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     for row in rows:
-        ratio = f"{row['speedup']:.2f}" if "speedup" in row else ""
-        mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "-"
-        print(
-            f"{row['model']:<14} {row['variant']:<11} {row['batch']:>5} "
-            f"{row['images_per_s']:>10.1f} {ratio:>6} {mfu:>6}"
-        )
+        base = next(r for r in rows if r["model"] == row["model"])  # fp32 eager, synthetic
+        row["ratio"] = row["images_per_s"] / base["images_per_s"]
+        row["mfu"] = row["images_per_s"] * row["flops_per_image"] / peak if peak else None
+    result = {
+        "device": name,
+        "torch": torch.__version__,
+        "cpus": len(os.sched_getaffinity(0)),
+        "rows": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": name, "compile": args.compile, "rows": rows}, indent=1))
+    out.write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"device: {name}; torch {torch.__version__}; timed steps: {args.steps}")
+    header = ("model", "variant", "feed", "batch", "images/s", "ratio", "MFU")
+    print("{:<14} {:<15} {:<20} {:>5} {:>9} {:>6} {:>6}".format(*header))
+    for row in rows:
+        mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "-"
+        print(
+            f"{row['model']:<14} {row['variant']:<15} {row['feed']:<20} {row['batch']:>5} "
+            f"{row['images_per_s']:>9.1f} {row['ratio']:>6.2f} {mfu:>6}"
+        )
 
 
 if __name__ == "__main__":
