@@ -4,9 +4,9 @@ unexpected error), 2 bad input (a grid, a flag, a store URI, a profile), 3 a pai
 succeed, 130 interrupted. A traceback only with --debug or KBENCH_DEBUG=1.
 
 Each room holds a group of commands: `submit` (submit, resume, render), `runs` (runs, status,
-logs, cancel), `collect`, `data` (list, stage) and `cluster` (setup, doctor); `options` and
-`output` hold what they share. Commands parse options, call the library and print; the work is
-in it.
+logs, cancel), `collect`, `data` and `models` (list, stage each) and `cluster` (setup, doctor);
+`options` and `output` hold what they share. Commands parse options, call the library and
+print; the work is in it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from kbench.errors import KbenchError
 from .cluster import doctor, setup
 from .collect import collect
 from .data import data
+from .models import models
 from .runs import cancel, logs, runs, status
 from .submit import render, resume, submit
 
@@ -77,7 +78,20 @@ def cli(debug: bool) -> None:
     """
 
 
-for command in (submit, resume, render, status, data, doctor, setup, collect, runs, logs, cancel):
+for command in (
+    submit,
+    resume,
+    render,
+    status,
+    data,
+    models,
+    doctor,
+    setup,
+    collect,
+    runs,
+    logs,
+    cancel,
+):
     cli.add_command(command)
 
 

@@ -40,6 +40,10 @@ def dataset_key(name: str, file: str = MANIFEST) -> str:
     return f"datasets/{name}/{file}"
 
 
+def weights_key(model: str, file: str = MANIFEST) -> str:
+    return f"models/{model}/{file}"
+
+
 def staged_name(dataset: str, data: str | None = None) -> str:
     """A staged dataset's folder under datasets/. A user's imagefolder is named by its source,
     so several can live in one store; a run finds it by its config's `data`."""

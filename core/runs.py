@@ -31,7 +31,8 @@ class Run:
     created: str
     kbench_version: str = __version__
     document: dict[str, Any] = field(default_factory=dict)  # the grid file as written
-    cluster: dict[str, Any] | None = None  # kubernetes: {"namespace", "context"} it went to
+    # kubernetes: where it went and how: {"namespace", "context", "nodes"} (nodes > 1: JobSets)
+    cluster: dict[str, Any] | None = None
 
     @classmethod
     def new(cls, run_id: str, grid: Grid, backend: str) -> Run:
@@ -62,6 +63,12 @@ class Run:
             raise StoreError(f"{where}: {e}") from None
         if not isinstance(pairs, list) or not all(is_pair_name(p) for p in pairs):
             raise StoreError(f"{where}: pairs: not a list of <dataset>_<model> that kbench knows")
+        cluster = data.get("cluster")
+        nodes = cluster.get("nodes", 1) if isinstance(cluster, dict) else 1
+        if cluster is not None and not (
+            isinstance(cluster, dict) and type(nodes) is int and nodes >= 1
+        ):
+            raise StoreError(f"{where}: cluster: not a namespace, context and node count")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:

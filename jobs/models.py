@@ -3,16 +3,22 @@ head), so the training loop treats CLIP and ResNet alike.
 
 CLIP's head starts as its zero-shot classifier, built from class names and prompt templates; a
 ResNet's head is a new Xavier-initialised linear layer (DESIGN section 5).
+
+Pretrained weights come from a local file when the store holds them (`kbench models stage`,
+kbench.jobs.weights), through the same loading code the libraries use for their downloads;
+otherwise the library downloads them. Tiny models load a staged file too (tests).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kbench.errors import ConfigError
 from kbench.registry import fill_template
 from kbench.spec import TrainConfig
 
@@ -39,9 +45,14 @@ class ImageClassifier(nn.Module):
 
 
 def build_model(
-    config: TrainConfig, classes: list[str], templates: list[str], device: torch.device
+    config: TrainConfig,
+    classes: list[str],
+    templates: list[str],
+    device: torch.device,
+    weights: Path | None = None,
 ) -> ImageClassifier:
-    return BUILDERS[config.model](config, classes, templates, device)
+    """The model of the config; `weights`: its pretrained weights, a local file."""
+    return BUILDERS[config.model](config, classes, templates, device, weights)
 
 
 @torch.no_grad()
@@ -70,18 +81,30 @@ def _clip_classifier(clip, classes, templates, device) -> ImageClassifier:
     return ImageClassifier(clip.visual, head, normalize=True)
 
 
-def _clip_vit_b32(config, classes, templates, device):
+def _clip_vit_b32(config, classes, templates, device, weights):
     import open_clip
 
-    clip = open_clip.create_model(CLIP_ARCH, pretrained="openai" if config.pretrained else None)
+    # open_clip loads a file path as it loads its own download (open_clip.load_checkpoint).
+    pretrained = str(weights) if weights else "openai" if config.pretrained else None
+    clip = open_clip.create_model(CLIP_ARCH, pretrained=pretrained)
     return _clip_classifier(clip, classes, templates, device)
 
 
-def _clip_tiny(config, classes, templates, device):
+def _clip_tiny(config, classes, templates, device, weights):
+    torch.manual_seed(config.seed)  # the same random init in every process
+    clip = tiny_clip()
+    if config.pretrained:
+        import open_clip
+
+        open_clip.load_checkpoint(clip, str(_staged(config, weights)))
+    return _clip_classifier(clip, classes, templates, device)
+
+
+def tiny_clip():
+    """A 2-layer CLIP of open_clip's own classes."""
     import open_clip
 
-    torch.manual_seed(config.seed)  # the same random init in every process
-    clip = open_clip.CLIP(
+    return open_clip.CLIP(
         embed_dim=64,
         vision_cfg=open_clip.CLIPVisionCfg(
             layers=2, width=64, head_width=32, patch_size=8, image_size=32, mlp_ratio=2.0
@@ -91,7 +114,19 @@ def _clip_tiny(config, classes, templates, device):
         ),
         quick_gelu=True,
     )
-    return _clip_classifier(clip, classes, templates, device)
+
+
+def _staged(config: TrainConfig, weights: Path | None) -> Path:
+    if weights is None:
+        raise ConfigError(
+            f"{config.model} has no published weights: stage a weights file with "
+            f"`kbench models stage {config.model} --from FILE`, or set pretrained: false"
+        )
+    return weights
+
+
+def _state_dict(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _resnet_classifier(backbone: nn.Module, num_classes: int, device) -> ImageClassifier:
@@ -103,18 +138,30 @@ def _resnet_classifier(backbone: nn.Module, num_classes: int, device) -> ImageCl
     return ImageClassifier(backbone, head, normalize=False).to(device)
 
 
-def _resnet50(config, classes, templates, device):
+def _resnet50(config, classes, templates, device, weights):
     from torchvision.models import ResNet50_Weights, resnet50
 
-    weights = ResNet50_Weights.IMAGENET1K_V2 if config.pretrained else None
-    return _resnet_classifier(resnet50(weights=weights), len(classes), device)
+    if weights is not None:  # the file torchvision itself downloads, loaded as it loads it
+        backbone = resnet50()
+        backbone.load_state_dict(_state_dict(weights))
+    else:
+        backbone = resnet50(weights=ResNet50_Weights.IMAGENET1K_V2 if config.pretrained else None)
+    return _resnet_classifier(backbone, len(classes), device)
 
 
-def _resnet_tiny(config, classes, templates, device):
+def _resnet_tiny(config, classes, templates, device, weights):
+    torch.manual_seed(config.seed)
+    backbone = tiny_resnet()
+    if config.pretrained:
+        backbone.load_state_dict(_state_dict(_staged(config, weights)))
+    return _resnet_classifier(backbone, len(classes), device)
+
+
+def tiny_resnet():
+    """A 4-block ResNet of torchvision's own classes."""
     from torchvision.models.resnet import BasicBlock, ResNet
 
-    torch.manual_seed(config.seed)
-    return _resnet_classifier(ResNet(BasicBlock, [1, 1, 1, 1]), len(classes), device)
+    return ResNet(BasicBlock, [1, 1, 1, 1])
 
 
 BUILDERS: dict[str, Callable[..., ImageClassifier]] = {

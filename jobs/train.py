@@ -40,6 +40,7 @@ from kbench.jobs.models import ImageClassifier, build_model
 from kbench.jobs.optim import build_optimizer, build_scheduler
 from kbench.jobs.recorder import Recorder
 from kbench.jobs.step import autocast, setup_device, train_step, uses_channels_last
+from kbench.jobs.weights import local_weights
 from kbench.jobs.wiseft import wise_ft_curve
 from kbench.registry import model_info
 from kbench.runs import load_config
@@ -106,7 +107,8 @@ def train(job: Job) -> None:
     config = load_config(job.store, job.run_id, job.pair)
     family = model_info(config.model).family
     splits = build_splits(config, model_info(config.model), job.store)
-    model = build_model(config, splits.classes, splits.templates, job.device)
+    weights = local_weights(job.store, config)  # staged pretrained weights, if any
+    model = build_model(config, splits.classes, splits.templates, job.device, weights)
     place = Placement(job.device, uses_channels_last(config, family, job.device))
     if place.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -1,8 +1,10 @@
-"""The Kubernetes backend: one Indexed Job (+ headless Service when multi-node) per pair.
+"""The Kubernetes backend: one Indexed Job per pair, or one JobSet per pair that spans nodes
+(JobSet restarts the pods as a gang and owns their DNS).
 
 Its plan is the run's manifests, rendered and strictly validated once; `submit` sends exactly
-those. Requests stay few and constant: `states` is two list calls (Jobs and Pods, selected by
-the run's labels) whatever the grid size; `submit` one list call plus one create per object.
+those. Requests stay few and constant: `states` is two list calls (Jobs or JobSets, and Pods,
+selected by the run's labels) whatever the grid size; `submit` one list call plus one create
+per pair.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -26,11 +29,15 @@ from kbench.pairs import Outcome, PairState
 from kbench.runs import Run, utc_now
 from kbench.spec import Grid, Pair
 from kbench.staged import require_staged
-from kbench.storage import Store, connect_timeout_s, timeout_s, write_json
+from kbench.storage import Store, connect_timeout_s, read_json, timeout_s, write_json
+from kbench.weights import require_weights
 
 from .render import (
+    JOBSET_GROUP,
+    JOBSET_VERSION,
     PAIR_LABEL,
     QUEUE_LABEL,
+    REPLICATED_JOB,
     RUN_LABEL,
     job_name,
     render_validated,
@@ -39,6 +46,11 @@ from .render import (
 from .settings import DEFAULT_NAMESPACE, ClusterSettings, settings_for
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+JOBSET_RELEASE = "v0.12.0"  # the JobSet release whose CRD kbench validates against
+INSTALL_JOBSET = (
+    "kubectl apply --server-side -f https://github.com/kubernetes-sigs/jobset/releases/"
+    f"download/{JOBSET_RELEASE}/manifests.yaml"
+)
 
 
 class KubernetesBackend:
@@ -57,6 +69,11 @@ class KubernetesBackend:
         self._api_client = api_client  # injected by tests; else built from the kubeconfig
         self._existing: set[str] | None = None  # the run's Jobs, as `check` found them
 
+    @property
+    def gang(self) -> bool:
+        """Pairs span nodes: each is a JobSet, not a Job."""
+        return self.settings.nodes > 1
+
     @classmethod
     def for_submit(cls, grid: Grid, options: Options) -> KubernetesBackend:
         settings = settings_for(grid, options.profile, options.cluster)
@@ -70,6 +87,7 @@ class KubernetesBackend:
             namespace=options.cluster.get("namespace")
             or recorded.get("namespace", DEFAULT_NAMESPACE),
             context=options.cluster.get("context") or recorded.get("context"),
+            nodes=recorded.get("nodes", 1),
         )
         return cls(settings=settings)
 
@@ -78,7 +96,11 @@ class KubernetesBackend:
     def plan(self, run: Run, pairs: list[Pair], store_uri: str) -> Plan:
         check_world(pairs, self.settings.nodes * self.settings.gpus_per_node)
         manifests = render_validated(run.run_id, pairs, self.settings, store_uri)
-        cluster = {"namespace": self.settings.namespace, "context": self.settings.context}
+        cluster = {
+            "namespace": self.settings.namespace,
+            "context": self.settings.context,
+            "nodes": self.settings.nodes,  # which kind of object the pairs are
+        }
         return Plan(
             run=dataclasses.replace(run, cluster=cluster),
             pairs=pairs,
@@ -88,9 +110,19 @@ class KubernetesBackend:
 
     def check(self, store: Store, plan: Plan) -> None:
         self.client()
+        recorded = read_json(store, records.run_key(plan.run.run_id), None)
+        nodes = ((recorded or {}).get("cluster") or {}).get("nodes", self.settings.nodes)
+        if nodes != self.settings.nodes:  # Jobs and JobSets of one run would be two runs
+            raise ConfigError(
+                f"run {plan.run.run_id} was submitted with --nodes {nodes}: submit it again "
+                "with that, or pick another --run-id"
+            )
         require_staged(store, plan.pairs)  # pods read datasets from the store only
+        if not self.settings.download_weights:  # and pretrained weights, unless told otherwise
+            require_weights(store, plan.pairs)
         # One real request before the run is recorded: a cluster that cannot be reached (or
-        # refuses this user) leaves no run behind. Its answer is the submit's list of Jobs.
+        # refuses this user, or lacks JobSet) leaves no run behind. Its answer is the submit's
+        # list of Jobs.
         self._existing = {job.metadata.name for job in self._jobs(plan.run.run_id)}
 
     # ------------------------------------------------------------------------------ clients
@@ -132,6 +164,11 @@ class KubernetesBackend:
 
         return client.CoreV1Api(self.client())
 
+    def _custom(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.client())
+
     # ------------------------------------------------------------------------------- verbs
 
     def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
@@ -139,66 +176,85 @@ class KubernetesBackend:
         existing = self._existing
         if existing is None:  # submitted without a check
             existing = {job.metadata.name for job in self._jobs(run_id)}
-        by_pair: dict[str, list[dict]] = {}
-        for manifest in plan.documents:  # the Service first: the Job's pods resolve through it
-            by_pair.setdefault(manifest["metadata"]["labels"][PAIR_LABEL], []).append(manifest)
+        by_pair = {m["metadata"]["labels"][PAIR_LABEL]: m for m in plan.documents}
 
         outcomes = {}
         cancelled = cancelled_pairs(store, run_id)
         for pair in plan.pairs:
-            job = job_name(run_id, pair.name)
+            job = job_name(run_id, pair.name, self.settings.nodes)
             outcome = self._submit_pair(job, by_pair[pair.name], exists=job in existing)
             if pair.name in cancelled and outcome.detail in ("created", "replaced"):
                 store.delete(records.pair_key(run_id, pair.name, records.CANCELLED))
             outcomes[pair.name] = outcome
-            echo(f"{pair.name}: {outcome.text()} (job {job})")
+            kind = "jobset" if self.gang else "job"
+            echo(f"{pair.name}: {outcome.text()} ({kind} {job})")
         return outcomes
 
-    def _submit_pair(self, job: str, manifests: list[dict], exists: bool) -> Outcome:
+    def _submit_pair(self, job: str, manifest: dict, exists: bool) -> Outcome:
         if exists and not self.replace:
             return Outcome(PairState.PENDING, "exists, skipped")
         try:
             if exists:
                 self._delete(job)
-            for manifest in manifests:
-                self._create(manifest)
+            self._create(manifest)
         except BackendError as e:
             return Outcome(PairState.FAILED, str(e))
         return Outcome(PairState.PENDING, "replaced" if exists else "created")
 
+    @property
+    def _resource(self) -> str:
+        return "jobsets" if self.gang else "jobs"
+
     def _create(self, manifest: dict) -> None:
-        ns, kind = self.settings.namespace, manifest["kind"]
-        resource = "jobs" if kind == "Job" else "services"
-        with self._errors("create", resource, manifest["metadata"]["name"]):
-            try:
-                if kind == "Job":
-                    self._batch().create_namespaced_job(ns, manifest)
-                else:
-                    self._core().create_namespaced_service(ns, manifest)
-            except ApiException as e:
-                if not (e.status == 409 and kind == "Service"):
-                    raise  # a Service left by an earlier submission of the pair is reused
+        ns = self.settings.namespace
+        with self._errors("create", self._resource, manifest["metadata"]["name"]):
+            if self.gang:
+                self._custom().create_namespaced_custom_object(
+                    JOBSET_GROUP, JOBSET_VERSION, ns, "jobsets", manifest
+                )
+            else:
+                self._batch().create_namespaced_job(ns, manifest)
 
     def _delete(self, job: str) -> None:
         ns = self.settings.namespace
-        with self._errors("delete", "jobs", job):
-            # Background propagation: the garbage collector removes the pods too.
-            self._batch().delete_namespaced_job(job, ns, propagation_policy="Background")
-        with self._errors("delete", "services", job):
-            try:
-                self._core().delete_namespaced_service(job, ns)
-            except ApiException as e:
-                if e.status != 404:  # single-node pairs have no Service
-                    raise
+        # Background propagation: the garbage collector removes the pods (and a JobSet's child
+        # Jobs and headless Service) too.
+        with self._errors("delete", self._resource, job):
+            if self.gang:
+                self._custom().delete_namespaced_custom_object(
+                    JOBSET_GROUP,
+                    JOBSET_VERSION,
+                    ns,
+                    "jobsets",
+                    job,
+                    propagation_policy="Background",
+                )
+            else:
+                self._batch().delete_namespaced_job(job, ns, propagation_policy="Background")
 
     def _jobs(self, run_id: str) -> list:
-        with self._errors("list", "jobs"):
-            jobs = (
-                self._batch()
-                .list_namespaced_job(self.settings.namespace, label_selector=run_selector(run_id))
-                .items
-            )
+        """The run's Jobs, or its JobSets seen as Jobs (`as_job`)."""
+        ns, selector = self.settings.namespace, run_selector(run_id)
+        with self._errors("list", self._resource):
+            if self.gang:
+                jobs = [as_job(js) for js in self._jobsets(ns, selector)]
+            else:
+                jobs = self._batch().list_namespaced_job(ns, label_selector=selector).items
         return [j for j in jobs if _labels(j).get(RUN_LABEL) == run_id]  # belt and braces
+
+    def _jobsets(self, ns: str, selector: str) -> list[dict]:
+        try:
+            answer = self._custom().list_namespaced_custom_object(
+                JOBSET_GROUP, JOBSET_VERSION, ns, "jobsets", label_selector=selector
+            )
+        except ApiException as e:
+            if e.status == 404 and "namespaces" not in api_message(e):
+                raise ConfigError(
+                    f"this cluster has no JobSet ({JOBSET_GROUP}/{JOBSET_VERSION}), which pairs "
+                    f"on several nodes run as: install it ({INSTALL_JOBSET}) or use --nodes 1"
+                ) from None
+            raise
+        return answer.get("items", [])
 
     def _pods(self, run_id: str, pair: str | None = None) -> list:
         selector = run_selector(run_id) + (f",{PAIR_LABEL}={pair}" if pair else "")
@@ -223,25 +279,26 @@ class KubernetesBackend:
         for pod in self._pods(run.run_id):
             pods_by_pair.setdefault(_labels(pod).get(PAIR_LABEL), []).append(pod)
         podless = {
-            job.metadata.name
+            _pod_creator(job)
             for pair, job in jobs.items()
             if pair in run.pairs and not pods_by_pair.get(pair) and not _finished(job)
         }
         refusals = self._failed_creates(podless) if podless else {}
         jobless = any(pair not in jobs for pair in run.pairs)
         cancelled = cancelled_pairs(store, run.run_id) if jobless else set()
+        kind = "JobSet" if self.gang else "Job"
         states = {}
         for pair in run.pairs:
             job = jobs.get(pair)
             if job is not None:
-                refused = refusals.get(job.metadata.name, [])
+                refused = refusals.get(_pod_creator(job), [])
                 states[pair] = job_state(job, pods_by_pair.get(pair, []), refused)
             elif pair in cancelled:
                 states[pair] = Outcome(PairState.CANCELLED)
             else:  # pair_state keeps a pair with a result succeeded: TTL removes finished Jobs
                 states[pair] = Outcome(
                     PairState.GONE,
-                    "no Job on the cluster (removed by its TTL, deleted, or never created): "
+                    f"no {kind} on the cluster (removed by its TTL, deleted, or never created): "
                     f"`kbench submit --backend kubernetes --run-id {run.run_id}` creates it again",
                 )
         return states
@@ -381,6 +438,37 @@ class TimedApiClient(ApiClient):
     def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
         timeout = _request_timeout or (connect_timeout_s(), timeout_s())
         return super().call_api(*args, _request_timeout=timeout, **kwargs)
+
+
+# JobSet's condition types, in a Job's words where they differ.
+_JOB_CONDITIONS = {"Completed": "Complete"}
+
+
+def as_job(jobset: dict) -> Any:
+    """A JobSet, as `job_state` reads Jobs: its conditions, suspension and gang restarts (as
+    failures); the Job its pods come from, whose FailedCreate events say why there are none."""
+    meta, status = jobset.get("metadata") or {}, jobset.get("status") or {}
+    conditions = [
+        SimpleNamespace(
+            type=_JOB_CONDITIONS.get(c.get("type"), c.get("type")),
+            status=c.get("status"),
+            reason=c.get("reason"),
+            message=c.get("message"),
+        )
+        for c in status.get("conditions") or []
+    ]
+    active = sum(r.get("active") or 0 for r in status.get("replicatedJobsStatus") or [])
+    return SimpleNamespace(
+        metadata=SimpleNamespace(name=meta.get("name"), labels=meta.get("labels") or {}),
+        spec=SimpleNamespace(suspend=bool((jobset.get("spec") or {}).get("suspend"))),
+        status=SimpleNamespace(conditions=conditions, active=active, failed=status.get("restarts")),
+        pod_creator=f"{meta.get('name')}-{REPLICATED_JOB}-0",
+    )
+
+
+def _pod_creator(job: Any) -> str:
+    """The Job that creates the pods (a JobSet's child Job), named in FailedCreate events."""
+    return getattr(job, "pod_creator", None) or job.metadata.name
 
 
 class _EmptyStatus:

@@ -10,7 +10,8 @@ from typing import Any
 from kbench.errors import KbenchError
 from kbench.spec import Grid
 
-from .backend import KubernetesBackend, api_message, http_problem
+from .backend import INSTALL_JOBSET, KubernetesBackend, api_message, http_problem
+from .render import JOBSET_GROUP, JOBSET_VERSION
 from .settings import ClusterSettings
 from .setup import calls
 
@@ -32,6 +33,8 @@ def run_checks(
     checks = [_image(settings), _store(store_uri)]
     if grid is not None and checks[-1].ok:
         checks.append(_datasets(store_uri, grid))
+        if not settings.download_weights:
+            checks.append(_weights(store_uri, grid))
     try:
         client = backend.client()
     except KbenchError as e:
@@ -48,7 +51,9 @@ def run_checks(
             cluster += [_permissions(client, settings.namespace), _credentials(client, settings)]
             if settings.queue:
                 cluster.append(_queue(client, settings))
-            if settings.image and store_uri.startswith("s3://"):
+            if settings.nodes > 1:
+                cluster.append(_jobset(client, settings.namespace))
+            if settings.image and store_uri.startswith("s3://") and cluster[-1].ok is not False:
                 cluster.append(_admission(client, settings, store_uri, grid))
         if settings.priority_class:
             cluster.append(_priority_class(client, settings.priority_class))
@@ -87,6 +92,21 @@ def _store(uri: str) -> Check:
     except KbenchError as e:
         return Check("store", False, str(e), "fix the bucket, AWS_ENDPOINT_URL or credentials")
     return Check("store", True, f"{uri} answers with these credentials")
+
+
+def _weights(uri: str, grid: Grid) -> Check:
+    from kbench.storage import open_store
+    from kbench.weights import unstaged_models
+
+    missing = unstaged_models(open_store(uri), grid.pairs)
+    if missing:
+        return Check(
+            "weights",
+            False,
+            f"pretrained weights not staged in the store: {', '.join(missing)}",
+            f"kbench models stage {' '.join(missing)} --store {uri}",
+        )
+    return Check("weights", True, f"the grid's pretrained weights are staged in {uri}")
 
 
 def _datasets(uri: str, grid: Grid) -> Check:
@@ -132,20 +152,42 @@ def _admission(client: Any, settings: ClusterSettings, store_uri: str, grid: Gri
     from .render import render_run
 
     pair = (grid or load_grid("smoke")).pairs[0]
-    manifests = render_run("doctor", [pair], settings, store_uri)
-    job = next(m for m in manifests if m["kind"] == "Job")
+    (manifest,) = render_run("doctor", [pair], settings, store_uri)
+    kind, ns = manifest["kind"], settings.namespace
     try:
-        k8s.BatchV1Api(client).create_namespaced_job(settings.namespace, job, dry_run="All")
+        if kind == "JobSet":  # JobSet's webhook answers for it; its Job's pods are checked later
+            k8s.CustomObjectsApi(client).create_namespaced_custom_object(
+                JOBSET_GROUP, JOBSET_VERSION, ns, "jobsets", manifest, dry_run="All"
+            )
+        else:
+            k8s.BatchV1Api(client).create_namespaced_job(ns, manifest, dry_run="All")
     except ApiException as e:
         if e.status == 403 and "cannot create resource" in str(e.body):
-            return Check("admission", None, "not allowed to create Jobs: see permissions")
+            return Check("admission", None, f"not allowed to create {kind}s: see permissions")
         return Check(
             "admission",
             False,
-            f"the API server would refuse a pair's Job ({e.status}): {api_message(e)}",
+            f"the API server would refuse a pair's {kind} ({e.status}): {api_message(e)}",
             "change what it names (security context: run_as_user; resources; labels)",
         )
-    return Check("admission", True, "a pair's Job passes a server-side dry run (dryRun=All)")
+    return Check("admission", True, f"a pair's {kind} passes a server-side dry run (dryRun=All)")
+
+
+def _jobset(client: Any, namespace: str) -> Check:
+    """Pairs on several nodes are JobSets: the cluster must serve them."""
+    from kubernetes import client as k8s
+
+    api = f"{JOBSET_GROUP}/{JOBSET_VERSION}"
+    return _exists(
+        "jobset",
+        lambda: k8s.CustomObjectsApi(client).list_namespaced_custom_object(
+            JOBSET_GROUP, JOBSET_VERSION, namespace, "jobsets", limit=1
+        ),
+        f"JobSet ({api}), which pairs on several nodes run as,",
+        f"{INSTALL_JOBSET} (or --nodes 1)",
+        f"JobSet ({api}) is installed",
+        missing="is not installed",
+    )
 
 
 def _version(client: Any) -> Check:
@@ -220,7 +262,14 @@ def _priority_class(client: Any, name: str) -> Check:
     )
 
 
-def _exists(check: str, read: Callable[[], Any], what: str, fix: str, found: str) -> Check:
+def _exists(
+    check: str,
+    read: Callable[[], Any],
+    what: str,
+    fix: str,
+    found: str,
+    missing: str = "does not exist",
+) -> Check:
     """Whether an object is there: ok, missing (with its fix), or not ours to see (??)."""
     from kubernetes.client.exceptions import ApiException
 
@@ -228,7 +277,7 @@ def _exists(check: str, read: Callable[[], Any], what: str, fix: str, found: str
         read()
     except ApiException as e:
         if e.status == 404:
-            return Check(check, False, f"{what} does not exist", fix)
+            return Check(check, False, f"{what} {missing}", fix)
         return Check(check, None, f"cannot read {what} ({e.status})")
     return Check(check, True, found)
 

@@ -1,4 +1,5 @@
-"""Pure rendering: (run, pairs, cluster settings) in, Kubernetes manifests (dicts) out.
+"""Pure rendering: (run, pairs, cluster settings) in, Kubernetes manifests (dicts) out: a Job
+per single-node pair, a JobSet per multi-node pair.
 
 One Jinja environment for every template: StrictUndefined (a missing value fails the render
 instead of writing `None` into a manifest), every value written through `tojson`.
@@ -29,8 +30,12 @@ DATASET_LABEL = "kbench.dev/dataset"
 MODEL_LABEL = "kbench.dev/model"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 RENDEZVOUS_PORT = 29500
-# Pod hostnames are "<job>-<index>" and must stay DNS labels (63): leave room for the index.
+# Pod hostnames must stay DNS labels (63 characters): a Job's are "<job>-<index>", a JobSet's
+# "<jobset>-node-0-<index>"; leave room for the index.
 MAX_JOB_NAME = 56
+MAX_JOBSET_NAME = 52
+REPLICATED_JOB = "node"  # the JobSet's one replicated Job
+JOBSET_GROUP, JOBSET_VERSION = "jobset.x-k8s.io", "v1alpha2"
 
 _ENV = jinja2.Environment(
     loader=jinja2.FunctionLoader(
@@ -54,8 +59,9 @@ def dns_name(*parts: str, limit: int = MAX_JOB_NAME) -> str:
     return f"{name[: limit - 9].rstrip('-')}-{digest}"
 
 
-def job_name(run_id: str, pair: str) -> str:
-    return dns_name("kb", run_id, pair)
+def job_name(run_id: str, pair: str, nodes: int = 1) -> str:
+    """The name of a pair's Job (one node) or JobSet (several)."""
+    return dns_name("kb", run_id, pair, limit=MAX_JOB_NAME if nodes == 1 else MAX_JOBSET_NAME)
 
 
 def run_selector(run_id: str) -> str:
@@ -79,7 +85,7 @@ def render_validated(
 def render_run(
     run_id: str, pairs: list[Pair], settings: ClusterSettings, store_uri: str
 ) -> list[dict]:
-    """Every manifest of a run: per pair a Job, plus a headless Service when nodes > 1."""
+    """Every manifest of a run: per pair a Job, or a JobSet when nodes > 1."""
     if not settings.image:
         raise ConfigError(
             "no image to run: set `image` in the grid's cluster section, a --profile, or --image"
@@ -89,18 +95,16 @@ def render_run(
             f"store {store_uri!r} is a local folder the pods cannot reach: "
             "use --store s3://bucket/prefix (or KBENCH_STORE)"
         )
-    manifests = []
-    for pair in pairs:
-        model = _model(run_id, pair, settings, store_uri)
-        if model["service"]:
-            manifests += render_template("service.yaml.j2", model)
-        manifests += render_template("job.yaml.j2", model)
-    return manifests
+    template = "job.yaml.j2" if settings.nodes == 1 else "jobset.yaml.j2"
+    return [
+        m
+        for pair in pairs
+        for m in render_template(template, _model(run_id, pair, settings, store_uri))
+    ]
 
 
 def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -> dict[str, Any]:
-    job = job_name(run_id, pair.name)
-    service = job if settings.nodes > 1 else None
+    name = job_name(run_id, pair.name, settings.nodes)
     labels = {
         MANAGED_BY: "kbench",
         RUN_LABEL: run_id,
@@ -112,6 +116,8 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
         labels[QUEUE_LABEL] = settings.queue
     _no_overlap("labels", settings.labels, labels)  # status finds pods by kbench's labels
     labels = {**settings.labels, **labels}
+    # Kueue admits a JobSet as a whole: its child Jobs and pods must not name the queue too.
+    pod_labels = labels if settings.nodes == 1 else without(labels, QUEUE_LABEL)
     env = {
         "PYTHONUNBUFFERED": "1",
         STORE_ENV: store_uri,
@@ -123,6 +129,8 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
         "HF_HOME": "/scratch/huggingface",
         "TORCH_HOME": "/scratch/torch",
     }
+    if not settings.download_weights:  # weights come from the store: no hub at all
+        env["HF_HUB_OFFLINE"] = "1"
     if settings.s3_endpoint:
         env["AWS_ENDPOINT_URL"] = settings.s3_endpoint
     if settings.s3_region:
@@ -142,17 +150,21 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
     requests = {**limits, "ephemeral-storage": str(settings.scratch_size)}
     return {
         "settings": settings,
-        "job": job,
-        "service": service,
-        "port": RENDEZVOUS_PORT,
+        "name": name,
+        "replicated_job": REPLICATED_JOB,
         "labels": labels,
-        "command": torchrun_command(run_id, pair.name, settings, store_uri, job, service),
+        "pod_labels": pod_labels,
+        "command": torchrun_command(run_id, pair.name, settings, store_uri, name),
         "env": [{"name": k, "value": str(v)} for k, v in env.items()],
         "requests": requests,
         "limits": limits,
         "shm_size": settings.per_pod("shm_size"),
         "config_error_exit_code": JOB_ERROR_EXIT_CODE,
     }
+
+
+def without(mapping: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k != key}
 
 
 def _no_overlap(key: str, given: dict[str, Any], own: dict[str, Any]) -> None:
@@ -162,20 +174,20 @@ def _no_overlap(key: str, given: dict[str, Any], own: dict[str, Any]) -> None:
 
 
 def torchrun_command(
-    run_id: str, pair: str, settings: ClusterSettings, store_uri: str, job: str, service: str | None
+    run_id: str, pair: str, settings: ClusterSettings, store_uri: str, name: str
 ) -> list[str]:
     """kbench's torchrun launcher in the pod (it passes a bad-config exit code through to the
     pod's exit code, where the podFailurePolicy's FailJob rule sees it)."""
     torchrun = [f"--nnodes={settings.nodes}", f"--nproc-per-node={settings.gpus_per_node}"]
-    if service is None:
+    if settings.nodes == 1:
         torchrun.append("--standalone")
     else:
-        # c10d rendezvous hosted by the first pod; pods that start late (image pulls, queues)
-        # still join within the timeout.
+        # c10d rendezvous hosted by the first pod, at the name JobSet's Service gives it; pods
+        # that start late (image pulls, queues) still join within the timeout.
         torchrun += [
             "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={job}-0.{service}:{RENDEZVOUS_PORT}",
-            f"--rdzv-id={job}",
+            f"--rdzv-endpoint={name}-{REPLICATED_JOB}-0-0.{name}:{RENDEZVOUS_PORT}",
+            f"--rdzv-id={name}",
             # join_timeout: for every node to arrive; read_timeout: for each request to the
             # store, which is how long an early pod waits for a late one (torch's default 60 s
             # gave up while another node was still pulling the image).
@@ -198,14 +210,43 @@ def validate(manifests: list[dict], kubernetes_version: str) -> list[str]:
     """Strict OpenAPI validation (unknown fields fail); one line per problem, empty if none."""
     problems = []
     for manifest in manifests:
-        validator = _validator(manifest["apiVersion"], manifest["kind"], kubernetes_version)
-        error = next(iter(sorted(validator.iter_errors(manifest), key=lambda e: e.path)), None)
-        if error is not None:
-            where = ".".join(str(p) for p in error.path) or "(top)"
-            problems.append(
-                f"{manifest['kind']} {manifest['metadata']['name']}: {where}: {error.message}"
-            )
+        checks = [(manifest, _schema_of(manifest, kubernetes_version), "")]
+        if manifest["kind"] == "JobSet":  # its Job as well, by this Kubernetes version's rules
+            job = child_job(manifest)
+            checks.append((job, _schema_of(job, kubernetes_version), " (its Job)"))
+        for checked, validator, which in checks:
+            errors = sorted(validator.iter_errors(checked), key=lambda e: list(e.path))
+            if errors:
+                where = ".".join(str(p) for p in errors[0].path) or "(top)"
+                name = f"{manifest['kind']} {manifest['metadata']['name']}{which}"
+                problems.append(f"{name}: {where}: {errors[0].message}")
     return problems
+
+
+def _schema_of(manifest: dict, kubernetes_version: str):
+    if manifest["apiVersion"] == f"{JOBSET_GROUP}/{JOBSET_VERSION}":
+        return _jobset_validator()
+    return _validator(manifest["apiVersion"], manifest["kind"], kubernetes_version)
+
+
+def child_job(manifest: dict) -> dict:
+    """The Job that runs a pair's pods: a Job manifest itself, or the Job a JobSet creates from
+    its replicated Job (named as JobSet names it)."""
+    if manifest["kind"] == "Job":
+        return manifest
+    meta = manifest["metadata"]
+    (replicated,) = manifest["spec"]["replicatedJobs"]
+    template = replicated["template"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{meta['name']}-{replicated['name']}-0",
+            "namespace": meta["namespace"],
+            **template.get("metadata", {}),
+        },
+        "spec": template["spec"],
+    }
 
 
 @functools.cache
@@ -229,6 +270,38 @@ def _validator(api_version: str, kind: str, kubernetes_version: str):
     definitions = utils.schema_contents(f"{folder}/_definitions.json", kubernetes_version)
     registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
     return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+@functools.cache
+def _jobset_validator():
+    """JobSet's own schema (the openAPIV3Schema of its v1alpha2 CRD, kept in kbench.k8s.schemas),
+    made strict as kubernetes-validate's are: an object with declared properties takes no others
+    unless the schema says it keeps unknown fields. The CRD's CEL rules are the API server's."""
+    import jsonschema
+
+    text = resources.files("kbench.k8s").joinpath(f"schemas/{JOBSET_GROUP}_jobsets.yaml")
+    crd = yaml.load(text.read_text("utf-8"), Loader=_YAML_LOADER)
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == JOBSET_VERSION]
+    return jsonschema.Draft202012Validator(_strict(version["schema"]["openAPIV3Schema"]))
+
+
+def _strict(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {
+        key: {name: _strict(sub) for name, sub in value.items()}
+        if key == "properties"
+        else _strict(value)
+        for key, value in schema.items()
+    }
+    open_ended = "additionalProperties" in schema or schema.get(
+        "x-kubernetes-preserve-unknown-fields"
+    )
+    if "properties" in schema and not open_ended:
+        strict["additionalProperties"] = False
+    return strict
 
 
 def to_yaml(manifests: list[dict]) -> str:

@@ -26,7 +26,7 @@ class ClusterSettings:
     image: str | None = None  # required to submit; the project's training image
     namespace: str = DEFAULT_NAMESPACE
     context: str | None = None  # kubeconfig context; None: the current one
-    nodes: int = 1  # pods per pair (one per node); > 1 adds a headless Service for rendezvous
+    nodes: int = 1  # pods per pair (one per node); > 1: a JobSet, which the cluster must have
     gpus_per_node: int = 1  # training processes per pod, one per GPU
     cpu: str | None = None  # per pod; None: CPU_PER_GPU per GPU
     memory: str | None = None  # per pod, including /dev/shm; None: MEMORY_GI_PER_GPU per GPU
@@ -44,10 +44,14 @@ class ClusterSettings:
     priority_class: str | None = None
     image_pull_secrets: list[str] = field(default_factory=list)
     queue: str | None = None  # Kueue LocalQueue: Kueue then suspends and admits the Job
-    backoff_limit: int = 3  # pod failures (not preemptions) before the Job fails
+    backoff_limit: int = 3  # pod failures (not preemptions) before a single-node Job fails
+    max_restarts: int = 3  # gang restarts (not preemptions) before a multi-node JobSet fails
     ttl_seconds_after_finished: int | None = 7 * 24 * 3600
     active_deadline_seconds: int | None = None
     rendezvous_timeout: int = 900  # seconds torchrun waits for every node (slow image pulls)
+    # Pods load pretrained weights from the store (`kbench models stage`), offline; true lets
+    # them download instead (through `env`'s HTTPS_PROXY or HF_ENDPOINT, if any).
+    download_weights: bool = False
     kubernetes_version: str = "1.33.0"  # schema the manifests are validated against
     # The platform's own rules, passed through (each checked as strictly as the rest):
     labels: dict[str, str] = field(default_factory=dict)  # on Jobs, Services and pods
@@ -80,8 +84,8 @@ QUANTITY = r"(\d+(\.\d*)?|\.\d+)([eE]\d+|[mkMGTPE]|[KMGTPE]i)?"
 def resolve(layers: list[Layer]) -> ClusterSettings:
     """Merge (mapping, where-it-came-from) layers onto the defaults, checking keys and types."""
     settings = ClusterSettings(**merge_layers(ClusterSettings, layers, "cluster settings", _fits))
-    for key in ("nodes", "gpus_per_node", "backoff_limit", "rendezvous_timeout"):
-        if getattr(settings, key) < (0 if key == "backoff_limit" else 1):
+    for key in ("nodes", "gpus_per_node", "backoff_limit", "max_restarts", "rendezvous_timeout"):
+        if getattr(settings, key) < (0 if key in ("backoff_limit", "max_restarts") else 1):
             raise ConfigError(f"cluster settings: {key} must be positive")
     for key in QUANTITIES:
         value = getattr(settings, key)

@@ -15,7 +15,11 @@ NAME = "kbench"
 # requests kbench sends and checks both ways).
 RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "delete", "list"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete"]},
+    {
+        "apiGroups": ["jobset.x-k8s.io"],
+        "resources": ["jobsets"],
+        "verbs": ["create", "delete", "list"],
+    },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},

@@ -10,7 +10,7 @@ import pytest
 from k8s_emulator import kubernetes_emulator
 from s3server import S3Server, seaweedfs
 
-from kbench.records import dataset_key
+from kbench.records import dataset_key, weights_key
 from kbench.spec import load_grid
 from kbench.storage import open_store, write_json
 
@@ -33,12 +33,14 @@ def s3_env(s3_server, monkeypatch) -> S3Server:
 @pytest.fixture
 def cluster(tmp_path, monkeypatch, s3_env):
     """The API emulator, KUBECONFIG pointing at it, and KBENCH_STORE at an S3 prefix that holds
-    the manifests of the study's datasets, as `kbench data stage` leaves them (submit checks
-    them; no shards: no pod reads data here)."""
+    the manifests of the study's datasets and pretrained weights, as `kbench data stage` and
+    `kbench models stage` leave them (submit checks them; no files: no pod reads them here)."""
     uri = s3_env.uri(f"k8s/{tmp_path.name}")
     store = open_store(uri)
     for name in load_grid("all").document["datasets"]:
         write_json(store, dataset_key(name), {"name": name, "splits": {}})
+    for model in ("clip-vit-b32", "resnet50"):  # as `kbench models stage` leaves them
+        write_json(store, weights_key(model), {"model": model, "file": "w.pt"})
     with kubernetes_emulator(tmp_path) as cluster:
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
         monkeypatch.setenv("KBENCH_STORE", uri)

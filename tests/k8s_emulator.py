@@ -35,6 +35,7 @@ def _resource(kind: str, subresources: list[str], namespaced: bool = True) -> di
 # The resources kbench uses; an emulator knows only those declared.
 RESOURCES = {
     "batch/v1/jobs": _resource("Job", ["status"]),
+    "jobset.x-k8s.io/v1alpha2/jobsets": _resource("JobSet", ["status"]),  # JobSet installed
     "v1/pods": _resource("Pod", ["log", "status"]),
     "v1/services": _resource("Service", []),
     "v1/events": _resource("Event", []),
@@ -99,13 +100,15 @@ def write_kubeconfig(path: Path, url: str, context: str = "emulator") -> Path:
 
 
 @contextlib.contextmanager
-def kubernetes_emulator(folder: Path) -> Iterator[Cluster]:
+def kubernetes_emulator(folder: Path, without: tuple[str, ...] = ()) -> Iterator[Cluster]:
+    """An emulator that knows RESOURCES but those named in `without` (a CRD not installed)."""
     ready, stop, box = threading.Event(), threading.Event(), {}
 
     async def serve() -> None:
         async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
             for name, resource in RESOURCES.items():
-                emulator.resources[name] = resource
+                if name not in without:
+                    emulator.resources[name] = resource
             box["emulator"], box["url"] = emulator, str(server.url).rstrip("/")
             ready.set()
             while not stop.is_set():

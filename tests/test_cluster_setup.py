@@ -14,7 +14,7 @@ import pytest
 import tomllib
 import yaml
 from click.testing import CliRunner
-from test_k8s_backend import add_pod, kbench, submit
+from test_k8s_backend import RUN, add_pod, kbench, submit
 
 from kbench.cli.main import cli
 from kbench.k8s.render import render_run, validate
@@ -165,13 +165,19 @@ def test_role_grants_exactly_the_calls_kbench_makes(cluster):
         assert result.exit_code == 0, result.output
         made.extend(cluster.requests()[before:])
 
-    counted(lambda: submit("--nodes", "2"))
-    counted(lambda: submit("--nodes", "2", "--replace"))
-    counted(lambda: kbench("status"))
+    # Single-node pairs (Jobs), then pairs on two nodes (JobSets), each through every verb.
+    counted(lambda: submit())
+    counted(lambda: submit("--replace"))
+    counted(lambda: kbench("status", "--run", RUN))
     add_pod("dtd_resnet50", "Running")  # the test's own call, not counted
     cluster.serve_log(b"x\n")
-    counted(lambda: kbench("logs", "dtd_resnet50"))
-    counted(lambda: kbench("cancel", "--all"))
+    counted(lambda: kbench("logs", "dtd_resnet50", "--run", RUN))
+    counted(lambda: kbench("cancel", "--all", "--run", RUN))
+    gang = ("--nodes", "2", "--run-id", "gang")
+    counted(lambda: submit(*gang))
+    counted(lambda: submit(*gang, "--replace"))
+    counted(lambda: kbench("status", "--run", "gang"))
+    counted(lambda: kbench("cancel", "--all", "--run", "gang"))
 
     used = set()
     for request in made:

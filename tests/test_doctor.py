@@ -220,3 +220,29 @@ def test_admission_refusing_a_pair_says_why(doctor_cluster):
     assert checks["admission"].endswith(
         f"the API server would refuse a pair's Job (400): {refusal}"
     )
+
+
+def test_pairs_on_several_nodes_need_jobset(doctor_cluster):
+    answer_access_reviews(doctor_cluster, denied=set())
+    assert "jobset" not in lines(doctor().output)  # one node: not needed, not asked
+    present = doctor("--nodes", "2")
+    assert present.exit_code == 0, present.output
+    checks = lines(present.output)
+    assert checks["jobset"].startswith("ok") and "is installed" in checks["jobset"]
+    (dry_run,) = doctor_cluster.requests("POST", "/jobsets")  # the admission check's
+    assert dry_run.url.query["dryRun"] == "All" and dry_run.data["kind"] == "JobSet"
+    # A cluster without JobSet's CRD answers its paths as any unknown path: 404.
+    doctor_cluster.fail(
+        "list",
+        "jobset.x-k8s.io/v1alpha2/jobsets",
+        404,
+        "the server could not find the requested resource",
+    )
+    missing = doctor("--nodes", "2")
+    assert missing.exit_code == 1
+    checks = lines(missing.output)
+    assert checks["jobset"].startswith("FAIL") and "is not installed" in checks["jobset"]
+    assert "fix: kubectl apply --server-side -f https://github.com/kubernetes-sigs/jobset" in (
+        missing.output
+    )
+    assert "admission" not in checks  # nothing to dry-run it against

@@ -79,16 +79,6 @@ def test_submit_creates_one_job_per_pair_and_resubmitting_duplicates_nothing(clu
     assert len(cluster.requests("POST", "/jobs")) == 36
 
 
-def test_multi_node_pairs_get_a_headless_service_first(cluster):
-    result = submit("--nodes", "2", "--gpus-per-node", "8")
-    assert result.exit_code == 0, result.output
-    services = cluster.requests("POST", f"/api/v1/namespaces/{NS}/services")
-    assert len(services) == 18
-    assert services[0].data["spec"]["clusterIP"] == "None"
-    first = [str(r.url) for r in cluster.requests("POST")][:2]
-    assert first[0].endswith("/services") and first[1].endswith("/jobs")
-
-
 def test_submit_renders_each_manifest_once_and_sends_exactly_its_plan(cluster, monkeypatch):
     """Plan, then send: every manifest is rendered (and validated) once per submission, and
     what reaches the API server is what `--dry-run` prints, in the same order."""
@@ -104,13 +94,13 @@ def test_submit_renders_each_manifest_once_and_sends_exactly_its_plan(cluster, m
     dry = submit("--nodes", "2", "--dry-run", "-o", "json")
     assert dry.exit_code == 0, dry.output
     planned = json.loads(dry.output)["items"]
-    assert len(rendered) == len(planned) == 36  # a Service and a Job per pair
+    assert len(rendered) == len(planned) == 18  # a JobSet per pair
     assert cluster.requests() == []  # a dry run sends nothing
 
     rendered.clear()
     result = submit("--nodes", "2")
     assert result.exit_code == 0, result.output
-    assert sorted(rendered) == sorted(["service.yaml.j2", "job.yaml.j2"] * 18)  # once each
+    assert rendered == ["jobset.yaml.j2"] * 18  # once each
     assert [r.data for r in cluster.requests("POST")] == planned
 
 

@@ -1,8 +1,9 @@
-"""The contract between a rendered manifest and the trainer: take a 2-node Job's container
-command and environment (the Secret reference resolved from a test Secret), run it the way the
-pods would — two local processes, each with its completion index and its own /scratch, the
-rendezvous address mapped to localhost — through what a real cluster does to them (a pod that
-starts late, a node that dies and a gang started again), and find the records in the S3 server."""
+"""The contract between a rendered manifest and the trainer: take a 2-node pair's container
+command and environment from its JobSet's Job (the Secret reference resolved from a test
+Secret), run it the way the pods would — two local processes, each with its completion index
+and its own /scratch, the rendezvous address mapped to localhost — through what a real cluster
+does to them (a pod that starts late, a node that dies and a gang started again), and find the
+records in the S3 server."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from test_resume import kill_tree
 from kbench import records
 from kbench.command import GPUS_ENV
 from kbench.jobs.checkpoint import POINTER
-from kbench.k8s.render import RENDEZVOUS_PORT, render_run
+from kbench.k8s.render import RENDEZVOUS_PORT, child_job, render_run
 from kbench.k8s.settings import ClusterSettings
 from kbench.runs import Run, create_run
 from kbench.spec import parse_grid
@@ -60,16 +61,19 @@ def test_a_rendered_two_node_pair_survives_a_late_pod_and_a_gang_restart(s3_env,
         s3_endpoint=s3_env.endpoint,
         s3_region="us-east-1",
     )
-    service, job = render_run("contract", grid.pairs, settings, store_uri)
+    (jobset,) = render_run("contract", grid.pairs, settings, store_uri)
+    job = child_job(jobset)
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     secrets = {
         "kbench-s3": {k: s3_env.env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     }
 
-    # The pods' names resolve through the headless Service; here both "nodes" are this machine.
-    rendezvous = f"{job['metadata']['name']}-0.{pod['subdomain']}:{RENDEZVOUS_PORT}"
-    assert pod["subdomain"] == service["metadata"]["name"]
+    # Pod 0's name as JobSet's headless Service (named after the JobSet) publishes it,
+    # <job>-<index>.<service>; here both "nodes" are this machine.
+    name = jobset["metadata"]["name"]
+    rendezvous = f"{job['metadata']['name']}-0.{name}:{RENDEZVOUS_PORT}"
+    assert jobset["spec"]["network"]["enableDNSHostnames"] is True
     local = f"127.0.0.1:{free_ports(1)[0]}"
     command = [arg.replace(rendezvous, local) for arg in container["command"]]
     assert command != container["command"]  # the rendezvous really was in the command

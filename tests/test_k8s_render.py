@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from kbench.cli.main import cli
 from kbench.k8s import render as k8s_render
-from kbench.k8s.render import dns_name, job_name, render_run, to_yaml, validate
+from kbench.k8s.render import child_job, dns_name, job_name, render_run, to_yaml, validate
 from kbench.k8s.settings import ClusterSettings, resolve
 from kbench.spec import load_grid
 
@@ -128,32 +128,98 @@ def test_job_fields():
     assert env["AWS_ENDPOINT_URL"] == "https://minio.example:9000"
 
 
-def test_multi_node_adds_a_headless_service_and_c10d_rendezvous():
+def test_a_multi_node_pair_is_a_jobset_that_restarts_as_a_gang():
     objects = manifests(nodes=2)
-    assert [m["kind"] for m in objects[:2]] == ["Service", "Job"]
-    service, job = objects[:2]
-    assert service["spec"]["clusterIP"] == "None"
-    assert service["spec"]["publishNotReadyAddresses"] is True
-    name = job["metadata"]["name"]
-    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": name}
-    assert job["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]
+    assert {m["kind"] for m in objects} == {"JobSet"} and len(objects) == 18  # nothing else
+    jobset = objects[0]
+    name, spec = jobset["metadata"]["name"], jobset["spec"]
+    # Kueue admits the JobSet: the queue is named on it, not on its Jobs or pods.
+    assert jobset["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    (replicated,) = spec["replicatedJobs"]
+    assert replicated["name"] == "node" and replicated["replicas"] == 1
+    job = replicated["template"]
+    pod = job["spec"]["template"]
+    for labels in (job["metadata"]["labels"], pod["metadata"]["labels"]):
+        assert labels["kbench.dev/pair"] == jobset["metadata"]["labels"]["kbench.dev/pair"]
+        assert "kueue.x-k8s.io/queue-name" not in labels
+    # Any pod failure fails the Job at once; the JobSet then recreates every pod.
+    assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
-    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert f"--rdzv-endpoint={name}-0.{name}:29500" in command
+    assert job["spec"]["completionMode"] == "Indexed"
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert [r["action"] for r in rules] == ["FailJob", "FailJob"]
+    assert rules[0]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+    assert rules[1]["onExitCodes"]["values"] == [2]
+    # A bad config fails the JobSet; a preemption restarts it without spending a restart.
+    policy = spec["failurePolicy"]
+    assert policy["maxRestarts"] == 3
+    assert [(r["name"], r["action"]) for r in policy["rules"]] == [
+        ("BadConfig", "FailJobSet"),
+        ("Disruption", "RestartJobSetAndIgnoreMaxRestarts"),
+    ]
+    assert all(r["onJobFailureReasons"] == ["PodFailurePolicy"] for r in policy["rules"])
+    # The patterns match the Job controller's messages for the rules above.
+    bad = "Container train for pod ml/p-0 failed with exit code 2 matching FailJob rule at index 1"
+    preempted = "Pod ml/p-0 has condition DisruptionTarget matching FailJob rule at index 0"
+    for rule, message in zip(policy["rules"], (bad, preempted), strict=True):
+        (pattern,) = rule["onJobFailureMessagePatterns"]
+        assert re.search(pattern, message)
+        assert not re.search(pattern, bad if message == preempted else preempted)
+    # JobSet's own headless Service names pod 0 (it owns the Service: deleted with it).
+    assert spec["network"] == {"enableDNSHostnames": True, "publishNotReadyAddresses": True}
+    assert "subdomain" not in pod["spec"]
+    assert (
+        spec["ttlSecondsAfterFinished"] == 604800 and "ttlSecondsAfterFinished" not in job["spec"]
+    )
+    command = pod["spec"]["containers"][0]["command"]
+    assert f"--rdzv-endpoint={name}-node-0-0.{name}:29500" in command
+    assert f"--rdzv-id={name}" in command
     assert (
         "--rdzv-backend=c10d" in command
         and "--rdzv-conf=join_timeout=900,read_timeout=900" in command
     )
 
 
+def test_a_single_node_pair_stays_a_plain_job():
+    objects = manifests(nodes=1)
+    assert {m["kind"] for m in objects} == {"Job"}
+    spec = objects[0]["spec"]
+    assert spec["backoffLimit"] == 3 and spec["ttlSecondsAfterFinished"] == 604800
+    assert spec["podFailurePolicy"]["rules"][0]["action"] == "Ignore"  # preemption: retry
+    assert "--standalone" in spec["template"]["spec"]["containers"][0]["command"]
+
+
+def test_jobset_validation_is_strict():
+    jobset = manifests(nodes=2)[0]
+    assert validate([jobset], "1.33.0") == []
+    typo = copy.deepcopy(jobset)
+    typo["spec"]["failurePolicy"]["maxRestart"] = 3
+    pod = copy.deepcopy(jobset)
+    container = pod["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    container["containers"][0]["gpu"] = 1
+    wrong_type = copy.deepcopy(jobset)
+    wrong_type["spec"]["replicatedJobs"][0]["replicas"] = "one"
+    (problem,) = validate([typo], "1.33.0")
+    assert "spec.failurePolicy" in problem and "'maxRestart'" in problem
+    # The pod template: by JobSet's schema, and again as its Job by Kubernetes'.
+    problems = validate([pod], "1.33.0")
+    assert len(problems) == 2 and all("containers.0" in p and "'gpu'" in p for p in problems)
+    assert "(its Job)" in problems[1]
+    (problem,) = validate([wrong_type], "1.33.0")
+    assert "replicas" in problem and "'one' is not of type 'integer'" in problem
+
+
 def test_names_are_dns_labels_short_enough_for_pod_hostnames():
-    for manifest in manifests(nodes=2):
-        name = manifest["metadata"]["name"]
-        assert DNS_LABEL.match(name) and len(f"{name}-99") <= 63, name
-    long = job_name("a-very-long-run-identifier-0123456789", "fgvc-aircraft_clip-vit-b32")
+    for nodes, prefix in ((1, ""), (2, "-node-0")):
+        for manifest in manifests(nodes=nodes):
+            name = manifest["metadata"]["name"]
+            assert DNS_LABEL.match(name) and len(f"{name}{prefix}-99") <= 63, name
+    run, pair = "a-very-long-run-identifier-0123456789", "fgvc-aircraft_clip-vit-b32"
+    long = job_name(run, pair)
     assert len(long) <= 56 and DNS_LABEL.match(long)
-    assert long == job_name("a-very-long-run-identifier-0123456789", "fgvc-aircraft_clip-vit-b32")
-    assert long != job_name("a-very-long-run-identifier-0123456789", "fgvc-aircraft_resnet50")
+    assert len(f"{job_name(run, pair, nodes=2)}-node-0-999") <= 63
+    assert long == job_name(run, pair)
+    assert long != job_name(run, "fgvc-aircraft_resnet50")
     assert dns_name("Kb", "Run_1", "x") == "kb-run-1-x"
 
 
@@ -196,7 +262,7 @@ def test_kbench_render_writes_one_file_per_manifest(tmp_path):
     result = CliRunner().invoke(cli, [*args, "--dry-run", "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     files = sorted((tmp_path / "out").iterdir())
-    assert len(files) == 36
+    assert len(files) == 18  # a JobSet a pair
     assert yaml.safe_load(files[0].read_text())["metadata"]["namespace"] == "ml"
 
 
@@ -228,7 +294,8 @@ def test_grid_cluster_section_then_profile_then_flags(tmp_path):
     args = ["--store", STORE, "--profile", str(profile), "--image", "from-flag", "--dry-run"]
     result = CliRunner().invoke(cli, ["render", "--grid", str(grid), *args])
     assert result.exit_code == 0, result.output
-    service, job = list(yaml.safe_load_all(result.output))
+    (jobset,) = list(yaml.safe_load_all(result.output))
+    job = child_job(jobset)
     assert job["metadata"]["namespace"] == "profile-ns"  # the profile beats the grid
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "from-flag"
     assert job["spec"]["completions"] == 2  # from the grid, untouched by the others
@@ -241,7 +308,7 @@ def test_grid_cluster_section_then_profile_then_flags(tmp_path):
 def test_cached_validation_agrees_with_kubernetes_validate():
     import kubernetes_validate
 
-    good = manifests(nodes=2)[:2]
+    good = [manifests(nodes=1)[0], child_job(manifests(nodes=2)[0])]
     bad = copy.deepcopy(good[1])
     bad["spec"]["completions"] = "two"
     for manifest in good:
@@ -293,10 +360,10 @@ ESCAPE_HATCHES = {
 def test_every_escape_hatch_is_rendered_and_strictly_valid(nodes):
     rendered = manifests(nodes, **ESCAPE_HATCHES)
     assert validate(rendered, "1.33.0") == []
-    job = next(m for m in rendered if m["kind"] == "Job")
+    job = child_job(rendered[0])
     pod = job["spec"]["template"]
     (container,) = pod["spec"]["containers"]
-    for manifest in rendered:  # Jobs and Services
+    for manifest in [*rendered, job]:  # Jobs, JobSets and their Jobs
         assert manifest["metadata"]["labels"]["cost-centre"] == "ml-42"
     assert pod["metadata"]["labels"]["example.com/team"] == "vision"
     assert pod["metadata"]["annotations"] == ESCAPE_HATCHES["annotations"]
