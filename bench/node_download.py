@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from input_pipeline import make_images, stage_folder  # noqa: E402
+from photos import stage_folder, write_images  # noqa: E402
 from s3server import seaweedfs  # noqa: E402
 
 from kbench.jobs import imagefolder, node_cache, shards  # noqa: E402
@@ -43,7 +43,7 @@ def timed(work) -> float:
 def measure(server, tmp: Path, args) -> dict:
     os.environ.update(server.env)
     tree = tmp / "tree"
-    make_images(tree / "train", args.images, args.size)
+    write_images(tree / "train", args.images, size=(args.size, args.size))
     loose_uri = server.uri("loose")
     loose = S3Store(loose_uri)
     files = sorted(tree.rglob("*.jpg"))

@@ -46,22 +46,49 @@ def photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
 
 
 def write_images(
-    folder: Path, count: int, kind: str, classes: int = 10, seed: int = 0, processes: int = 1
+    folder: Path,
+    count: int,
+    kind: str = "photo",
+    classes: int = 10,
+    seed: int = 0,
+    processes: int = 1,
+    size: tuple[int, int] | None = None,
 ) -> None:
-    """`count` images of one kind in `classes` ImageFolder class folders, made by `processes`
-    processes (a large JPEG takes about half a CPU-second to draw)."""
+    """`count` images of one kind (`size`: another width and height) in `classes` ImageFolder
+    class folders, made by `processes` processes (a large JPEG takes about half a CPU-second
+    to draw)."""
+    width, height, fmt = KINDS[kind]
+    shape = (size or (width, height), fmt)
     chunks = [range(start, count, processes) for start in range(processes)]
     if processes == 1:
-        _write(folder, chunks[0], kind, classes, seed)
+        _write(folder, chunks[0], shape, classes, seed)
         return
     with ProcessPoolExecutor(processes) as pool:
-        futures = [pool.submit(_write, folder, chunk, kind, classes, seed) for chunk in chunks]
+        futures = [pool.submit(_write, folder, chunk, shape, classes, seed) for chunk in chunks]
         for future in futures:
             future.result()
 
 
-def _write(folder: Path, indices: range, kind: str, classes: int, seed: int) -> None:
-    width, height, fmt = KINDS[kind]
+def stage_folder(store, folder: Path) -> dict:
+    """An ImageFolder tree staged as kbench stages it, as the split `train`; its manifest."""
+    from torchvision.datasets import ImageFolder
+
+    from kbench.jobs.staging import stage
+
+    return stage(
+        store,
+        folder.name,
+        {"train": ImageFolder(str(folder))},
+        classes=sorted(p.name for p in folder.iterdir()),
+        templates=["{}"],
+        train_split="train",
+        groups=(),
+        source="bench",
+    )["manifest"]
+
+
+def _write(folder: Path, indices: range, shape: tuple, classes: int, seed: int) -> None:
+    (width, height), fmt = shape
     suffix = ".jpg" if fmt == "JPEG" else ".png"
     options = {"quality": 90} if fmt == "JPEG" else {}
     for i in indices:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from input_pipeline import make_images, stage_folder
+from photos import stage_folder, write_images
 
 from kbench.jobs import staging
 from kbench.storage import LocalStore
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
-        make_images(folder, args.images, args.size, args.height)
+        write_images(folder, args.images, size=(args.size, args.height))
         rows = {}
         for variant in ("unchecked", "checked", "unchecked-again", "checked-again"):
             store = LocalStore(Path(tmp) / variant)

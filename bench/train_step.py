@@ -33,7 +33,7 @@ from torch.utils.data import Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.datasets import ImageFolder
 
-from kbench.jobs.datasets import Splits, Transformed, build_transforms
+from kbench.jobs.datasets import Splits, Transformed, build_transforms, normalization
 from kbench.jobs.models import build_model
 from kbench.jobs.optim import build_optimizer, build_scheduler
 from kbench.jobs.shards import ShardDataset, fetch
@@ -90,9 +90,8 @@ def measure(model_name: str, batch: int, variant: str, feed, args, device) -> di
     info = model_info(model_name)
     classes = [f"class {i}" for i in range(CLASSES)]
     model = build_model(config, classes, ["a photo of a {}."], device).train()
-    place = Placement(
-        device, variant != "fp32 eager" and uses_channels_last(config, info.family, device)
-    )
+    channels_last = variant != "fp32 eager" and uses_channels_last(config, info.family, device)
+    place = Placement(device, channels_last, *normalization(info))
     if place.channels_last:
         model = model.to(memory_format=torch.channels_last)
     size = info.image_size
@@ -158,7 +157,7 @@ def timed(step, steps: int, device) -> tuple[float, torch.Tensor]:
 
 
 def synthetic_batches(batch: int, size: int, place: Placement):
-    images = torch.randn(batch, 3, size, size)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     labels = torch.randint(0, CLASSES, (batch,))
     images, labels = place(images, labels)
     while True:

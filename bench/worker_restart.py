@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from input_pipeline import make_images  # bench/, beside this script
+from photos import write_images  # bench/, beside this script
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
@@ -75,7 +76,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        make_images(Path(tmp), args.images, 500, 375)  # Food101's and DTD's kind of photo
+        write_images(
+            Path(tmp), args.images, "photo", processes=os.cpu_count() or 1
+        )  # Food101's and DTD's kind of photo
         train, _ = build_transforms(model_info("resnet50"))
         dataset = Transformed(ImageFolder(tmp), train)
         results: dict[bool, list[dict]] = {True: [], False: []}

@@ -70,19 +70,18 @@ class Transformed(Dataset):
 
 
 def build_transforms(info: ModelInfo, augment: str | None = None) -> tuple[Callable, Callable]:
-    """(train, eval) transforms of a model family; PIL image in, normalised tensor out.
+    """(train, eval) transforms of a model family: an image (PIL, or a uint8 tensor as the shards
+    decode it) in, a uint8 3xHxW tensor out. Workers hand uint8 over, a quarter of float32's
+    bytes; the trainer converts and normalises on its device (`normalization`, Placement).
     `augment` (registry.AUGMENTATIONS) picks the training augmentation; None: the model's."""
     size = info.image_size
-    to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if info.family == "clip":
         # CLIP's own preprocessing: bicubic resize and centre crop.
-        normalize = v2.Normalize(CLIP_MEAN, CLIP_STD)
         interpolation = InterpolationMode.BICUBIC
         evaluation = [v2.Resize(size, interpolation=interpolation), v2.CenterCrop(size)]
     else:
         # torchvision's IMAGENET1K_V2 preprocessing: resize 232, centre crop 224 (scaled for
         # small inputs), bilinear.
-        normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         interpolation = InterpolationMode.BILINEAR
         evaluation = [v2.Resize(round(size * 232 / 224)), v2.CenterCrop(size)]
     train = {
@@ -96,11 +95,17 @@ def build_transforms(info: ModelInfo, augment: str | None = None) -> tuple[Calla
         # The weights' own preprocessing, as the reference study trained ResNet50.
         "none": evaluation,
     }[augment or info.augment]
-    first = [v2.RGB()]
-    return (
-        v2.Compose(first + train + to_tensor + [normalize]),
-        v2.Compose(first + evaluation + to_tensor + [normalize]),
-    )
+    # To a tensor first: crops and resizes then run on uint8 tensors (torch's kernels give
+    # PIL's pixels, within 2 levels, in less CPU time: bench/input_pipeline.py). ToDtype: a
+    # 16-bit PNG.
+    first = [v2.ToImage(), v2.RGB()]
+    last = [v2.ToDtype(torch.uint8, scale=True), v2.ToPureTensor()]
+    return v2.Compose(first + train + last), v2.Compose(first + evaluation + last)
+
+
+def normalization(info: ModelInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel, of images scaled to [0, 1], that the model family expects."""
+    return (CLIP_MEAN, CLIP_STD) if info.family == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = None) -> Splits:

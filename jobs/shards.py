@@ -13,6 +13,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -84,11 +86,25 @@ class ShardDataset(Dataset):
         fd = self._open.get(path)
         if fd is None:  # one descriptor per shard and process; pread needs no seek
             fd = self._open[path] = os.open(path, os.O_RDONLY)
+        data = os.pread(fd, size, offset)
         try:
-            image = Image.open(io.BytesIO(os.pread(fd, size, offset))).convert("RGB")
-        except OSError as e:  # bytes in memory: say which image of which shard
+            image = _raw(data) if name.endswith(".npy") else _decoded(data)
+        except (OSError, ValueError) as e:  # bytes in memory: say which image of which shard
             raise OSError(f"cannot decode image {name} of shard {path}: {e}") from None
         return (image, label, group) if self.has_groups else (image, label)
+
+
+def _decoded(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def _raw(data: bytes) -> torch.Tensor:
+    """Pixels staged decoded (.npy, uint8 height x width x 3) as a 3 x height x width tensor;
+    no pickles: the store is shared."""
+    pixels = np.load(io.BytesIO(data), allow_pickle=False)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"not uint8 height x width x 3 pixels: {pixels.dtype} {pixels.shape}")
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
 
 
 def _read_int(f, member: tarfile.TarInfo) -> int:

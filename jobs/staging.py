@@ -1,6 +1,8 @@
 """Datasets staged to the store once, read by every pod: tar shards in the WebDataset layout
-(`<key>.jpg|png` + `<key>.cls`, and `<key>.grp` where samples carry a group, readable by common
-tools) plus a manifest.
+(`<key>.jpg|png|npy` + `<key>.cls`, and `<key>.grp` where samples carry a group, readable by
+common tools) plus a manifest. Original files are kept as they are, except small images in a
+lossless format (CIFAR's and STL10's arrays, FMoW's 224x224 PNGs), which are stored as their
+decoded pixels (`.npy`, uint8): the same pixels, and nothing for a worker to decode.
 
     datasets/<name>/manifest.json             classes, templates, splits, shards and checksums
     datasets/<name>/<split>-00000.tar         samples in order
@@ -21,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -38,6 +41,7 @@ from kbench.spec import local_data_path
 from kbench.storage import Store, write_json
 
 SHARD_SAMPLES = 1000
+RAW_MAX_SIDE = 256  # lossless images up to this side are stored decoded (`.npy`)
 
 
 def stage_dataset(
@@ -103,6 +107,10 @@ def stage(
         "train_split": train_split,
         "groups": list(groups),
         "frac": frac,
+        "stored": (
+            f"original files; PNG files and in-memory images up to {RAW_MAX_SIDE} px a side "
+            "as decoded uint8 arrays (.npy, height x width x 3), the same pixels"
+        ),
         "splits": {},
         "kbench_version": __version__,
         "created": utc_now(),
@@ -166,16 +174,33 @@ def _write_shard(path: Path, dataset: Dataset, indices: list[int]) -> str:
 
 
 def _sample_bytes(dataset: Dataset, index: int) -> tuple[bytes, str, int, int | None]:
-    """The original file when the loader keeps one (no re-encoding), else a lossless PNG."""
+    """The original file when the loader keeps one (no re-encoding); a small image in a
+    lossless format (PNG files, the arrays of CIFAR and STL10) as its decoded pixels."""
     original = _original_file(dataset, index)
     if original is not None:
         path, label, group = original
         _check_image(path)
-        return path.read_bytes(), path.suffix.lstrip(".").lower() or "jpg", int(label), group
+        ext = path.suffix.lstrip(".").lower() or "jpg"
+        if ext == "png":
+            with Image.open(path) as image:
+                if max(image.size) <= RAW_MAX_SIDE:
+                    return _raw(image), "npy", int(label), group
+        return path.read_bytes(), ext, int(label), group
     image, label, *group = dataset[index]
+    group = int(group[0]) if group else None
+    if max(image.size) <= RAW_MAX_SIDE:
+        return _raw(image), "npy", int(label), group
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return buffer.getvalue(), "png", int(label), (int(group[0]) if group else None)
+    return buffer.getvalue(), "png", int(label), group
+
+
+def _raw(image: Image.Image) -> bytes:
+    """The pixels as a .npy array (uint8, height x width x 3): what a worker would decode the
+    PNG to, so it decodes nothing. Lossless; larger than PNG by about half."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(image.convert("RGB"), dtype=np.uint8), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _check_image(path: Path) -> None:

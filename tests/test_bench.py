@@ -49,3 +49,16 @@ def test_stage_check_benchmark_compares_checked_and_unchecked_staging():
     assert set(result["variants"]) == {"unchecked", "checked", "unchecked-again", "checked-again"}
     assert all(v["cpu_ms_per_image"] > 0 for v in result["variants"].values())
     assert result["checked_over_unchecked"] > 0
+
+
+def test_input_pipeline_benchmark_covers_every_kind_and_transform():
+    command = [sys.executable, str(ROOT / "bench" / "input_pipeline.py"), "--images", "4", "--json"]
+    result = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
+    cases = result["cases"]
+    assert len(cases) == 5 * 3  # the study's five kinds of image, three transforms
+    assert {c["images"].split()[0] for c in cases} == {"cifar", "stl10", "fmow", "photo", "large"}
+    assert {c["transform"] for c in cases} == {"clip train", "resnet train", "clip eval"}
+    for case in cases:
+        assert case["baseline_cpu_ms"] > 0 and case["kbench_cpu_ms"] > 0
+        ratio = case["baseline_cpu_ms"] / case["kbench_cpu_ms"]  # of the rounded figures
+        assert abs(case["ratio"] - ratio) < 0.011 + 0.01 * ratio

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
+import numpy as np
 import open_clip
+import pytest
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
 from kbench.jobs import models
-from kbench.jobs.datasets import build_transforms
+from kbench.jobs.datasets import build_transforms, normalization
 from kbench.jobs.optim import build_optimizer, warmup_steps
 from kbench.registry import model_info, prompts
 from kbench.spec import load_grid
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from photos import KINDS, photo  # noqa: E402
+
 CPU = torch.device("cpu")
+# kbench's own steps around the recipe's transforms: to a uint8 tensor and back.
+KBENCH_ONLY = (v2.ToImage, v2.RGB, v2.ToDtype, v2.ToPureTensor)
 FLOWERS102_TRAIN = 1020  # images in torchvision's Flowers102 train split
 
 
@@ -78,13 +87,51 @@ def test_transforms_of_each_recipe():
     assert crop.interpolation == InterpolationMode.BICUBIC
     assert "RandomHorizontalFlip" not in _ops(clip_train)  # WiSE-FT does not flip
     assert _ops(clip_eval)["Resize"].interpolation == InterpolationMode.BICUBIC
-    assert list(_ops(clip_eval)["Normalize"].mean) == [0.48145466, 0.4578275, 0.40821073]
+    assert normalization(model_info("clip-vit-b32"))[0] == (0.48145466, 0.4578275, 0.40821073)
 
     resnet_train, resnet_eval = build_transforms(model_info("resnet50"))
     assert isinstance(_ops(resnet_train)["RandomHorizontalFlip"], v2.RandomHorizontalFlip)
     assert list(_ops(resnet_eval)["Resize"].size) == [232]  # IMAGENET1K_V2's eval preprocessing
     assert tuple(_ops(resnet_eval)["CenterCrop"].size) == (224, 224)
-    assert list(_ops(resnet_eval)["Normalize"].mean) == [0.485, 0.456, 0.406]
+    assert normalization(model_info("resnet50")) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    for transform in (clip_train, clip_eval, resnet_train, resnet_eval):  # workers hand uint8
+        image = transform(v2.ToPILImage()(torch.rand(3, 300, 260)))
+        assert image.dtype == torch.uint8 and image.shape == (3, 224, 224)
+        assert type(image) is torch.Tensor  # a plain tensor: collated without tv_tensors
+
+
+@pytest.mark.parametrize("model", ["clip-vit-b32", "resnet50"])
+@pytest.mark.parametrize("kind", ["cifar", "photo", "large"])
+def test_the_uint8_tensor_path_gives_the_pil_float_paths_pixels(model, kind):
+    """kbench's input path (crops and resizes on uint8 tensors, normalisation on the device)
+    against the PIL path it replaced (the same transforms on PIL images, float conversion and
+    normalisation in the worker), on the same photo-like JPEGs with the same random crops: at
+    most a few intensity levels apart."""
+    import io
+
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from kbench.jobs.train import Placement
+
+    width, height, _ = KINDS[kind]
+    info = model_info(model)
+    mean, std = normalization(info)
+    place = Placement(torch.device("cpu"), False, mean, std)
+    rng = np.random.default_rng(0)
+    for transform in build_transforms(info):
+        ops = [t for t in transform.transforms if type(t) not in KBENCH_ONLY]
+        pil_path = v2.Compose([v2.RGB(), *ops, v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+        for seed in range(3):
+            encoded = io.BytesIO()
+            photo(rng, width, height).save(encoded, "JPEG", quality=90)
+            decoded = Image.open(encoded).convert("RGB")  # as the shards and loaders decode
+            torch.manual_seed(seed)
+            before = v2.Normalize(mean, std)(pil_path(decoded))
+            torch.manual_seed(seed)
+            after, _ = place(transform(decoded).unsqueeze(0), torch.zeros(1))
+            levels = ((after[0] - before) * torch.tensor(std).view(3, 1, 1) * 255).abs()
+            assert levels.mean() < 0.1 and levels.max() <= 3, (levels.mean(), levels.max())
 
 
 def test_augment_none_trains_on_the_weights_own_preprocessing():
