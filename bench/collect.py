@@ -1,9 +1,11 @@
 """`kbench collect` at scale: read 500 pairs x 20 epochs of records from a real S3 server
 (SeaweedFS on loopback), concurrently (kbench's default) against one pair at a time, and count
-the S3 requests per pair.
+the S3 requests per pair. Loopback answers in a fraction of a millisecond, a bucket in another
+zone or region in 10-50: every request first waits `--latency-ms` (default 15), as a remote
+store's round trip would, so the benefit of concurrency shows.
 
     python bench/collect.py                 # 500 pairs, 20 epochs
-    python bench/collect.py --pairs 50      # quicker
+    python bench/collect.py --quick --json  # 50 pairs; one JSON object
 
 Prints a table and writes bench/results/collect.json.
 """
@@ -24,6 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from s3server import seaweedfs  # noqa: E402
 
+import kbench.runs  # noqa: E402
 from kbench import records  # noqa: E402
 from kbench.report import gather  # noqa: E402
 from kbench.runs import load_run  # noqa: E402
@@ -50,6 +53,7 @@ def fake_run(store: S3Store, pairs: int, epochs: int) -> None:
             return {
                 "epoch": e,
                 "headline": 0.5 + e / 100,
+                "top1": 0.5 + e / 100,
                 "headline_metric": "top1",
                 "epoch_seconds": 60.0,
                 "images_per_s": 900.0,
@@ -74,17 +78,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--latency-ms", type=float, default=15.0, help="added to every request")
+    parser.add_argument("--quick", action="store_true", help="50 pairs")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", default="bench/results/collect.json")
     args = parser.parse_args()
+    if args.quick:
+        args.pairs = min(args.pairs, 50)
 
+    # A run of 500 pairs needs more names than the 44 <dataset>_<model> kbench knows; run.json's
+    # check of the names is the only thing this lets through.
+    kbench.runs.is_pair_name = lambda name: True
     with tempfile.TemporaryDirectory() as data, seaweedfs(Path(data)) as server:
         os.environ.update(server.env)
         store = S3Store(server.uri("bench"))
         fake_run(store, args.pairs, args.epochs)
         requests = {"count": 0}
-        store.client.meta.events.register(
-            "before-send.s3", lambda **_: requests.__setitem__("count", requests["count"] + 1)
-        )
+
+        def remote(**_) -> None:  # each request: counted, then sent a round trip later
+            requests["count"] += 1
+            time.sleep(args.latency_ms / 1000)
+
+        store.client.meta.events.register("before-send.s3", remote)
         rows = []
         for workers in (1, 32):
             requests["count"] = 0
@@ -103,7 +118,26 @@ def main() -> None:
             )
 
     ratio = rows[0]["seconds"] / rows[1]["seconds"]
-    print(f"collect: {args.pairs} pairs x {args.epochs} epochs from SeaweedFS on loopback")
+    result = {
+        "pairs": args.pairs,
+        "epochs": args.epochs,
+        "latency_ms": args.latency_ms,
+        "gets_per_pair": rows[1]["requests_per_pair"],
+        "sequential_s": rows[0]["seconds"],
+        "concurrent_s": rows[1]["seconds"],
+        "ratio": ratio,
+        "rows": rows,
+    }
+    out = ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(
+        f"collect: {args.pairs} pairs x {args.epochs} epochs from SeaweedFS on loopback, "
+        f"{args.latency_ms:g} ms added to every request"
+    )
     print(f"{'workers':>8} {'seconds':>9} {'S3 requests':>12} {'per pair':>9}")
     for row in rows:
         print(
@@ -111,13 +145,6 @@ def main() -> None:
             f"{row['requests_per_pair']:>9.2f}"
         )
     print(f"concurrent is {ratio:.1f}x faster than one pair at a time")
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"pairs": args.pairs, "epochs": args.epochs, "rows": rows, "speedup": ratio}, indent=1
-        )
-    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,13 @@
 
 The pointer is written only after its checkpoint is complete, and older checkpoints are deleted
 only after the pointer moved on, so a kill at any moment leaves a usable pair (and the next
-save removes what the kill left). The
-checkpoint also holds the epoch records so far: a resumed run rewrites metrics.json from them,
-so an epoch that was recorded but not checkpointed is trained again and recorded once.
+save removes what the kill left). The checkpoint also holds the epoch records so far: a
+resumed run rewrites metrics.json from them, so an epoch that was recorded but not checkpointed
+is trained again and recorded once.
+
+Uploads run in the background (`Uploader`): the checkpoint is written to local disk at once
+(the weights as they are at the epoch's end), then uploaded while the next epoch trains, one at
+a time, the pointer moved only once the upload is complete.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import tempfile
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +65,54 @@ def gather_rng_states(world: int) -> list[dict[str, Any]]:
     return states
 
 
+class Uploader:
+    """Rank 0's checkpoints: written to local disk at once, uploaded in the background while
+    the next epoch trains, never two in flight. `wait` returns once the last one is in the
+    store (and raises what its upload raised)."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+
+    def save(self, store: Store, run_id: str, pair: str, state: dict[str, Any]) -> None:
+        self.wait()
+        folder = tempfile.mkdtemp(prefix="kbench-checkpoint-")
+        path = os.path.join(folder, "checkpoint.pt")
+        try:
+            torch.save({**state, "kbench_version": __version__}, path)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._pending = self._thread.submit(
+            _publish_then_remove, store, run_id, pair, state["epoch"], path
+        )
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+
+def _publish_then_remove(store: Store, run_id: str, pair: str, epoch: int, path: str) -> None:
+    try:
+        publish(store, run_id, pair, epoch, path)
+    finally:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
 def save(store: Store, run_id: str, pair: str, state: dict[str, Any]) -> None:
-    """Rank 0 only: write the checkpoint, move the pointer, then drop every other checkpoint
-    of the pair and what interrupted uploads left (a kill before the last cleanup left some)."""
-    epoch = state["epoch"]
-    key = _key(run_id, pair, f"checkpoints/epoch-{epoch:04d}.pt")
+    """Rank 0 only, in the foreground: write the checkpoint and publish it."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "checkpoint.pt")
         torch.save({**state, "kbench_version": __version__}, path)
-        store.put_file(key, path)
+        publish(store, run_id, pair, state["epoch"], path)
+
+
+def publish(store: Store, run_id: str, pair: str, epoch: int, path: str) -> None:
+    """Upload a checkpoint file, move the pointer, then drop every other checkpoint of the pair
+    and what interrupted uploads left (a kill before the last cleanup left some)."""
+    key = _key(run_id, pair, f"checkpoints/epoch-{epoch:04d}.pt")
+    store.put_file(key, path)
     pointer = {"epoch": epoch, "key": key, "id": uuid.uuid4().hex}
     write_json(store, _key(run_id, pair, POINTER), pointer)
     folder = _key(run_id, pair, "checkpoints")

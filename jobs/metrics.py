@@ -27,16 +27,17 @@ class EvalAccumulator:
     def update(
         self, logits: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor | None = None
     ) -> None:
+        """Counts added on the device, without waiting for it: no host sync until `compute`
+        (index_add_, where bincount and boolean indexing would read sizes back every batch)."""
         predictions = logits.argmax(dim=1)
         if self.groups:
-            member, n = groups >= 0, len(self.groups)
+            member = groups >= 0
+            slot = torch.where(member, groups, 0)  # samples in no group add zeros below
             correct = member & (predictions == targets)
-            self.group_counts[:, 0] += torch.bincount(groups[member], minlength=n)
-            self.group_counts[:, 1] += torch.bincount(groups[correct], minlength=n)
+            self.group_counts[:, 0].index_add_(0, slot, member.long())
+            self.group_counts[:, 1].index_add_(0, slot, correct.long())
         index = targets * self.num_classes + predictions
-        self.confusion += torch.bincount(index, minlength=self.num_classes**2).view_as(
-            self.confusion
-        )
+        self.confusion.view(-1).index_add_(0, index, torch.ones_like(index))
         k = min(5, self.num_classes)
         top5 = (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1).sum()
         loss = F.cross_entropy(logits.float(), targets, reduction="sum")

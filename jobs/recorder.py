@@ -22,6 +22,19 @@ from kbench.storage import Store, write_json
 PROGRESS_EVERY_S = 5.0
 
 
+# What an epoch record holds beside the evaluation's metrics (and `base`).
+EPOCH_FIELDS = {
+    "epoch",
+    "headline",
+    "train_loss",
+    "lr",
+    "epoch_seconds",
+    "images_per_s",
+    "images_per_s_per_gpu",
+    "time",
+}
+
+
 class Recorder:
     def __init__(
         self,
@@ -105,6 +118,13 @@ class Recorder:
         """Continue from a checkpoint's records: metrics.json is rewritten from these, so an
         epoch recorded after the checkpoint (and trained again now) is not listed twice."""
         self.epochs = list(epochs)
+
+    def metrics(self, epoch: int) -> dict[str, Any] | None:
+        """The evaluation recorded for `epoch` (on every process alike), or None."""
+        record = next((r for r in self.epochs if r["epoch"] == epoch), None)
+        if record is None:
+            return None
+        return {k: v for k, v in record.items() if k not in self.base and k not in EPOCH_FIELDS}
 
     def epoch(
         self,

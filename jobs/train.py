@@ -153,6 +153,7 @@ def train(job: Job) -> None:
         evaluate, loader=eval_loader, splits=splits, config=config, place=place
     )
 
+    uploader = checkpoint.Uploader()  # the next epoch trains while one uploads
     first_epoch = resume_or_start(job, model, optimizer, scheduler, recorder)
     if first_epoch == 1 and zero_shot is not None:  # epoch 0: the zero-shot head, untrained
         recorder.progress("eval", epoch=0)
@@ -169,12 +170,14 @@ def train(job: Job) -> None:
             lr=optimizer.param_groups[0]["lr"],
             seconds=seconds,
         )
-        save_checkpoint(job, epoch, model, optimizer, scheduler, recorder)
+        save_checkpoint(job, epoch, model, optimizer, scheduler, recorder, uploader)
+    uploader.wait()  # the last checkpoint is in the store before the result says done
 
     wise_ft = None
     if zero_shot is not None:
         recorder.progress("eval", config.epochs, steps)
-        wise_ft = wise_ft_curve(model, zero_shot, evaluate_model)
+        ends = {0.0: recorder.metrics(0), 1.0: recorder.metrics(config.epochs)}
+        wise_ft = wise_ft_curve(model, zero_shot, evaluate_model, ends)
     parameters = sum(p.numel() for p in model.parameters())
     recorder.finish(parameters=parameters, wise_ft=wise_ft, environment=environment())
 
@@ -214,7 +217,7 @@ def train_one_epoch(
     return seconds, mean_across_processes(loss_sum / len(loader))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
     model: ImageClassifier,
     *,
@@ -235,8 +238,11 @@ def evaluate(
     return accumulator.compute()
 
 
-def save_checkpoint(job: Job, epoch: int, model, optimizer, scheduler, recorder) -> None:
-    """Everything needed to continue bit for bit; rank 0 writes it."""
+def save_checkpoint(
+    job: Job, epoch: int, model, optimizer, scheduler, recorder, uploader: checkpoint.Uploader
+) -> None:
+    """Everything needed to continue bit for bit; rank 0 writes it, and uploads it in the
+    background."""
     rng = checkpoint.gather_rng_states(job.world)  # a collective: every process takes part
     if job.rank == 0:
         state = {
@@ -248,7 +254,7 @@ def save_checkpoint(job: Job, epoch: int, model, optimizer, scheduler, recorder)
             "epochs": recorder.epochs,
             "config": recorder.config.to_dict(),
         }
-        checkpoint.save(job.store, job.run_id, job.pair, state)
+        uploader.save(job.store, job.run_id, job.pair, state)
 
 
 # ---------------------------------------------------------------------------------- set-up
@@ -370,7 +376,7 @@ def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLo
     shard = Subset(splits.eval, range(rank, len(splits.eval), world))
     evaluation = DataLoader(
         shard,
-        batch_size=per_process,
+        batch_size=2 * per_process,  # no gradients or optimizer state: room for twice the images
         shuffle=False,
         persistent_workers=workers > 0,
         **common,

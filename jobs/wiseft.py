@@ -27,12 +27,18 @@ def wise_ft_curve(
     model: nn.Module,
     zero_shot: dict[str, torch.Tensor],
     evaluate: Callable[[nn.Module], dict[str, Any]],
+    known: dict[float, dict[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One eval per alpha; the model holds its fine-tuned weights again afterwards."""
+    """One eval per alpha, except those `known` (alpha 0 and 1 are the zero-shot and the
+    fine-tuned weights exactly, evaluated already as epoch 0 and the last epoch: 2 of 11
+    evaluations saved); the model holds its fine-tuned weights again afterwards."""
     fine_tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
     curve = []
     for alpha in ALPHAS:
-        model.load_state_dict(interpolate(zero_shot, fine_tuned, alpha))
-        curve.append({"alpha": alpha, **evaluate(model)})
+        metrics = (known or {}).get(alpha)
+        if metrics is None:
+            model.load_state_dict(interpolate(zero_shot, fine_tuned, alpha))
+            metrics = evaluate(model)
+        curve.append({"alpha": alpha, **metrics})
     model.load_state_dict(fine_tuned)
     return curve

@@ -4,6 +4,8 @@ direction, a corrupt shard never trained on, the leftovers of interrupted checkp
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +32,44 @@ def test_wise_ft_runs_from_the_zero_shot_weights_to_the_fine_tuned_ones():
     assert curve[-1]["w"] == 1.0  # alpha 1: exactly fine-tuned
     assert [p["w"] for p in curve] == pytest.approx([p["alpha"] for p in curve])
     assert torch.equal(model.weight, torch.ones(2, 3))  # fine-tuned again afterwards
+
+
+def test_wise_ft_reuses_the_evaluations_of_its_two_ends():
+    """Alpha 0 and 1 are epoch 0's and the last epoch's weights exactly: their evaluations
+    are taken from those epochs' records, and only the nine between are evaluated."""
+    model = nn.Linear(3, 2)
+    zero_shot = {"weight": torch.zeros(2, 3), "bias": torch.zeros(2)}
+    evaluated = []
+
+    def evaluate(m):
+        evaluated.append(m.weight.mean().item())
+        return {"w": evaluated[-1]}
+
+    known = {0.0: {"w": "epoch 0"}, 1.0: {"w": "last epoch"}}
+    curve = wise_ft_curve(model, zero_shot, evaluate, known)
+    assert len(evaluated) == 9
+    assert (curve[0]["w"], curve[-1]["w"]) == ("epoch 0", "last epoch")
+    assert len(wise_ft_curve(model, zero_shot, evaluate, {0.0: None, 1.0: None})) == 11
+    assert len(evaluated) == 9 + 11  # ends not recorded: evaluated
+
+
+def test_an_epoch_records_evaluation_is_what_evaluate_returned():
+    from kbench.jobs.recorder import Recorder
+    from kbench.spec import TrainConfig, load_recipe
+
+    config = TrainConfig.from_dict(
+        {**load_recipe("clip-tiny"), "dataset": "synthetic", "model": "clip-tiny"}
+    )
+    recorder = Recorder(
+        None, "r", "p", config, eval_split="test", steps=1, images=1, rank=1, world=2, gpus=0
+    )
+    metrics = {"samples": 10, "top1": 0.5, "top5": 1.0, "mean_per_class": 0.5}
+    metrics |= {"macro_f1": 0.4, "loss": 1.25}
+    recorder.epoch(0, metrics)
+    recorder.epoch(1, {**metrics, "top1": 0.7}, train_loss=0.3, lr=0.1, seconds=2.0)
+    assert recorder.metrics(0) == metrics
+    assert recorder.metrics(1) == {**metrics, "top1": 0.7}
+    assert recorder.metrics(2) is None
 
 
 @pytest.fixture
@@ -89,3 +129,43 @@ def test_the_next_checkpoint_aborts_an_unfinished_multipart_upload(s3_env, tmp_p
     assert len(unfinished()) == 1
     checkpoint.save(store, "r", "p", {"epoch": 3})
     assert unfinished() == []
+
+
+def test_checkpoints_upload_in_the_background_one_at_a_time(tmp_path):
+    """The next epoch trains while a checkpoint uploads: `save` returns with the upload still
+    going; the pointer moves only once it is complete; a second save waits for the first; an
+    upload that fails is raised by the next wait."""
+    import threading
+
+    store = open_store(str(tmp_path / "store"))
+    release, started = threading.Event(), []
+    put_file = store.put_file
+
+    def slow_put_file(key: str, path: str) -> None:
+        started.append(key)
+        assert release.wait(30)
+        put_file(key, path)
+
+    store.put_file = slow_put_file
+    pointer = records.pair_key("r", "p", checkpoint.POINTER)
+    uploader = checkpoint.Uploader()
+    uploader.save(store, "r", "p", {"epoch": 1})  # returns at once
+    assert not store.list(pointer)  # not complete: the pointer stays where it was
+    second = threading.Thread(target=uploader.save, args=(store, "r", "p", {"epoch": 2}))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive() and len(started) == 1  # waits for the first: never two in flight
+    release.set()
+    second.join(30)
+    uploader.wait()
+    assert checkpoint.load_latest(store, "r", "p", str(tmp_path / "cache"))["epoch"] == 2
+    assert not list(Path(tempfile.gettempdir()).glob("kbench-checkpoint-*"))  # local copies gone
+
+    def broken(key: str, path: str) -> None:
+        raise StoreError("the store went away")
+
+    store.put_file = broken
+    uploader.save(store, "r", "p", {"epoch": 3})
+    with pytest.raises(StoreError, match="the store went away"):
+        uploader.wait()
+    assert checkpoint.load_latest(store, "r", "p", str(tmp_path / "cache2"))["epoch"] == 2
