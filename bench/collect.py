@@ -1,8 +1,9 @@
 """`kbench collect` at scale: read 500 pairs x 20 epochs of records from a real S3 server
 (SeaweedFS on loopback), concurrently (kbench's default) against one pair at a time, and count
-the S3 requests per pair. Loopback answers in a fraction of a millisecond, a bucket in another
-zone or region in 10-50: every request first waits `--latency-ms` (default 15), as a remote
-store's round trip would, so the benefit of concurrency shows.
+the S3 requests per pair, for runs whose jobs keep summary.json (one read a pair) and runs of an
+earlier kbench (separate records: config, metrics, result). Loopback answers in a fraction of
+a millisecond, a bucket in another zone or region in 10-50: every request first waits
+`--latency-ms` (default 15), as a remote store's round trip would.
 
     python bench/collect.py                 # 500 pairs, 20 epochs
     python bench/collect.py --quick --json  # 50 pairs; one JSON object
@@ -33,8 +34,10 @@ from kbench.runs import load_run  # noqa: E402
 from kbench.storage import S3Store, write_json  # noqa: E402
 
 
-def fake_run(store: S3Store, pairs: int, epochs: int) -> None:
-    """A finished run: run.json, then config, metrics and result of every pair."""
+def fake_run(store: S3Store, pairs: int, epochs: int, summaries: bool) -> None:
+    """A finished run: run.json, then config, metrics and result of every pair, and the
+    summary.json (the three in one) a job keeps up to date, unless `summaries` is false (a run
+    of an earlier kbench)."""
     names = [f"d{i:04d}_{'clip-vit-b32' if i % 2 else 'resnet50'}" for i in range(pairs)]
     run = {
         "run_id": "bench",
@@ -61,13 +64,15 @@ def fake_run(store: S3Store, pairs: int, epochs: int) -> None:
             }
 
         key = lambda f: records.pair_key("bench", name, f)  # noqa: E731
-        write_json(
-            store, key(records.CONFIG), {"dataset": dataset, "model": model, "epochs": epochs}
-        )
-        write_json(store, key(records.METRICS), {"epochs": [record(e) for e in range(epochs + 1)]})
-        write_json(
-            store, key(records.RESULT), {"parameters": 1, "wise_ft": None, "environment": None}
-        )
+        config = {"dataset": dataset, "model": model, "epochs": epochs}
+        metrics = [record(e) for e in range(epochs + 1)]
+        result = {"parameters": 1, "wise_ft": None, "environment": None}
+        write_json(store, key(records.CONFIG), config)
+        write_json(store, key(records.METRICS), {"epochs": metrics})
+        write_json(store, key(records.RESULT), result)
+        if summaries:
+            summary = {"config": config, "epochs": metrics, "progress": None, "result": result}
+            write_json(store, key(records.SUMMARY), summary)
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         list(pool.map(one, names))
@@ -91,41 +96,44 @@ def main() -> None:
     kbench.runs.is_pair_name = lambda name: True
     with tempfile.TemporaryDirectory() as data, seaweedfs(Path(data)) as server:
         os.environ.update(server.env)
-        store = S3Store(server.uri("bench"))
-        fake_run(store, args.pairs, args.epochs)
-        requests = {"count": 0}
-
-        def remote(**_) -> None:  # each request: counted, then sent a round trip later
-            requests["count"] += 1
-            time.sleep(args.latency_ms / 1000)
-
-        store.client.meta.events.register("before-send.s3", remote)
         rows = []
-        for workers in (1, 32):
-            requests["count"] = 0
-            started = time.perf_counter()
-            run = load_run(store, "bench")
-            results = gather(store, run, {}, workers=workers)
-            seconds = time.perf_counter() - started
-            assert len(results["pairs"]) == args.pairs
-            rows.append(
-                {
-                    "workers": workers,
-                    "seconds": seconds,
-                    "requests": requests["count"],
-                    "requests_per_pair": requests["count"] / args.pairs,
-                }
-            )
+        for layout, summaries in (("separate records", False), ("summary.json", True)):
+            store = S3Store(server.uri(f"bench-{summaries}"))
+            fake_run(store, args.pairs, args.epochs, summaries)
+            requests = {"count": 0}
 
-    ratio = rows[0]["seconds"] / rows[1]["seconds"]
+            def remote(requests=requests, **_) -> None:  # counted, sent a round trip later
+                requests["count"] += 1
+                time.sleep(args.latency_ms / 1000)
+
+            store.client.meta.events.register("before-send.s3", remote)
+            for workers in (1, 32):
+                requests["count"] = 0
+                started = time.perf_counter()
+                results = gather(store, load_run(store, "bench"), {}, workers=workers)
+                seconds = time.perf_counter() - started
+                assert len(results["pairs"]) == args.pairs
+                rows.append(
+                    {
+                        "layout": layout,
+                        "workers": workers,
+                        "seconds": seconds,
+                        "requests": requests["count"],
+                        "requests_per_pair": requests["count"] / args.pairs,
+                    }
+                )
+
+    old_sequential, old_concurrent, sequential, concurrent = rows
+    ratio = sequential["seconds"] / concurrent["seconds"]
     result = {
         "pairs": args.pairs,
         "epochs": args.epochs,
         "latency_ms": args.latency_ms,
-        "gets_per_pair": rows[1]["requests_per_pair"],
-        "sequential_s": rows[0]["seconds"],
-        "concurrent_s": rows[1]["seconds"],
+        "gets_per_pair": concurrent["requests_per_pair"],
+        "sequential_s": sequential["seconds"],
+        "concurrent_s": concurrent["seconds"],
         "ratio": ratio,
+        "summary_over_separate": old_concurrent["seconds"] / concurrent["seconds"],
         "rows": rows,
     }
     out = ROOT / args.out
@@ -138,13 +146,14 @@ def main() -> None:
         f"collect: {args.pairs} pairs x {args.epochs} epochs from SeaweedFS on loopback, "
         f"{args.latency_ms:g} ms added to every request"
     )
-    print(f"{'workers':>8} {'seconds':>9} {'S3 requests':>12} {'per pair':>9}")
+    print(f"{'layout':<17} {'readers':>7} {'seconds':>9} {'S3 requests':>12} {'per pair':>9}")
     for row in rows:
         print(
-            f"{row['workers']:>8} {row['seconds']:>9.2f} {row['requests']:>12} "
-            f"{row['requests_per_pair']:>9.2f}"
+            f"{row['layout']:<17} {row['workers']:>7} {row['seconds']:>9.2f} "
+            f"{row['requests']:>12} {row['requests_per_pair']:>9.2f}"
         )
-    print(f"concurrent is {ratio:.1f}x faster than one pair at a time")
+    print(f"32 readers are {ratio:.1f}x faster than one pair at a time (summary.json)")
+    print(f"summary.json is {result['summary_over_separate']:.1f}x faster (32 readers)")
 
 
 if __name__ == "__main__":

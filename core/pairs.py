@@ -60,7 +60,7 @@ class PairRecords:
     config: dict[str, Any]  # config.json: the resolved TrainConfig
     epochs: list[dict[str, Any]] = field(default_factory=list)  # metrics.json, in order
     result: dict[str, Any] | None = None  # result.json, once the pair finished
-    progress: dict[str, Any] | None = None  # progress.json, when asked for
+    progress: dict[str, Any] | None = None  # summary.json's progress record, when asked for
 
     @property
     def trained(self) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ shape of the records. The job writes them, `status` and `collect` read them.
     runs/<run>/run.json                  the grid as submitted, kbench version, created
     runs/<run>/<pair>/config.json        the pair's resolved TrainConfig
     runs/<run>/<pair>/metrics.json       {"epochs": [epoch record, ...]}, rewritten each epoch
-    runs/<run>/<pair>/progress.json      where training is now, rewritten every few seconds
+    runs/<run>/<pair>/summary.json       config, epochs, progress (where training is now,
+                                         rewritten every few seconds) and result in one
     runs/<run>/<pair>/result.json        the final summary, written last
     runs/<run>/<pair>/local.json         the local backend's view of the process (local runs only)
     runs/<run>/<pair>/cancelled.json     `kbench cancel` stopped it (Kubernetes: its Job is gone)
@@ -21,7 +22,8 @@ RUN = "run.json"
 CLAIM = "claim.json"
 CONFIG = "config.json"
 METRICS = "metrics.json"
-PROGRESS = "progress.json"
+PROGRESS = "progress.json"  # written by jobs before summary.json replaced it; still read
+SUMMARY = "summary.json"  # config, epoch records, progress and result: what status reads
 RESULT = "result.json"
 LOCAL_STATE = "local.json"
 CANCELLED = "cancelled.json"

@@ -163,13 +163,15 @@ def load_config(store: Store, run_id: str, pair: str) -> TrainConfig:
 
 def read_pair(store: Store, run_id: str, pair: str, with_progress: bool = False) -> PairRecords:
     """A pair's config, epoch records and result (None until it finished); its progress too
-    when asked. Records not written yet read as empty."""
+    when asked. One read once its job has started (summary.json); before, or for a job of an
+    older kbench, the separate records. Records not written yet read as empty."""
     key = lambda name: records.pair_key(run_id, pair, name)  # noqa: E731
+    summary = read_json(store, key(records.SUMMARY), default=None)
+    if summary is not None:
+        found = _from_summary(summary, pair, key(records.SUMMARY))
+        return found if with_progress else dataclasses.replace(found, progress=None)
     config = read_json(store, key(records.CONFIG))
-    if not isinstance(config, dict) or pair != pair_name(
-        config.get("dataset"), config.get("model")
-    ):
-        raise StoreError(f"{key(records.CONFIG)} is not the config of {pair}")
+    _check_config(config, pair, key(records.CONFIG))
     return PairRecords(
         pair=pair,
         config=config,
@@ -177,6 +179,24 @@ def read_pair(store: Store, run_id: str, pair: str, with_progress: bool = False)
         result=read_json(store, key(records.RESULT), default=None),
         progress=read_json(store, key(records.PROGRESS), default={}) if with_progress else None,
     )
+
+
+def _check_config(config: Any, pair: str, where: str) -> None:
+    if not isinstance(config, dict) or pair != pair_name(
+        config.get("dataset"), config.get("model")
+    ):
+        raise StoreError(f"{where} is not the config of {pair}")
+
+
+def _from_summary(summary: Any, pair: str, where: str) -> PairRecords:
+    """A summary.json as read: the store is shared, so its shape is checked."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("epochs"), list):
+        raise StoreError(f"{where} is not a kbench pair summary")
+    _check_config(summary.get("config"), pair, where)
+    result, progress = summary.get("result"), summary.get("progress")
+    if not all(part is None or isinstance(part, dict) for part in (result, progress)):
+        raise StoreError(f"{where} is not a kbench pair summary")
+    return PairRecords(pair, summary["config"], summary["epochs"], result, progress or {})
 
 
 def read_pairs(

@@ -61,6 +61,8 @@ class Recorder:
             "gpus": gpus,
         }
         self.epochs: list[dict[str, Any]] = []
+        self._progress: dict[str, Any] | None = None
+        self._result: dict[str, Any] | None = None
         self._last_progress = -math.inf
 
     def _key(self, name: str) -> str:
@@ -81,7 +83,8 @@ class Recorder:
         eta_s: float | None = None,
         force: bool = True,
     ) -> None:
-        """Rewrite progress.json, at most every few seconds unless forced."""
+        """Rewrite the progress record (in summary.json), at most every few seconds unless
+        forced."""
         now = time.monotonic()
         if not self.enabled or (not force and now - self._last_progress < PROGRESS_EVERY_S):
             return
@@ -97,7 +100,19 @@ class Recorder:
             "eta_s": eta_s,
             "time": utc_now(),
         }
-        write_json(self.store, self._key(records.PROGRESS), record)
+        self._progress = record
+        self._write_summary()
+
+    def _write_summary(self) -> None:
+        """summary.json: everything `status` and `collect` read of the pair, in one object,
+        rewritten with each of the job's writes (progress, an epoch, the result)."""
+        summary = {
+            "config": self.config.to_dict(),
+            "epochs": self.epochs,
+            "progress": self._progress,
+            "result": self._result,
+        }
+        write_json(self.store, self._key(records.SUMMARY), summary)
 
     def images_per_s(self, seconds: float) -> float:
         """Throughput of a whole epoch trained in `seconds`, all processes together; 0 for an
@@ -152,6 +167,7 @@ class Recorder:
         self.epochs.append(record)
         if self.enabled:
             write_json(self.store, self._key(records.METRICS), {"epochs": self.epochs})
+            self._write_summary()
             # One line in the log as well: what `kbench logs` and `kubectl logs` show.
             print(
                 f"kbench.jobs.train: epoch {epoch}/{self.config.epochs} "
@@ -173,14 +189,6 @@ class Recorder:
         if not self.enabled:
             return
         found = self.records
-        trained_images = self.config.epochs * self.images
-        self.progress(
-            "done",
-            self.config.epochs,
-            self.steps,
-            trained_images / max(found.train_seconds, 1e-9),
-            eta_s=0.0,
-        )
         curve = [{**p, "headline": p[self.headline_metric]} for p in wise_ft] if wise_ft else None
         summary = result_record(
             found,
@@ -192,3 +200,12 @@ class Recorder:
             environment=environment,
         )
         write_json(self.store, self._key(records.RESULT), summary)
+        self._result = summary
+        trained_images = self.config.epochs * self.images
+        self.progress(  # writes the summary, result included
+            "done",
+            self.config.epochs,
+            self.steps,
+            trained_images / max(found.train_seconds, 1e-9),
+            eta_s=0.0,
+        )

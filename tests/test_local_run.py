@@ -76,8 +76,14 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch):
         assert epochs[-1]["headline"] > 3 * CHANCE, epochs[-1]
         first_trained = next(r for r in epochs if r["epoch"] == 1)
         assert epochs[-1]["train_loss"] < first_trained["train_loss"]
-        progress = read_json(store, key(records.PROGRESS))
+        summary = read_json(store, key(records.SUMMARY))  # what status and collect read
+        progress = summary["progress"]
         jsonschema.validate(progress, records.PROGRESS_SCHEMA)
+        assert progress["phase"] == "done"
+        assert summary["epochs"] == epochs and summary["config"] == read_json(
+            store, key(records.CONFIG)
+        )
+        assert summary["result"] == read_json(store, key(records.RESULT))
         config = read_json(store, key(records.CONFIG))
         assert config["schedule"] == "cosine" and config["warmup_steps"] is None
         expected = warmup_then_cosine(config["lr"], config["warmup"], 6, progress["steps"])
@@ -217,10 +223,11 @@ def test_cancel_stops_a_running_local_pair(tmp_path, monkeypatch):
         )
     )
     runner.start()
-    progress = records.pair_key("long", "synthetic_resnet-tiny", records.PROGRESS)
+    summary = records.pair_key("long", "synthetic_resnet-tiny", records.SUMMARY)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until it is training, not still starting up
-        if read_json(open_store(store), progress, default={}).get("phase") == "train":
+        found = read_json(open_store(store), summary, default={})
+        if (found.get("progress") or {}).get("phase") == "train":
             break
         time.sleep(0.1)
     cancelled = kbench("cancel", "--all", "--store", store)

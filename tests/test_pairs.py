@@ -143,3 +143,47 @@ def test_status_and_the_report_agree_on_every_pair_state(tmp_path):
             waiting.name: "pending",
         }
     )
+
+
+@pytest.mark.s3
+def test_status_and_collect_read_one_object_a_pair_once_its_job_has_started(s3_env, tmp_path):
+    """summary.json holds what the job wrote (config, epochs, progress, result): one GET per
+    pair for status and collect. Pairs not started yet, and runs of an earlier kbench (separate
+    records only), are read from the separate records, with the same outcome."""
+    from kbench.report import gather
+    from kbench.runs import load_run, read_pairs
+
+    store = open_store(s3_env.uri(f"summary/{tmp_path.name}"))
+    grid = parse_grid(
+        "datasets: [synthetic]\nmodels: [clip-tiny, resnet-tiny, clip-vit-b32, resnet50]\n",
+        "g.yaml",
+        "g",
+    )
+    create_run(store, Run.new("one", grid, "local"), grid.pairs)
+    done, running, older, waiting = grid.pairs
+    train_pair(store, "one", done, {0: 0.2, 1: 0.3})
+    recorder = Recorder(
+        store, "one", running.name, running.config, eval_split="test", steps=4, images=400,
+        rank=0, world=1, gpus=0,
+    )  # fmt: skip
+    recorder.epoch(1, metrics(0.5), seconds=1.0)
+    recorder.step(epoch=2, step=2, seconds=1.0)
+    train_pair(store, "one", older, {1: 0.4})
+    store.delete(records.pair_key("one", older.name, records.SUMMARY))  # as an old job left it
+    summary = read_json(store, records.pair_key("one", done.name, records.SUMMARY))
+    assert summary["result"] == read_json(store, records.pair_key("one", done.name, "result.json"))
+    assert summary["progress"]["phase"] == "done"
+
+    gets = []
+    store.client.meta.events.register("before-send.s3", lambda request, **_: gets.append(request))
+    run = load_run(store, "one")
+    gets.clear()
+    found = {p.pair: p for p in read_pairs(store, run, with_progress=True)}
+    per_pair = {pair.name: sum(f"/{pair.name}/" in str(r.url) for r in gets) for pair in grid.pairs}
+    assert per_pair == {done.name: 1, running.name: 1, older.name: 5, waiting.name: 5}
+    assert found[running.name].progress["step"] == 2 and found[running.name].result is None
+    assert found[done.name].result["best"] == 0.3 and found[older.name].result["best"] == 0.4
+    assert found[waiting.name].epochs == [] and found[waiting.name].result is None
+    results = gather(store, run, {})
+    states = {p["pair"]: p["state"] for p in results["pairs"]}
+    assert states[done.name] == states[older.name] == "succeeded"

@@ -229,7 +229,7 @@ def test_throughput_and_eta_count_the_partial_last_batch(tmp_path):
         gpus=1,
     )  # fmt: skip
     recorder.step(epoch=1, step=2, seconds=2.0)  # the epoch's 1,020 images, not 2 x 512
-    progress = read_json(store, records.pair_key("run", "pair", records.PROGRESS))
+    progress = read_json(store, records.pair_key("run", "pair", records.SUMMARY))["progress"]
     assert progress["images_per_s"] == 510.0
     assert progress["eta_s"] == 9 * 1020 / 510.0  # nine epochs left
     assert recorder.images_per_s(2.0) == 510.0

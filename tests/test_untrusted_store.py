@@ -84,6 +84,28 @@ def test_a_config_of_another_pair_is_refused(store, tmp_path):
     assert not (tmp_path / "kbench-reports").exists()
 
 
+@pytest.mark.parametrize(
+    ("summary", "says"),
+    [
+        ({"config": {"dataset": "cifar10", "model": "resnet50"}, "epochs": []}, "not the config"),
+        ({"config": {"dataset": "synthetic", "model": "clip-tiny"}}, "not a kbench pair summary"),
+        ([], "not a kbench pair summary"),
+        (
+            {"config": {"dataset": "synthetic", "model": "clip-tiny"}, "epochs": [], "result": 1},
+            "not a kbench pair summary",
+        ),
+    ],
+)
+def test_a_crafted_pair_summary_is_refused(store, tmp_path, summary, says):
+    write_json(store, records.pair_key("good", PAIR, records.SUMMARY), summary)
+    for command in ("status", "collect"):
+        result = kbench(command, "--store", str(tmp_path / "store"), "--run", "good")
+        assert result.exit_code == 1, result.output
+        (line,) = result.output.splitlines()
+        assert f"runs/good/{PAIR}/summary.json" in line and says in line
+    assert not (tmp_path / "kbench-reports").exists()
+
+
 def test_a_key_that_leads_out_of_a_local_store_is_refused(store, tmp_path):
     (tmp_path / "secret").write_text("not yours")
     for key in ("../secret", "runs/../../secret", str(tmp_path / "secret")):
