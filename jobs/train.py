@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ from kbench.command import CPUS_ENV, GPUS_ENV
 from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError, KbenchError
 from kbench.jobs import checkpoint
 from kbench.jobs.datasets import Splits, build_splits, normalization
+from kbench.jobs.eval_cache import EvalBatches
 from kbench.jobs.metrics import EvalAccumulator
 from kbench.jobs.models import ImageClassifier, build_model
 from kbench.jobs.optim import build_optimizer, build_scheduler
@@ -149,8 +151,10 @@ def train(job: Job) -> None:
         world=job.world,
         gpus=gpus,
     )
+    # Decoded once, then kept on the device when it fits: 20 evaluations of the same images.
+    eval_batches = EvalBatches(eval_loader, job.device)
     evaluate_model = functools.partial(
-        evaluate, loader=eval_loader, splits=splits, config=config, place=place
+        evaluate, loader=eval_batches, splits=splits, config=config, place=place
     )
 
     uploader = checkpoint.Uploader()  # the next epoch trains while one uploads
@@ -221,7 +225,7 @@ def train_one_epoch(
 def evaluate(
     model: ImageClassifier,
     *,
-    loader: DataLoader,
+    loader: Iterable,
     splits: Splits,
     config: TrainConfig,
     place: Placement,
@@ -378,6 +382,9 @@ def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLo
         shard,
         batch_size=2 * per_process,  # no gradients or optimizer state: room for twice the images
         shuffle=False,
+        # Its own generator: a pass must not draw from the training RNG (each DataLoader pass
+        # draws a seed), or evaluations kept in memory would change the training that follows.
+        generator=torch.Generator().manual_seed(config.seed),
         persistent_workers=workers > 0,
         **common,
     )

@@ -208,3 +208,44 @@ def test_pod_0_of_an_indexed_job_hosts_the_rendezvous_store(monkeypatch):
     assert rendezvous_conf("c10d", "is_host=false") == "is_host=false"  # the user's word wins
     monkeypatch.delenv("JOB_COMPLETION_INDEX")
     assert rendezvous_conf("c10d", conf) == conf  # not in a pod: torch decides, as before
+
+
+def test_the_eval_split_is_decoded_once_when_it_fits():
+    """The second evaluation reads nothing from the dataset and sees the same batches; a split
+    over the budget, or a first pass cut short, is read again every time."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from kbench.jobs.eval_cache import EvalBatches
+
+    class Counted(Dataset):
+        reads = 0
+
+        def __len__(self) -> int:
+            return 10
+
+        def __getitem__(self, i: int):
+            Counted.reads += 1
+            return torch.full((3, 4, 4), i, dtype=torch.uint8), i
+
+    cpu = torch.device("cpu")
+    loader = DataLoader(Counted(), batch_size=4)
+    batches = EvalBatches(loader, cpu, budget=10_000)
+    first = [tuple(t.clone() for t in b) for b in batches]
+    assert Counted.reads == 10
+    second = list(batches)
+    assert Counted.reads == 10  # from memory
+    assert all(
+        torch.equal(a, b)
+        for x, y in zip(first, second, strict=True)
+        for a, b in zip(x, y, strict=True)
+    )
+
+    small = EvalBatches(loader, cpu, budget=3 * 48)  # 3 images of 48 bytes: the split is 10
+    for _ in range(2):
+        assert sum(len(b[1]) for b in small) == 10
+    assert Counted.reads == 30 and small.cached is None
+
+    cut = EvalBatches(loader, cpu, budget=10_000)
+    next(iter(cut))  # an evaluation that stopped after one batch
+    assert cut.cached is None
+    assert sum(len(b[1]) for b in cut) == 10 and cut.cached is not None
