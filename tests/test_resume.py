@@ -82,6 +82,22 @@ def kill_tree(pid: int, sig: int) -> None:
     for member in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(member, sig)
+    if sig == signal.SIGKILL:  # gone once this returns, as after a crash (a process busy in
+        _wait_gone(tree)  # the kernel, writing a checkpoint say, dies a moment later)
+
+
+def _wait_gone(pids: list[int], timeout: float = 30.0) -> None:
+    """Until every process is dead: exited, or a zombie nobody reaps."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                        break
+            except (OSError, IndexError):
+                break
+            time.sleep(0.01)
 
 
 def outcome(store, run_id: str) -> tuple[list[dict], dict]:
