@@ -43,7 +43,7 @@ def timed(work) -> float:
 def measure(server, tmp: Path, args) -> dict:
     os.environ.update(server.env)
     tree = tmp / "tree"
-    write_images(tree / "train", args.images, size=(args.size, args.size))
+    write_images(tree / "train", args.images, size=(args.size, args.size), processes=os.cpu_count())
     loose_uri = server.uri("loose")
     loose = S3Store(loose_uri)
     files = sorted(tree.rglob("*.jpg"))
@@ -79,12 +79,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--quick", action="store_true", help="200 images")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    if args.quick:
+        args.images = min(args.images, 200)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "s3").mkdir()
         with seaweedfs(Path(tmp) / "s3") as server:
             rows = measure(server, Path(tmp), args)
-
+    out = ROOT / "bench/results/node_download.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**vars(args), **rows}, indent=1))
+    if args.json:
+        print(json.dumps({**vars(args), **rows}))
+        return
     print(
         f"{args.images} JPEGs {args.size}x{args.size} ({rows['megabytes']:.0f} MB) "
         "from SeaweedFS on loopback"
@@ -94,9 +103,6 @@ def main() -> None:
     print(f"loose objects  {rows['loose_objects_s']:7.2f} s  ({n} objects, one GET each)")
     print(f"tar shards     {rows['shards_s']:7.2f} s  ({rows['shards']} objects, checked)")
     print(f"loose / shards: {rows['ratio']:.2f}")
-    out = ROOT / "bench/results/node_download.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**vars(args), **rows}, indent=1))
 
 
 if __name__ == "__main__":

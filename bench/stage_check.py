@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -38,10 +39,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="width")
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--quick", action="store_true", help="100 images")
     args = parser.parse_args()
+    if args.quick:
+        args.images = min(args.images, 100)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
-        write_images(folder, args.images, size=(args.size, args.height))
+        write_images(folder, args.images, size=(args.size, args.height), processes=os.cpu_count())
         rows = {}
         for variant in ("unchecked", "checked", "unchecked-again", "checked-again"):
             store = LocalStore(Path(tmp) / variant)

@@ -53,10 +53,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grids", nargs="+", default=["all", "study"])
     parser.add_argument("--world", type=int, default=1, help="training processes (GPUs)")
-    parser.add_argument("--json", action="store_true", help="print JSON lines")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="the grid `all` only")
     args = parser.parse_args()
     rows = []
-    for grid in args.grids:
+    for grid in ["all"] if args.quick else args.grids:
         for pair in load_grid(grid).pairs:
             config = pair.config
             images = TRAIN_IMAGES[config.dataset]
@@ -77,8 +78,7 @@ def main() -> None:
                 }
             )
     if args.json:
-        for row in rows:
-            print(json.dumps(row))
+        print(json.dumps({"rows": rows}))
         return
     print(f"{'grid':6} {'pair':28} {'images':>7} {'batch':>5} {'steps':>5} {'seen':>7} "
           f"{'epochs':>6} {'total':>6} {'warmup':>6}")  # fmt: skip

@@ -73,7 +73,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="256 images, one repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.images, args.repeats = min(args.images, 256), 1
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         write_images(

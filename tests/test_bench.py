@@ -1,4 +1,5 @@
-"""The GPU benchmark script still runs (on a CPU, tiny models), so it is ready when a GPU is."""
+"""The benchmark scripts still run (the GPU one on a CPU with tiny models, so it is ready when a
+GPU is), and every one takes --quick and --json."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +36,7 @@ def test_train_step_benchmark_runs_on_cpu(tmp_path):
 def test_steps_per_epoch_counts_every_image_of_the_real_split_sizes():
     command = [sys.executable, str(ROOT / "bench" / "steps_per_epoch.py"), "--world", "2"]
     printed = subprocess.run([*command, "--json"], check=True, capture_output=True, text=True)
-    rows = {(r["grid"], r["pair"]): r for r in map(json.loads, printed.stdout.splitlines())}
+    rows = {(r["grid"], r["pair"]): r for r in json.loads(printed.stdout)["rows"]}
     assert len(rows) == 36
     flowers = rows[("all", "flowers102_clip-vit-b32")]
     assert (flowers["steps_per_epoch"], flowers["images_per_epoch"]) == (2, 1020)
@@ -62,3 +65,16 @@ def test_input_pipeline_benchmark_covers_every_kind_and_transform():
         assert case["baseline_cpu_ms"] > 0 and case["kbench_cpu_ms"] > 0
         ratio = case["baseline_cpu_ms"] / case["kbench_cpu_ms"]  # of the rounded figures
         assert abs(case["ratio"] - ratio) < 0.011 + 0.01 * ratio
+
+
+BENCHES = sorted(
+    p.name for p in (ROOT / "bench").glob("*.py") if p.stem not in ("photos", "ddp_check")
+)
+
+
+@pytest.mark.parametrize("script", BENCHES)
+def test_every_bench_takes_quick_and_json(script):
+    """Each can answer in minutes on this machine, in one JSON object (BENCHMARKS.md)."""
+    command = [sys.executable, str(ROOT / "bench" / script), "--help"]
+    usage = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    assert "--quick" in usage and "--json" in usage
