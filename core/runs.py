@@ -106,6 +106,12 @@ def create_run(store: Store, run: Run, pairs: list[Pair], resubmit: bool = False
     if existing is not None:
         same = existing.get("pairs") == run.pairs and existing.get("backend") == run.backend
         if resubmit and same:
+            nodes = _nodes(existing), _nodes(run.to_dict())
+            if nodes[0] != nodes[1]:  # Jobs and JobSets of one run would be two runs
+                raise ConfigError(
+                    f"run {run.run_id} was submitted with --nodes {nodes[0]}: submit it again "
+                    "with that, or pick another --run-id"
+                )
             return
         raise ConfigError(
             f"run {run.run_id!r} already exists in {store.uri}: pick another --run-id"
@@ -124,6 +130,12 @@ def create_run(store: Store, run: Run, pairs: list[Pair], resubmit: bool = False
         )
     # run.json last: a run is listed only once every pair's config is there.
     write_json(store, records.run_key(run.run_id), run.to_dict())
+
+
+def _nodes(run: dict[str, Any]) -> Any:
+    """Pods per pair of a run record (1 without a cluster: local runs, earlier runs)."""
+    cluster = run.get("cluster")
+    return cluster.get("nodes", 1) if isinstance(cluster, dict) else 1
 
 
 def list_runs(store: Store) -> list[Run]:

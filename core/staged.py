@@ -39,9 +39,15 @@ def unstaged_datasets(store: Store, pairs: list[Pair]) -> list[str]:
             continue
         label = f"imagefolder {config.data}" if config.data else config.dataset
         needed[records.staged_name(config.dataset, config.data)] = label
+    absent = set(missing_records(store, [records.dataset_key(n) for n in needed]))
+    return [label for name, label in needed.items() if records.dataset_key(name) in absent]
+
+
+def missing_records(store: Store, keys: list[str]) -> list[str]:
+    """The keys with no record in the store, in order; read 8 at a time (latency-bound)."""
     with ThreadPoolExecutor(max_workers=8) as pool:
-        found = list(pool.map(lambda n: read_json(store, records.dataset_key(n), None), needed))
-    return [label for label, got in zip(needed.values(), found, strict=True) if got is None]
+        found = list(pool.map(lambda key: read_json(store, key, None), keys))
+    return [key for key, got in zip(keys, found, strict=True) if got is None]
 
 
 def require_staged(store: Store, pairs: list[Pair]) -> None:

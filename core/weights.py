@@ -6,7 +6,6 @@ Face hub, or ResNet50's from PyTorch's host, every time it starts."""
 from __future__ import annotations
 
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from kbench import records
 from kbench.errors import ConfigError
 from kbench.registry import model_info
 from kbench.spec import Pair
+from kbench.staged import missing_records
 from kbench.storage import Store, read_json, write_json
 
 # Where `kbench models stage NAME` downloads each model's published weights from.
@@ -32,9 +32,8 @@ def staged_weights(store: Store, model: str) -> dict[str, Any] | None:
 def unstaged_models(store: Store, pairs: list[Pair]) -> list[str]:
     """The pretrained models of these pairs whose weights are not in the store."""
     needed = sorted({p.config.model for p in pairs if p.config.pretrained})
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        found = list(pool.map(lambda m: staged_weights(store, m), needed))
-    return [m for m, manifest in zip(needed, found, strict=True) if manifest is None]
+    absent = set(missing_records(store, [records.weights_key(m) for m in needed]))
+    return [m for m in needed if records.weights_key(m) in absent]
 
 
 def require_weights(store: Store, pairs: list[Pair]) -> None:

@@ -79,7 +79,7 @@ class Uploader:
         folder = tempfile.mkdtemp(prefix="kbench-checkpoint-")
         path = os.path.join(folder, "checkpoint.pt")
         try:
-            torch.save({**state, "kbench_version": __version__}, path)
+            _write(state, path)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -104,8 +104,12 @@ def save(store: Store, run_id: str, pair: str, state: dict[str, Any]) -> None:
     """Rank 0 only, in the foreground: write the checkpoint and publish it."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "checkpoint.pt")
-        torch.save({**state, "kbench_version": __version__}, path)
+        _write(state, path)
         publish(store, run_id, pair, state["epoch"], path)
+
+
+def _write(state: dict[str, Any], path: str) -> None:
+    torch.save({**state, "kbench_version": __version__}, path)
 
 
 def publish(store: Store, run_id: str, pair: str, epoch: int, path: str) -> None:

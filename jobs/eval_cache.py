@@ -38,7 +38,10 @@ class EvalBatches:
             if self.fits:
                 used += sum(t.numel() * t.element_size() for t in batch)
                 self.fits = used <= self.budget
-                kept.append(batch) if self.fits else kept.clear()
+                if self.fits:
+                    kept.append(batch)
+                else:  # over budget: nothing kept, and none of the next passes tries
+                    kept.clear()
             yield batch
         if self.fits:  # a whole pass (an interrupted one keeps nothing)
             self.cached = kept

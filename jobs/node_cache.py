@@ -40,6 +40,13 @@ def fetch(
     os.replace(part, path)
 
 
+def ensure(store: Store, key: str, path: Path, sha256: str) -> None:
+    """The node's copy of `key` at `path`, fetched unless one with this checksum is there (a
+    missing or corrupt copy is fetched again)."""
+    if not (path.exists() and file_sha256(path) == sha256):
+        fetch(store, key, path, sha256)
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

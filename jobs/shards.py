@@ -34,9 +34,7 @@ def fetch(store: Store, manifest: dict, cache: Path, splits: list[str]) -> None:
     shards = [s for split in splits for s in manifest["splits"][split]["shards"]]
 
     def one(shard: dict) -> None:
-        path = cache / Path(shard["key"]).name
-        if not (path.exists() and node_cache.file_sha256(path) == shard["sha256"]):
-            node_cache.fetch(store, shard["key"], path, shard["sha256"])
+        node_cache.ensure(store, shard["key"], cache / Path(shard["key"]).name, shard["sha256"])
 
     def download() -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:

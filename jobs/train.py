@@ -117,11 +117,11 @@ def main(argv: list[str] | None = None) -> None:
 def train(job: Job) -> None:
     setup_device(job.device)
     config = load_config(job.store, job.run_id, job.pair)
-    family = model_info(config.model).family
-    splits = build_splits(config, model_info(config.model), job.store)
+    info = model_info(config.model)
+    family = info.family
+    splits = build_splits(config, info, job.store)
     weights = local_weights(job.store, config)  # staged pretrained weights, if any
     model = build_model(config, splits.classes, splits.templates, job.device, weights)
-    info = model_info(config.model)
     channels_last = uses_channels_last(config, family, job.device)
     place = Placement(job.device, channels_last, *normalization(info))
     if place.channels_last:

@@ -31,10 +31,5 @@ def local_weights(store: Store | None, config: TrainConfig) -> Path | None:
     # Named by checksum as well: weights staged again under the same name are fetched again.
     path = folder / f"{sha256[:16]}-{file}"
     key = records.weights_key(config.model, file)
-
-    def download() -> None:
-        if not (path.exists() and node_cache.file_sha256(path) == sha256):
-            node_cache.fetch(store, key, path, sha256)
-
-    node_cache.once_per_node(download)
+    node_cache.once_per_node(lambda: node_cache.ensure(store, key, path, sha256))
     return path

@@ -29,7 +29,7 @@ from kbench.pairs import Outcome, PairState
 from kbench.runs import Run, utc_now
 from kbench.spec import Grid, Pair
 from kbench.staged import require_staged
-from kbench.storage import Store, connect_timeout_s, read_json, timeout_s, write_json
+from kbench.storage import Store, connect_timeout_s, timeout_s, write_json
 from kbench.weights import require_weights
 
 from .render import (
@@ -110,13 +110,6 @@ class KubernetesBackend:
 
     def check(self, store: Store, plan: Plan) -> None:
         self.client()
-        recorded = read_json(store, records.run_key(plan.run.run_id), None)
-        nodes = ((recorded or {}).get("cluster") or {}).get("nodes", self.settings.nodes)
-        if nodes != self.settings.nodes:  # Jobs and JobSets of one run would be two runs
-            raise ConfigError(
-                f"run {plan.run.run_id} was submitted with --nodes {nodes}: submit it again "
-                "with that, or pick another --run-id"
-            )
         require_staged(store, plan.pairs)  # pods read datasets from the store only
         if not self.settings.download_weights:  # and pretrained weights, unless told otherwise
             require_weights(store, plan.pairs)

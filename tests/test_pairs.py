@@ -34,21 +34,18 @@ def metrics(top1: float) -> dict:
     }
 
 
+def job_recorder(store, run_id: str, pair) -> Recorder:
+    """The Recorder a pair's training loop writes through: rank 0 of one CPU process."""
+    return Recorder(
+        store, run_id, pair.name, pair.config, eval_split="test", steps=4, images=400,
+        rank=0, world=1, gpus=0,
+    )  # fmt: skip
+
+
 def train_pair(store, run_id: str, pair, headlines: dict[int, float]) -> Recorder:
     """The pair's records as the training loop leaves them: one evaluation per epoch through
     the Recorder, then the result."""
-    recorder = Recorder(
-        store,
-        run_id,
-        pair.name,
-        pair.config,
-        eval_split="test",
-        steps=4,
-        images=400,
-        rank=0,
-        world=1,
-        gpus=0,
-    )
+    recorder = job_recorder(store, run_id, pair)
     for epoch, top1 in headlines.items():
         seconds = 0.0 if epoch == 0 else 2.0
         recorder.epoch(
@@ -117,10 +114,7 @@ def test_status_and_the_report_agree_on_every_pair_state(tmp_path):
     train_pair(store, "states", done, {0: 0.2, 1: 0.3})
     key = lambda pair, name: records.pair_key("states", pair.name, name)  # noqa: E731
     write_json(store, key(failed, records.LOCAL_STATE), {"state": "failed", "reason": "OOM"})
-    Recorder(
-        store, "states", running.name, running.config, eval_split="test", steps=1, images=64,
-        rank=0, world=1, gpus=0,
-    ).epoch(1, metrics(0.5), seconds=1.0)  # fmt: skip
+    job_recorder(store, "states", running).epoch(1, metrics(0.5), seconds=1.0)
 
     status = CliRunner().invoke(cli, ["status", "--store", store.uri, "-o", "json"])
     assert status.exit_code == 3, status.output  # one pair failed
@@ -162,10 +156,7 @@ def test_status_and_collect_read_one_object_a_pair_once_its_job_has_started(s3_e
     create_run(store, Run.new("one", grid, "local"), grid.pairs)
     done, running, older, waiting = grid.pairs
     train_pair(store, "one", done, {0: 0.2, 1: 0.3})
-    recorder = Recorder(
-        store, "one", running.name, running.config, eval_split="test", steps=4, images=400,
-        rank=0, world=1, gpus=0,
-    )  # fmt: skip
+    recorder = job_recorder(store, "one", running)
     recorder.epoch(1, metrics(0.5), seconds=1.0)
     recorder.step(epoch=2, step=2, seconds=1.0)
     train_pair(store, "one", older, {1: 0.4})
