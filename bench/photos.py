@@ -69,8 +69,9 @@ def write_images(
             future.result()
 
 
-def stage_folder(store, folder: Path) -> dict:
-    """An ImageFolder tree staged as kbench stages it, as the split `train`; its manifest."""
+def stage_folder(store, folder: Path, max_short_side: int | None = None) -> dict:
+    """An ImageFolder tree staged as kbench stages it, as the split `train`; its manifest.
+    `max_short_side`: as `kbench data stage --max-short-side`."""
     from torchvision.datasets import ImageFolder
 
     from kbench.jobs.staging import stage
@@ -84,6 +85,7 @@ def stage_folder(store, folder: Path) -> dict:
         train_split="train",
         groups=(),
         source="bench",
+        max_short_side=max_short_side,
     )["manifest"]
 
 

@@ -21,10 +21,11 @@ def data_list(store) -> None:
     """List the datasets staged in the store."""
     from kbench.staged import split_sizes, staged_datasets
 
-    rows = [["NAME", "SPLITS", "FRAC", "SOURCE", "CREATED"]]
+    rows = [["NAME", "SPLITS", "FRAC", "SHORT SIDE", "SOURCE", "CREATED"]]
     for manifest in staged_datasets(store):
         splits = ", ".join(f"{split} {samples}" for split, samples in split_sizes(manifest))
-        row = [manifest["name"], splits, f"{manifest['frac']:g}"]
+        short_side = str(manifest.get("max_short_side") or "original")
+        row = [manifest["name"], splits, f"{manifest['frac']:g}", short_side]
         rows.append([*row, manifest["source"], manifest["created"]])
     table(rows)
 
@@ -44,13 +45,20 @@ def data_list(store) -> None:
     default=1.0,
     help="Stage this fraction of each split (smoke runs).",
 )
+@click.option(
+    "--max-short-side",
+    type=click.IntRange(min=32),
+    help="Store images whose shorter side is longer at this side (e.g. 448, twice the 224 "
+    "crop): far less to decode for large JPEGs (iWildCam, FGVCAircraft); small random crops "
+    "then see fewer pixels. Off: the original files.",
+)
 @click.option("--shard-samples", type=click.IntRange(min=1), default=1000)
 @click.option(
     "--download",
     is_flag=True,
     help="Fetch the dataset from its original host into --root first (torchvision, WILDS).",
 )
-def stage(name, store, root, frac, shard_samples, download) -> None:
+def stage(name, store, root, frac, max_short_side, shard_samples, download) -> None:
     """Write every split of a dataset (from its local copy) as tar shards + manifest to the
     store, with a progress bar.
 
@@ -72,6 +80,7 @@ def stage(name, store, root, frac, shard_samples, download) -> None:
         name,
         root=root,
         frac=frac,
+        max_short_side=max_short_side,
         shard_samples=shard_samples,
         download=download,
         progress=sys.stderr.isatty(),

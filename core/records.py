@@ -111,6 +111,17 @@ EPOCH_RECORD_SCHEMA = {
         "world_size": {"type": "integer", "minimum": 1},
         "gpus": _count,  # 0 on CPU
         "time": {"type": "string"},  # ISO 8601, UTC
+        # Trained on a staged copy (kbench data stage): the fraction of each split it holds
+        # and the short side its images were reduced to (null: as they came).
+        "data": {
+            "type": "object",
+            "required": ["frac", "max_short_side"],
+            "additionalProperties": False,
+            "properties": {
+                "frac": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "max_short_side": {"type": ["integer", "null"], "minimum": 1},
+            },
+        },
     },
 }
 

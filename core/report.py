@@ -98,6 +98,7 @@ def _pair(found: PairRecords, backend: Outcome | None) -> dict:
     zero_shot_flag = published.zero_shot_flag(config, found.zero_shot)
     if zero_shot_flag:
         flags.append(zero_shot_flag)
+    flags += _staging_flags(epochs[0].get("data") if epochs else None)
 
     return {
         "pair": found.pair,
@@ -128,6 +129,22 @@ def _pair(found: PairRecords, backend: Outcome | None) -> dict:
         "config": config,
         "epochs": epochs,
     }
+
+
+def _staging_flags(data: dict | None) -> list[str]:
+    """What a staged copy changed from the dataset's own images (kbench data stage), so a
+    number is not read as one on the originals."""
+    if not data:
+        return []
+    flags = []
+    if data["frac"] < 1:
+        flags.append(f"trained and evaluated on {data['frac']:g} of each split (data stage --frac)")
+    if data["max_short_side"]:
+        flags.append(
+            f"images stored at a short side of at most {data['max_short_side']} px "
+            "(data stage --max-short-side), not the originals"
+        )
+    return flags
 
 
 def _dataset(name: str, pairs: list[dict]) -> dict:

@@ -53,6 +53,7 @@ class Splits:
     classes: list[str]  # in label order, as the prompts spell them
     templates: list[str]
     groups: tuple[str, ...]  # the worst-group metric's groups (FMoW's regions), or none
+    staging: dict | None = None  # how the staged copy was prepared (frac, max_short_side)
 
 
 class Transformed(Dataset):
@@ -119,7 +120,9 @@ def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = Non
         train_split = manifest["train_split"]
         loaded = shards.load(store, manifest, [train_split, eval_split])
         classes, templates = manifest["classes"], manifest["templates"]
+        staging = {"frac": manifest["frac"], "max_short_side": manifest.get("max_short_side")}
     else:
+        staging = None
         loaded = raw_splits(Source.of(config, info))
         eval_split, train_split = choose_eval_split(config, list(loaded)), dataset.train_split
         classes, templates = class_names(config.dataset, loaded), prompts(config.dataset)[1]
@@ -130,6 +133,7 @@ def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = Non
         classes=classes,
         templates=config.templates or templates,
         groups=dataset.groups,
+        staging=staging,
     )
 
 

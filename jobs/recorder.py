@@ -44,6 +44,7 @@ class Recorder:
         config: TrainConfig,
         *,
         eval_split: str,
+        staging: dict | None = None,  # how the staged copy of the data was prepared
         steps: int,  # training steps per epoch
         images: int,  # images trained per epoch, all processes together
         rank: int,
@@ -60,6 +61,8 @@ class Recorder:
             "world_size": world,
             "gpus": gpus,
         }
+        if staging is not None:
+            self.base["data"] = staging
         self.epochs: list[dict[str, Any]] = []
         self._progress: dict[str, Any] | None = None
         self._result: dict[str, Any] | None = None

@@ -4,6 +4,14 @@ common tools) plus a manifest. Original files are kept as they are, except small
 lossless format (CIFAR's and STL10's arrays, FMoW's 224x224 PNGs), which are stored as their
 decoded pixels (`.npy`, uint8): the same pixels, and nothing for a worker to decode.
 
+`max_short_side` (off by default; `kbench data stage --max-short-side 448`) stores images whose
+shorter side is longer at that side instead (antialiased; a JPEG re-encoded at quality 95, any
+other format losslessly): a worker decodes a fraction of the pixels (a 1280x960 JPEG at 448 is
+a fifth). The trade-off: evaluation, and crops of most of an image, see what they saw (they are
+resized to 224 anyway); a small random crop (ResNet's crop-flip draws down to 8% of the image)
+is cut from fewer pixels and upsampled. The manifest records it, and so does every epoch record
+of a run trained on it, so a report can say its numbers are not the originals'.
+
     datasets/<name>/manifest.json             classes, templates, splits, shards and checksums
     datasets/<name>/<split>-00000.tar         samples in order
     datasets/<name>/<split>-00000.tar.sha256  written after its shard: a re-run skips it
@@ -42,6 +50,7 @@ from kbench.storage import Store, write_json
 
 SHARD_SAMPLES = 1000
 RAW_MAX_SIDE = 256  # lossless images up to this side are stored decoded (`.npy`)
+JPEG_QUALITY = 95  # a reduced JPEG's re-encoding: above the originals' usual 75-90
 
 
 def stage_dataset(
@@ -50,6 +59,7 @@ def stage_dataset(
     *,
     root: str | None = None,
     frac: float = 1.0,
+    max_short_side: int | None = None,
     shard_samples: int = SHARD_SAMPLES,
     download: bool = False,
     progress: bool = False,
@@ -76,6 +86,7 @@ def stage_dataset(
         groups=info.groups,
         source=f"{info.source} from {data or os.path.abspath(source.local_root)}",
         frac=frac,
+        max_short_side=max_short_side,
         shard_samples=shard_samples,
         progress=progress,
     )
@@ -93,6 +104,7 @@ def stage(
     groups: tuple[str, ...],
     source: str,
     frac: float = 1.0,
+    max_short_side: int | None = None,
     seed: int = 0,
     shard_samples: int = SHARD_SAMPLES,
     progress: bool = False,
@@ -107,10 +119,8 @@ def stage(
         "train_split": train_split,
         "groups": list(groups),
         "frac": frac,
-        "stored": (
-            f"original files; PNG files and in-memory images up to {RAW_MAX_SIDE} px a side "
-            "as decoded uint8 arrays (.npy, height x width x 3), the same pixels"
-        ),
+        "max_short_side": max_short_side,
+        "stored": _stored(max_short_side),
         "splits": {},
         "kbench_version": __version__,
         "created": utc_now(),
@@ -133,7 +143,7 @@ def stage(
             for number, chunk in enumerate(chunks):
                 key = dataset_key(name, f"{split}-{number:05d}.tar")
                 path = Path(tmp) / Path(key).name
-                digest = _write_shard(path, dataset, chunk)
+                digest = _write_shard(path, dataset, chunk, max_short_side)
                 shard = {
                     "key": key,
                     "sha256": digest,
@@ -159,10 +169,12 @@ def _subset(n: int, frac: float, seed: int) -> list[int]:
     return sorted(chosen.tolist())
 
 
-def _write_shard(path: Path, dataset: Dataset, indices: list[int]) -> str:
+def _write_shard(
+    path: Path, dataset: Dataset, indices: list[int], max_short_side: int | None
+) -> str:
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for index in indices:
-            data, ext, label, group = _sample_bytes(dataset, index)
+            data, ext, label, group = _sample_bytes(dataset, index, max_short_side)
             fields = [(ext, data), ("cls", str(label).encode())]
             if group is not None:
                 fields.append(("grp", str(group).encode()))
@@ -173,26 +185,75 @@ def _write_shard(path: Path, dataset: Dataset, indices: list[int]) -> str:
     return node_cache.file_sha256(path)
 
 
-def _sample_bytes(dataset: Dataset, index: int) -> tuple[bytes, str, int, int | None]:
-    """The original file when the loader keeps one (no re-encoding); a small image in a
-    lossless format (PNG files, the arrays of CIFAR and STL10) as its decoded pixels."""
+def _stored(max_short_side: int | None) -> str:
+    """What the manifest says was done to the images."""
+    done = (
+        f"original files; PNG files and in-memory images up to {RAW_MAX_SIDE} px a side "
+        "as decoded uint8 arrays (.npy, height x width x 3), the same pixels"
+    )
+    if max_short_side:
+        done += (
+            f"; images with a shorter side above {max_short_side} px resized to it "
+            f"(bicubic, antialiased; JPEGs re-encoded at quality {JPEG_QUALITY}, others lossless)"
+        )
+    return done
+
+
+def _sample_bytes(
+    dataset: Dataset, index: int, max_short_side: int | None
+) -> tuple[bytes, str, int, int | None]:
+    """The original file when the loader keeps one (no re-encoding) unless it is reduced to
+    `max_short_side`; a small image in a lossless format (PNG files, the arrays of CIFAR and
+    STL10) as its decoded pixels."""
     original = _original_file(dataset, index)
     if original is not None:
         path, label, group = original
         _check_image(path)
         ext = path.suffix.lstrip(".").lower() or "jpg"
-        if ext == "png":
-            with Image.open(path) as image:
-                if max(image.size) <= RAW_MAX_SIDE:
-                    return _raw(image), "npy", int(label), group
+        if ext != "png" and not max_short_side:
+            return path.read_bytes(), ext, int(label), group
+        with Image.open(path) as image:
+            lossy = ext in ("jpg", "jpeg")
+            if _needs_reducing(image, max_short_side) or not lossy:
+                return (*_encoded(image, lossy, max_short_side), int(label), group)
         return path.read_bytes(), ext, int(label), group
     image, label, *group = dataset[index]
     group = int(group[0]) if group else None
-    if max(image.size) <= RAW_MAX_SIDE:
-        return _raw(image), "npy", int(label), group
+    return (*_encoded(image, False, max_short_side), int(label), group)
+
+
+def _needs_reducing(image: Image.Image, max_short_side: int | None) -> bool:
+    return bool(max_short_side) and min(image.size) > max_short_side
+
+
+def _encoded(image: Image.Image, lossy: bool, max_short_side: int | None) -> tuple[bytes, str]:
+    """An image's bytes as staged: reduced to `max_short_side` if longer; then a small
+    lossless one as its pixels, a JPEG as a JPEG, anything else as PNG."""
+    if _needs_reducing(image, max_short_side):
+        image = _reduced(image, max_short_side)
+    if not lossy and max(image.size) <= RAW_MAX_SIDE:
+        return _raw(image), "npy"
     buffer = io.BytesIO()
+    if lossy:
+        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        return buffer.getvalue(), "jpg"
     image.save(buffer, format="PNG")
-    return buffer.getvalue(), "png", int(label), group
+    return buffer.getvalue(), "png"
+
+
+def _reduced(image: Image.Image, short_side: int) -> Image.Image:
+    """The image with its shorter side at `short_side`, the aspect ratio kept: a JPEG decoded
+    at the smallest power-of-two scale still above that size (libjpeg's DCT scaling), then
+    resized with an antialiased bicubic filter."""
+    width, height = image.size
+    if width <= height:
+        size = (short_side, round(height * short_side / width))
+    else:
+        size = (round(width * short_side / height), short_side)
+    image.draft("RGB", size)  # a no-op for anything but a JPEG
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    return image.resize(size, Image.Resampling.BICUBIC)
 
 
 def _raw(image: Image.Image) -> bytes:

@@ -145,6 +145,7 @@ def train(job: Job) -> None:
         job.pair,
         config,
         eval_split=splits.eval_split,
+        staging=splits.staging,
         steps=steps,
         images=len(batches.sampler) * job.world,
         rank=job.rank,

@@ -58,7 +58,10 @@ def test_input_pipeline_benchmark_covers_every_kind_and_transform():
     command = [sys.executable, str(ROOT / "bench" / "input_pipeline.py"), "--images", "4", "--json"]
     result = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
     cases = result["cases"]
-    assert len(cases) == 5 * 3  # the study's five kinds of image, three transforms
+    # The study's five kinds of image, the large JPEGs also staged at a short side of 448;
+    # three transforms each.
+    assert len(cases) == 6 * 3
+    assert sum("staged at short side 448" in c["images"] for c in cases) == 3
     assert {c["images"].split()[0] for c in cases} == {"cifar", "stl10", "fmow", "photo", "large"}
     assert {c["transform"] for c in cases} == {"clip train", "resnet train", "clip eval"}
     for case in cases:

@@ -4,18 +4,22 @@ class names that hold spaces and non-ASCII letters."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image, ImageDraw
 
 from kbench.cli.main import cli
 from kbench.errors import ConfigError
 from kbench.jobs.datasets import build_splits
 from kbench.jobs.synthetic import SyntheticShapes
+from kbench.records import staged_name
 from kbench.registry import model_info
 from kbench.spec import TrainConfig, load_grid, parse_grid
-from kbench.storage import open_store
+from kbench.storage import open_store, read_json
 
 # Folder names as a user writes them; labels follow their sorted order.
 FOLDERS = {"crème_brûlée": 0, "golden retriever": 2, "tabby_cat": 4}  # -> synthetic class ids
@@ -172,3 +176,67 @@ def test_train_on_it_end_to_end(tree, tmp_path, monkeypatch):
     (pair,) = results["pairs"]
     assert pair["pair"] == "imagefolder_clip-tiny" and pair["state"] == "succeeded"
     assert [e["samples"] for e in pair["epochs"]] == [24, 24, 24]
+
+
+def _picture(width: int, height: int) -> Image.Image:
+    """Smooth shading with hard-edged shapes: what a downscale is judged on."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (width + height)], -1)
+    image = Image.fromarray(pixels.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((width // 5, height // 4, width // 2, height // 2), fill=(250, 30, 40))
+    draw.rectangle((width // 2, height // 2, 4 * width // 5, 5 * height // 6), fill=(20, 200, 90))
+    return image
+
+
+def test_max_short_side_stores_large_images_smaller_and_runs_say_so(tmp_path, s3_env, scratch):
+    # name -> (size, size as staged at a short side of 448)
+    images = {
+        "landscape.jpg": ((1280, 960), (597, 448)),
+        "portrait.jpg": ((600, 900), (448, 672)),
+        "small.jpg": ((300, 200), (300, 200)),  # already within: the original file
+        "scan.png": ((700, 500), (627, 448)),  # not a JPEG: reduced and kept lossless
+    }
+    tree = tmp_path / "tree"
+    for split in ("train", "val"):
+        (tree / split / "things").mkdir(parents=True)
+        for name, ((width, height), _) in images.items():
+            _picture(width, height).save(tree / split / "things" / name, quality=90)
+    uri = s3_env.uri(f"store-{tmp_path.name}")
+    args = ["data", "stage", "imagefolder", "--store", uri, "--root", str(tree)]
+    result = CliRunner().invoke(cli, [*args, "--max-short-side", "448"])
+    assert result.exit_code == 0, result.output
+
+    store = open_store(uri)
+    splits = build_splits(config(str(tree)), model_info("clip-tiny"), store)
+    assert splits.staging == {"frac": 1.0, "max_short_side": 448}  # every epoch record says so
+    staged = splits.eval.dataset
+    for i, (name, (_, reduced)) in enumerate(sorted(images.items())):
+        image, _ = staged[i]
+        pixels = np.asarray(image) if isinstance(image, Image.Image) else image.permute(1, 2, 0)
+        assert pixels.shape == (reduced[1], reduced[0], 3), name
+        stored_as = staged.items[i][5].rsplit(".", 1)[1]
+        assert stored_as == ("png" if name.endswith(".png") else "jpg"), name
+        with Image.open(tree / "val" / "things" / name) as file:
+            expected = np.asarray(file.convert("RGB").resize(reduced, Image.Resampling.BICUBIC))
+        difference = np.abs(np.asarray(pixels, dtype=np.int16) - expected).mean()
+        assert difference < 2.5, (name, difference)  # the same picture, within JPEG's loss
+    path, offset, size, *_ = staged.items[sorted(images).index("small.jpg")]
+    with open(path, "rb") as shard:
+        shard.seek(offset)
+        assert shard.read(size) == (tree / "val" / "things" / "small.jpg").read_bytes()
+
+    manifest = read_json(
+        store, "datasets/" + staged_name("imagefolder", str(tree)) + "/manifest.json"
+    )
+    assert manifest["max_short_side"] == 448 and "resized to it" in manifest["stored"]
+    listed = CliRunner().invoke(cli, ["data", "list", "--store", uri])
+    header, row = [re.split(r"\s{2,}", line) for line in listed.output.splitlines()]
+    assert dict(zip(header, row, strict=True))["SHORT SIDE"] == "448"
+
+
+def test_max_short_side_below_32_is_refused(tmp_path, tree):
+    args = ["data", "stage", "imagefolder", "--store", str(tmp_path / "s"), "--root", str(tree)]
+    result = CliRunner().invoke(cli, [*args, "--max-short-side", "16"])
+    assert result.exit_code == 2 and "--max-short-side" in result.output
+    assert not (tmp_path / "s").exists()

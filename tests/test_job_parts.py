@@ -249,3 +249,54 @@ def test_the_eval_split_is_decoded_once_when_it_fits():
     next(iter(cut))  # an evaluation that stopped after one batch
     assert cut.cached is None
     assert sum(len(b[1]) for b in cut) == 10 and cut.cached is not None
+
+
+def test_shards_decode_every_kind_of_jpeg_as_pil_would(tmp_path):
+    """JPEGs (RGB, greyscale, CMYK) go straight to uint8 tensors through libjpeg-turbo; what is
+    no JPEG goes through PIL; a broken one names its shard."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from kbench.jobs.shards import ShardDataset
+
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 255, (6, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+    picture = Image.fromarray(smooth)
+
+    def encoded(image: Image.Image, fmt: str = "JPEG") -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, quality=90)
+        return buffer.getvalue()
+
+    samples = {
+        "rgb": encoded(picture),
+        "gray": encoded(picture.convert("L")),
+        "cmyk": encoded(picture.convert("CMYK")),
+        "png-named-jpg": encoded(picture, "PNG"),
+        "truncated": encoded(picture)[:300],
+    }
+    path = tmp_path / "train-00000.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for index, data in enumerate(samples.values()):
+            for suffix, payload in (("jpg", data), ("cls", b"0")):
+                info = tarfile.TarInfo(f"{index:08d}.{suffix}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    shard = ShardDataset([path])
+
+    for index, (name, data) in enumerate(samples.items()):
+        if name == "truncated":
+            with pytest.raises(OSError, match=f"cannot decode image 00000004.jpg of shard {path}"):
+                shard[index]
+            continue
+        image, label = shard[index]
+        pixels = np.asarray(image) if isinstance(image, Image.Image) else image.permute(1, 2, 0)
+        expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert pixels.shape == expected.shape == (48, 64, 3), name
+        # The same libjpeg-turbo as Pillow's wheels: the same pixels (2 levels allowed between
+        # versions of it).
+        assert np.abs(np.asarray(pixels, dtype=np.int16) - expected).max() <= 2, name
+        assert isinstance(image, torch.Tensor) == (name != "png-named-jpg"), name

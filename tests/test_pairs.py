@@ -178,3 +178,26 @@ def test_status_and_collect_read_one_object_a_pair_once_its_job_has_started(s3_e
     results = gather(store, run, {})
     states = {p["pair"]: p["state"] for p in results["pairs"]}
     assert states[done.name] == states[older.name] == "succeeded"
+
+
+def test_a_pair_trained_on_a_reduced_staged_copy_says_so_in_its_records_and_report(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    grid = parse_grid(GRID, "g.yaml", "g")
+    create_run(store, Run.new("reduced", grid, "local"), grid.pairs)
+    _, resnet = grid.pairs
+    recorder = Recorder(
+        store, "reduced", resnet.name, resnet.config, eval_split="test", steps=4, images=400,
+        staging={"frac": 0.5, "max_short_side": 448}, rank=0, world=1, gpus=0,
+    )  # fmt: skip
+    recorder.epoch(1, metrics(0.6), train_loss=1.0, seconds=2.0)
+    stored = read_json(store, records.pair_key("reduced", resnet.name, records.METRICS))
+    jsonschema.validate(stored["epochs"][0], records.EPOCH_RECORD_SCHEMA)
+    assert stored["epochs"][0]["data"] == {"frac": 0.5, "max_short_side": 448}
+
+    out = tmp_path / "report"
+    collected = CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)])
+    assert collected.exit_code == 0, collected.output
+    pairs = {p["pair"]: p for p in json.loads((out / "results.json").read_text())["pairs"]}
+    flags = pairs[resnet.name]["flags"]
+    assert "trained and evaluated on 0.5 of each split (data stage --frac)" in flags
+    assert any(f.startswith("images stored at a short side of at most 448 px") for f in flags)

@@ -91,6 +91,8 @@ def fixture_run(tmp_path):
     ]
     write_pair(store, "study", "cifar10_clip-vit-b32", clip, wise_ft=wise_ft)
     resnet = [epoch(e, h) for e, h in [(1, 0.93), (2, 0.95)]]
+    for record in resnet:  # trained on a staged copy reduced to a short side of 448
+        record["data"] = {"frac": 1.0, "max_short_side": 448}
     write_pair(store, "study", "cifar10_resnet50", resnet)
     # dtd: CLIP complete but its zero-shot (30%) is far from the published 44.4; ResNet running.
     write_pair(store, "study", "dtd_clip-vit-b32", [epoch(0, 0.30), epoch(1, 0.70)])
@@ -152,6 +154,10 @@ def test_results_table_winners_and_flags(fixture_run, tmp_path):
 
     pairs = {p["pair"]: p for p in results["pairs"]}
     assert pairs["cifar10_clip-vit-b32"]["flags"] == []  # 90.5 is within the published range
+    assert pairs["cifar10_resnet50"]["flags"] == [
+        "images stored at a short side of at most 448 px (data stage --max-short-side), "
+        "not the originals"
+    ]
     assert pairs["cifar10_clip-vit-b32"]["gpu_hours"] == pytest.approx(2 * 360 * 4 / 3600)
     assert "zero-shot 30.0 is more than 2 points from the published 44.5" in " ".join(
         pairs["dtd_clip-vit-b32"]["flags"]

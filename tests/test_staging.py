@@ -148,9 +148,9 @@ def test_frac_stages_a_subset_and_data_list_shows_it(staged):
     listed = CliRunner().invoke(cli, ["data", "list", "--store", store.uri])
     assert listed.exit_code == 0, listed.output
     header, row = [re.split(r"\s{2,}", line) for line in listed.output.splitlines()]
-    assert header == ["NAME", "SPLITS", "FRAC", "SOURCE", "CREATED"]
-    assert row[:3] == ["dtd", "train 24, test 16, val 4", "0.5"]
-    assert row[3].startswith("torchvision DTD (partition 1) from ")
+    assert header == ["NAME", "SPLITS", "FRAC", "SHORT SIDE", "SOURCE", "CREATED"]
+    assert row[:4] == ["dtd", "train 24, test 16, val 4", "0.5", "original"]
+    assert row[4].startswith("torchvision DTD (partition 1) from ")
 
 
 def test_missing_local_copy_is_one_line(tmp_path, s3_env):
