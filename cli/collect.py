@@ -28,7 +28,10 @@ def collect(store, run_id, namespace, context, out_dir) -> None:
     click.echo(
         f"run {run.run_id}: {complete} of {len(results['pairs'])} pairs complete; "
         f"in top-1 CLIP wins {o['clip_wins']}, ResNet wins {o['resnet_wins']}, "
-        f"{o['ties'] + o['undecided']} tied or undecided"
+        f"{o['ties'] + o['unclear'] + o['undecided']} without a clear winner or undecided"
     )
+    for dataset in results["datasets"]:
+        if dataset["verdict"]:
+            click.echo(f"  {dataset['verdict']}")
     for path in paths:
         click.echo(f"wrote {path}")

@@ -61,6 +61,7 @@ class PairRecords:
     epochs: list[dict[str, Any]] = field(default_factory=list)  # metrics.json, in order
     result: dict[str, Any] | None = None  # result.json, once the pair finished
     progress: dict[str, Any] | None = None  # summary.json's progress record, when asked for
+    predictions: tuple[str, ...] = ()  # the evaluations predictions.npz holds (summary.json)
 
     @property
     def trained(self) -> list[dict[str, Any]]:

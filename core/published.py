@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 from kbench.registry import DATASETS
+from kbench.spec import pair_name
 
 ZERO_SHOT_TOLERANCE = 2.0  # points outside the published range before the report flags it
 
@@ -33,7 +34,8 @@ def study_points(config: dict[str, Any], pair: str) -> dict[int, float]:
     """The study's published top-1 of this pair by epoch; {} where the study did not train
     this pair the way it did: its dataset x model with pretrained weights, scored on the split
     the study reports."""
-    points = study_table()["pairs"].get(pair)
+    # One of a grid's seeds is the same pair as the study's.
+    points = study_table()["pairs"].get(pair_name(config.get("dataset"), config.get("model")))
     if not points or not _as_published(config):
         return {}
     return {int(epoch): value for epoch, value in points.items()}

@@ -8,6 +8,9 @@ shape of the records. The job writes them, `status` and `collect` read them.
     runs/<run>/<pair>/summary.json       config, epochs, progress (where training is now,
                                          rewritten every few seconds) and result in one
     runs/<run>/<pair>/result.json        the final summary, written last
+    runs/<run>/<pair>/predictions.npz    every evaluation's predicted class of every sample
+                                         (int16 arrays `epoch_<n>`, `alpha_<a>` for WiSE-FT)
+                                         and `labels` (and `groups`), rewritten each epoch
     runs/<run>/<pair>/local.json         the local backend's view of the process (local runs only)
     runs/<run>/<pair>/cancelled.json     `kbench cancel` stopped it (Kubernetes: its Job is gone)
     runs/<run>/local.json                the process that trains a local run (`resume` checks it)
@@ -17,6 +20,13 @@ shape of the records. The job writes them, `status` and `collect` read them.
 from __future__ import annotations
 
 import hashlib
+import io
+import re
+import zipfile
+
+import numpy as np
+
+from kbench.stats import Predictions
 
 RUN = "run.json"
 CLAIM = "claim.json"
@@ -28,6 +38,47 @@ RESULT = "result.json"
 LOCAL_STATE = "local.json"
 CANCELLED = "cancelled.json"
 MANIFEST = "manifest.json"
+PREDICTIONS = "predictions.npz"
+PREDICTION_NAME = re.compile(r"epoch_\d+|alpha_[01]\.\d+")
+
+
+def encode_predictions(labels: np.ndarray, groups: np.ndarray | None, predicted: dict) -> bytes:
+    """predictions.npz: `labels` (and `groups`) once, then one array per evaluation, the
+    predicted class of each sample; int16 where the classes fit (every dataset of the study)."""
+    arrays = {"labels": labels, **({"groups": groups} if groups is not None else {}), **predicted}
+    small = max(int(a.max(initial=0)) for a in arrays.values()) < 2**15
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, **{k: a.astype(np.int16 if small else np.int32) for k, a in arrays.items()}
+    )
+    return buffer.getvalue()
+
+
+def decode_predictions(data: bytes) -> dict[str, Predictions]:
+    """predictions.npz read back, checked (the store is untrusted: no pickles, integer arrays
+    of one length, classes that are not negative): evaluation name -> Predictions. Raises
+    ValueError on anything else."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"not a predictions file: {e}") from None
+    labels, groups = arrays.pop("labels", None), arrays.pop("groups", None)
+    if labels is None:
+        raise ValueError("no labels")
+    for name, array in {"labels": labels, "groups": groups, **arrays}.items():
+        if array is None:
+            continue
+        if name not in ("labels", "groups") and not PREDICTION_NAME.fullmatch(name):
+            raise ValueError(f"unexpected array {name!r}")
+        if array.dtype.kind != "i" or array.shape != labels.shape or array.ndim != 1:
+            raise ValueError(f"{name}: not {len(labels)} integers")
+        if name != "groups" and array.min(initial=0) < 0:
+            raise ValueError(f"{name}: a negative class")
+    return {
+        name: Predictions(labels.astype(np.int64), predicted.astype(np.int64), groups)
+        for name, predicted in arrays.items()
+    }
 
 
 def run_key(run_id: str, name: str = RUN) -> str:

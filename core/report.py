@@ -20,6 +20,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from statistics import mean
@@ -27,34 +28,68 @@ from typing import Any
 
 import jinja2
 
-from kbench import published
+from kbench import published, records, stats
 from kbench.charts import Series, line_chart
 from kbench.pairs import Outcome, PairRecords, PairState, best_epoch, finite, pair_state
 from kbench.pairs import zero_shot as zero_shot_of
 from kbench.registry import DATASETS, MODELS, TOP1
 from kbench.runs import Run, read_pairs
+from kbench.stats import Predictions
 from kbench.storage import Store
 
-TIE_POINTS = 0.1  # accuracies closer than this (in points) are a tie
+TIE_POINTS = 0.1  # without predictions: accuracies closer than this (in points) are a tie
+NO_CLEAR_WINNER = "no clear winner"  # the difference's 95% interval holds 0
 
 
 # ------------------------------------------------------------------------------------- reading
 
 
 def gather(store: Store, run: Run, states: dict[str, Outcome], workers: int = 32) -> dict:
-    """Read every pair's config, epoch records and result (`workers` pairs at a time: S3 GETs
-    are latency-bound), then build the results."""
-    return build_results(run, read_pairs(store, run, workers=workers), states)
+    """Read every pair's config, epoch records and result, then the predictions of the pairs
+    that kept them (`workers` pairs at a time: S3 GETs are latency-bound), and build the
+    results."""
+    found = read_pairs(store, run, workers=workers)
+    return build_results(run, found, states, read_predictions(store, run, found, workers))
+
+
+# A pair's evaluations by name ("epoch_3", "alpha_0.5"), or why they could not be read.
+PairPredictions = dict[str, Predictions] | str
+
+
+def read_predictions(
+    store: Store, run: Run, found: list[PairRecords], workers: int = 32
+) -> dict[str, PairPredictions]:
+    """predictions.npz of every pair whose summary lists some (one GET each, concurrently)."""
+
+    def one(pair: PairRecords) -> PairPredictions:
+        try:
+            data = store.read(records.pair_key(run.run_id, pair.pair, records.PREDICTIONS))
+            return records.decode_predictions(data)
+        except KeyError:
+            return "its summary lists predictions, but predictions.npz is missing"
+        except ValueError as e:
+            return f"predictions.npz is not kbench's: {e}"
+
+    listed = [p for p in found if p.predictions]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip((p.pair for p in listed), pool.map(one, listed), strict=True))
 
 
 # ------------------------------------------------------------------------------------ building
 
 
-def build_results(run: Run, found: list[PairRecords], states: dict[str, Outcome]) -> dict:
-    pairs = [_pair(p, states.get(p.pair)) for p in found]
+def build_results(
+    run: Run,
+    found: list[PairRecords],
+    states: dict[str, Outcome],
+    predictions: dict[str, PairPredictions] | None = None,
+) -> dict:
+    predictions = predictions or {}
+    kept = {k: v for k, v in predictions.items() if isinstance(v, dict)}
+    pairs = [_pair(p, states.get(p.pair), predictions.get(p.pair)) for p in found]
     datasets = []
     for name in dict.fromkeys(p["dataset"] for p in pairs):  # grid order
-        datasets.append(_dataset(name, [p for p in pairs if p["dataset"] == name]))
+        datasets.append(_dataset(name, [p for p in pairs if p["dataset"] == name], kept))
     overall = {
         "datasets": len(datasets),
         "metric": TOP1,  # what the count is in: the study's metric
@@ -75,7 +110,7 @@ def build_results(run: Run, found: list[PairRecords], states: dict[str, Outcome]
     )
 
 
-def _pair(found: PairRecords, backend: Outcome | None) -> dict:
+def _pair(found: PairRecords, backend: Outcome | None, predictions: PairPredictions | None) -> dict:
     config, epochs, result = found.config, found.epochs, found.result
     model = config["model"]
     family = MODELS[model].family if model in MODELS else "unknown"
@@ -99,6 +134,12 @@ def _pair(found: PairRecords, backend: Outcome | None) -> dict:
     if zero_shot_flag:
         flags.append(zero_shot_flag)
     flags += _staging_flags(epochs[0].get("data") if epochs else None)
+    if isinstance(predictions, str):
+        flags.append(f"no intervals: {predictions}")
+    top1_interval = None
+    if isinstance(predictions, dict) and best_top1:
+        kept = predictions.get(f"epoch_{best_top1['epoch']}")
+        top1_interval = stats.accuracy_interval(kept) if kept else None
 
     return {
         "pair": found.pair,
@@ -115,6 +156,8 @@ def _pair(found: PairRecords, backend: Outcome | None) -> dict:
         "best_epoch": best["epoch"] if best else None,
         "best_top1": best_top1[TOP1] if best_top1 else None,
         "best_top1_epoch": best_top1["epoch"] if best_top1 else None,
+        # 95% (Wilson) interval of the best top-1, from the pair's predictions
+        "best_top1_interval": top1_interval,
         "last": epochs[-1]["headline"] if epochs else None,
         "gpu_hours": found.train_seconds * gpus / 3600,
         "train_hours": found.train_seconds / 3600,
@@ -147,25 +190,40 @@ def _staging_flags(data: dict | None) -> list[str]:
     return flags
 
 
-def _dataset(name: str, pairs: list[dict]) -> dict:
-    clip = next((p for p in pairs if p["family"] == "clip"), None)
-    resnet = next((p for p in pairs if p["family"] == "resnet"), None)
-    done = bool(clip and resnet) and clip["state"] == resnet["state"] == PairState.SUCCEEDED.value
-    both = (clip, resnet) if done else (None, None)  # compared only once both succeeded
+def _dataset(name: str, pairs: list[dict], predictions: dict[str, dict]) -> dict:
+    """One dataset's comparison. With a grid's `seeds` each model has several pairs: the best
+    values are their means, the intervals carry the spread between seeds, and the rows that
+    need one run (equal footing, groups) use the first seed's."""
+    clips = [p for p in pairs if p["family"] == "clip"]
+    resnets = [p for p in pairs if p["family"] == "resnet"]
+    clip, resnet = (clips or [None])[0], (resnets or [None])[0]
+    done = bool(clips and resnets) and all(
+        p["state"] == PairState.SUCCEEDED.value for p in clips + resnets
+    )
+    both = (clip, resnet) if done else (None, None)  # compared only once all succeeded
+    metric = pairs[0]["headline_metric"]
+    sure = _certainty(clips, resnets, metric, predictions) if done else {}
 
     def bests(key: str) -> list[float | None]:
-        return [p[key] if p else None for p in both]
+        return [_mean_of(p[key] for p in side) if done else None for side in (clips, resnets)]
 
-    return {
+    found = {
         "dataset": name,
-        "headline_metric": pairs[0]["headline_metric"],
+        "headline_metric": metric,
         "clip": clip["pair"] if clip else None,
         "resnet": resnet["pair"] if resnet else None,
+        "seeds": max(len(clips), len(resnets)),
+        # Why the differences have no interval where they have none and could
+        "no_interval": sure.get("unpaired"),
         "zero_shot": clip["zero_shot"] if clip else None,
         "zero_shot_top1": clip["zero_shot_top1"] if clip else None,
         # Best against best: the study's metric, then the dataset's own.
-        "top1": _compare(*bests("best_top1"), clip, resnet),
-        "headline": _compare(*bests("best"), clip, resnet),
+        "top1": _compare(*bests("best_top1"), clip, resnet, sure.get("top1")),
+        "headline": _compare(*bests("best"), clip, resnet, sure.get("headline")),
+        # Within CLIP, in top-1: fine-tuned (best epoch) minus zero-shot, and WiSE-FT's best
+        # alpha minus the fine-tuned end (alpha 1, the last epoch).
+        "fine_tuning": _interval(sure.get("fine_tuning")),
+        "wise_ft": _interval(sure.get("wise_ft"), alpha=sure.get("wise_ft_alpha")),
         # On equal footing, in top-1: both at the shorter run's last epoch; both at the
         # GPU-hours of the cheaper run (where both ran on GPUs).
         "equal_epochs": _equal_epochs(*both),
@@ -173,16 +231,118 @@ def _dataset(name: str, pairs: list[dict]) -> dict:
         "groups": _group_rows(clip, resnet),
         "pairs": [p["pair"] for p in pairs],
     }
+    found["verdict"] = verdict(found)
+    return found
+
+
+def _mean_of(values: Iterable[float | None]) -> float | None:
+    values = list(values)
+    return mean(values) if values and all(finite(v) for v in values) else None
+
+
+def verdict(d: dict, key: str = TOP1) -> str | None:
+    """One dataset's comparison in one line, e.g. "cifar10: CLIP - ResNet top-1 +2.00 points
+    (95% CI +0.41 to +3.62, McNemar p = 0.012): clip-vit-b32 wins"; None while pending."""
+    c = d["top1" if key == TOP1 else "headline"]
+    if c["difference"] is None:
+        return None
+    metric = "top-1" if key == TOP1 else d["headline_metric"]
+    line = f"{d['dataset']}: CLIP - ResNet {metric} {c['difference']:+.2f} points"
+    if c["interval"]:
+        low, high = c["interval"]
+        p = ""
+        if c["p_value"] is not None:
+            value = _p_value(c["p_value"])
+            p = f", McNemar p {value}" if value.startswith("<") else f", McNemar p = {value}"
+        line += f" (95% CI {low:+.2f} to {high:+.2f}{p})"
+    else:
+        line += f" (no interval: {d['no_interval'] or 'the pairs kept no predictions'})"
+    winner = c["winner"]
+    return f"{line}: {winner if winner in ('tie', NO_CLEAR_WINNER) else winner + ' wins'}"
+
+
+def _certainty(
+    clips: list[dict], resnets: list[dict], metric: str, predictions: dict[str, dict]
+) -> dict:
+    """The differences the report names a winner by, each with its interval, from the pairs'
+    per-sample predictions (each seed at its own best epoch); {} where a pair kept none (a
+    run of an older kbench)."""
+    if not all(p["pair"] in predictions for p in clips + resnets):
+        return {}
+    found: dict[str, Any] = {}
+
+    def at(pair: dict, epoch: int | None) -> Predictions | None:
+        return predictions[pair["pair"]].get(f"epoch_{epoch}")
+
+    def add(name: str, a: list, b: list, on: str) -> None:
+        if all(p is not None for p in a + b) and "unpaired" not in found:
+            try:
+                found[name] = stats.compare(a, b, on, _classes(*a, *b))
+            except ValueError as e:  # e.g. runs of an older kbench, each seed its own subset
+                found.clear()
+                found["unpaired"] = str(e)
+
+    best_top1 = [at(p, p["best_top1_epoch"]) for p in clips]
+    add("top1", best_top1, [at(p, p["best_top1_epoch"]) for p in resnets], TOP1)
+    if metric == TOP1 and "top1" in found:  # the same epochs, the same difference
+        found["headline"] = found["top1"]
+    else:
+        add(
+            "headline",
+            *([at(p, p["best_epoch"]) for p in side] for side in (clips, resnets)),
+            metric,
+        )
+    add("fine_tuning", best_top1, [at(p, 0) for p in clips], TOP1)
+    # WiSE-FT: the alpha best on average over the seeds, against the fine-tuned ends.
+    curves = [{q["alpha"]: q[TOP1] for q in p["wise_ft"] or []} for p in clips]
+    alphas = [a for a in curves[0] if all(finite(c.get(a)) for c in curves)]
+    if alphas:
+        alpha = max(alphas, key=lambda a: mean(c[a] for c in curves))  # the first of equals
+        ends = [at(p, p["epochs_total"]) for p in clips]  # alpha 1: the last epoch's weights
+        best = [
+            {0.0: at(p, 0), 1.0: end}.get(alpha) or predictions[p["pair"]].get(f"alpha_{alpha:.1f}")
+            for p, end in zip(clips, ends, strict=True)
+        ]
+        add("wise_ft", best, ends, TOP1)
+        found["wise_ft_alpha"] = alpha
+    return {"unpaired": found["unpaired"]} if "unpaired" in found else found
+
+
+def _classes(*predictions: Predictions) -> int:
+    """Enough classes for the confusion matrices: absent ones count for no metric."""
+    return 1 + max(
+        int(max(p.labels.max(initial=0), p.predicted.max(initial=0))) for p in predictions
+    )
+
+
+def _interval(difference: stats.Difference | None, **extra: Any) -> dict | None:
+    if difference is None:
+        return None
+    return {
+        **extra,
+        "difference": difference.difference,
+        "interval": [difference.low, difference.high],
+        "p_value": difference.p_value,
+        "clear": difference.clear,
+    }
 
 
 def _compare(
-    clip_value: float | None, resnet_value: float | None, clip: dict | None, resnet: dict | None
+    clip_value: float | None,
+    resnet_value: float | None,
+    clip: dict | None,
+    resnet: dict | None,
+    sure: stats.Difference | None = None,
 ) -> dict:
-    """CLIP against ResNet on one number each; no winner while either is missing."""
+    """CLIP against ResNet on one number each; no winner while either is missing. With the
+    pairs' predictions the winner is named only when the difference's 95% interval excludes
+    0 ("no clear winner" otherwise); without (an older kbench's run), by the difference."""
     difference = winner = family = None
     if finite(clip_value) and finite(resnet_value):
         difference = 100 * (clip_value - resnet_value)
-        if abs(difference) < TIE_POINTS:
+        if sure is not None and not sure.clear:
+            winner = NO_CLEAR_WINNER
+        elif sure is None and abs(difference) < TIE_POINTS:
             winner = "tie"
         else:
             winning = clip if difference > 0 else resnet
@@ -191,7 +351,10 @@ def _compare(
         "clip": clip_value,
         "resnet": resnet_value,
         "difference": difference,  # points, CLIP minus ResNet
-        "winner": winner,  # a model name, "tie", or None while a pair is not complete
+        # Its 95% interval and McNemar's p (top-1), from the per-sample predictions
+        "interval": [sure.low, sure.high] if sure else None,
+        "p_value": sure.p_value if sure else None,
+        "winner": winner,  # a model name, "tie", "no clear winner", or None while pending
         "winner_family": family,
     }
 
@@ -245,6 +408,7 @@ def _tally(comparisons: Iterable[dict]) -> dict:
         "clip_wins": sum(1 for c in comparisons if c["winner_family"] == "clip"),
         "resnet_wins": sum(1 for c in comparisons if c["winner_family"] == "resnet"),
         "ties": sum(1 for c in comparisons if c["winner"] == "tie"),
+        "unclear": sum(1 for c in comparisons if c["winner"] == NO_CLEAR_WINNER),
         "undecided": sum(1 for c in comparisons if c["winner"] is None),
         "mean_difference": mean(differences) if differences else None,
     }
@@ -360,6 +524,10 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     env.filters["pct"] = _pct
     env.filters["signed"] = lambda v: "" if v is None else f"{v:+.2f}"
     env.filters["num"] = lambda v, digits=0: "–" if v is None else f"{v:,.{digits}f}"
+    # An interval in points after a difference; a proportion's in percent after a value.
+    env.filters["ci"] = lambda i: "" if not i else f" [{i[0]:+.2f}, {i[1]:+.2f}]"
+    env.filters["pct_ci"] = lambda i: "" if not i else f" [{_pct(i[0])}, {_pct(i[1])}]"
+    env.filters["p_value"] = lambda p: "" if p is None else _p_value(p)
     return env
 
 
@@ -397,6 +565,10 @@ def _charts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             )
         charts[d["dataset"]] = chart
     return charts
+
+
+def _p_value(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.2g}"
 
 
 def _pct_value(value: float | None) -> float | None:

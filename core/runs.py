@@ -194,9 +194,17 @@ def read_pair(store: Store, run_id: str, pair: str, with_progress: bool = False)
 
 
 def _check_config(config: Any, pair: str, where: str) -> None:
-    if not isinstance(config, dict) or pair != pair_name(
-        config.get("dataset"), config.get("model")
-    ):
+    """The config of this pair: its dataset and model (and, for one of a grid's seeds, its
+    seed) are what its name says."""
+    names = (
+        {
+            pair_name(config.get("dataset"), config.get("model"), seed)
+            for seed in (None, config.get("seed"))
+        }
+        if isinstance(config, dict)
+        else set()
+    )
+    if pair not in names:
         raise StoreError(f"{where} is not the config of {pair}")
 
 
@@ -206,9 +214,14 @@ def _from_summary(summary: Any, pair: str, where: str) -> PairRecords:
         raise StoreError(f"{where} is not a kbench pair summary")
     _check_config(summary.get("config"), pair, where)
     result, progress = summary.get("result"), summary.get("progress")
-    if not all(part is None or isinstance(part, dict) for part in (result, progress)):
+    predictions = summary.get("predictions", [])
+    if not all(part is None or isinstance(part, dict) for part in (result, progress)) or not (
+        isinstance(predictions, list) and all(isinstance(p, str) for p in predictions)
+    ):
         raise StoreError(f"{where} is not a kbench pair summary")
-    return PairRecords(pair, summary["config"], summary["epochs"], result, progress or {})
+    return PairRecords(
+        pair, summary["config"], summary["epochs"], result, progress or {}, tuple(predictions)
+    )
 
 
 def read_pairs(

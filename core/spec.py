@@ -9,6 +9,7 @@ config is resolved in layers, later ones winning:
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -153,13 +154,15 @@ class Grid:
         return ", ".join(p.name for p in self.pairs)
 
 
-def pair_name(dataset: str, model: str) -> str:
-    return f"{dataset}_{model}"
+def pair_name(dataset: str, model: str, seed: int | None = None) -> str:
+    """ "<dataset>_<model>", and "_seed<seed>" after it for one of a grid's `seeds`."""
+    return f"{dataset}_{model}" + ("" if seed is None else f"_seed{seed}")
 
 
 def is_pair_name(name: Any) -> bool:
-    """Whether `name` is a pair of a dataset and a model kbench knows."""
-    return name in {pair_name(d, m) for d in DATASETS for m in MODELS}
+    """Whether `name` is a pair of a dataset and a model kbench knows (with a seed or not)."""
+    base = re.sub(r"_seed\d+$", "", name) if isinstance(name, str) else name
+    return base in {pair_name(d, m) for d in DATASETS for m in MODELS}
 
 
 GRID_KEYS = {
@@ -169,6 +172,8 @@ GRID_KEYS = {
     "models": "a list of model names, or a mapping of model name to config keys",
     "defaults": "config keys for every pair",
     "overrides": "a mapping of pair name (<dataset>_<model>) to config keys",
+    "seeds": "train every pair this many times, seeds counted from its `seed` (3), or with "
+    "these seeds ([0, 7]); pairs are then named <dataset>_<model>_seed<seed>",
     "cluster": "Kubernetes settings (image, namespace, nodes, gpus_per_node, ...)",
 }
 
@@ -222,6 +227,7 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
             known = ", ".join(sorted(names))
             raise ConfigError(f"{source}: overrides.{key}: not a pair of this grid; pairs: {known}")
 
+    seeds = _seeds(doc.get("seeds"), source)
     pairs = []
     for dataset in datasets:
         for model, model_keys in model_overrides.items():
@@ -237,7 +243,14 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
             config = TrainConfig.from_layers(layers, where=f"{source}: pair {name}")
             if config.data is not None:
                 config.data = local_data_path(config.data, base)
-            pairs.append(Pair(name=name, config=config))
+            if seeds is None:
+                pairs.append(Pair(name=name, config=config))
+                continue
+            for seed in (
+                seeds if isinstance(seeds, list) else range(config.seed, config.seed + seeds)
+            ):
+                seeded = dataclasses.replace(config, seed=seed)
+                pairs.append(Pair(name=pair_name(dataset, model, seed), config=seeded))
     name = doc.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: name: expected a non-empty string")
@@ -291,6 +304,20 @@ def _name_list(value: Any, key: str, known: dict, source: str) -> list[str]:
     if len(set(value)) != len(value):
         raise ConfigError(f"{source}: {key}: a name appears twice")
     return value
+
+
+def _seeds(value: Any, source: str) -> int | list[int] | None:
+    """`seeds`: a count (1: the pairs as without it) or a list of distinct seeds."""
+    if value is None or value == 1:
+        return None
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    if whole(value) and value >= 2:
+        return value
+    if isinstance(value, list) and value and all(map(whole, value)):
+        if len(set(value)) == len(value):
+            return value
+        raise ConfigError(f"{source}: seeds: a seed appears twice")
+    raise ConfigError(f"{source}: seeds: a count of at least 1 or a list of seeds (integers >= 0)")
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DATA_ROOT_ENV = "KBENCH_DATA_ROOT"
+LIMIT_SEED = 0  # train_limit's and eval_limit's subsets: fixed, whatever the run's seed
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,14 @@ class Source:
     data: str | None = None  # imagefolder: its tree, a local folder or s3://bucket/prefix
     root: str | None = None  # the nine: the folder of their local copies (default data_root())
     image_size: int = 32  # synthetic: the size it is drawn at
-    seed: int = 0  # synthetic: the seed it is drawn from
+    seed: int = 0  # synthetic: the seed it is drawn from (not the run's)
 
     @classmethod
     def of(cls, config: TrainConfig, info: ModelInfo | None = None) -> Source:
         size = info.image_size if info else cls.image_size
-        return cls(config.dataset, data=config.data, image_size=size, seed=config.seed)
+        # The data does not depend on the run's seed: a grid's `seeds` vary the training
+        # (initialisation, order, augmentation), and every seed is scored on the same samples.
+        return cls(config.dataset, data=config.data, image_size=size)
 
     @property
     def local_root(self) -> str:
@@ -127,8 +130,8 @@ def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = Non
         eval_split, train_split = choose_eval_split(config, list(loaded)), dataset.train_split
         classes, templates = class_names(config.dataset, loaded), prompts(config.dataset)[1]
     return Splits(
-        train=_limit(Transformed(loaded[train_split], train_tf), config.train_limit, config.seed),
-        eval=_limit(Transformed(loaded[eval_split], eval_tf), config.eval_limit, config.seed),
+        train=_limit(Transformed(loaded[train_split], train_tf), config.train_limit),
+        eval=_limit(Transformed(loaded[eval_split], eval_tf), config.eval_limit),
         eval_split=eval_split,
         classes=classes,
         templates=config.templates or templates,
@@ -163,11 +166,12 @@ def choose_eval_split(config: TrainConfig, available: list[str]) -> str:
     return chosen
 
 
-def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
-    """A fixed random subset of `limit` samples (the same in every process and restart)."""
+def _limit(dataset: Dataset, limit: int | None) -> Dataset:
+    """A fixed random subset of `limit` samples: the same in every process, restart and seed
+    of a grid's `seeds` (so every seed is scored on the same samples)."""
     if limit is None or limit >= len(dataset):
         return dataset
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(LIMIT_SEED)
     indices = torch.randperm(len(dataset), generator=generator)[:limit].sort().values
     return Subset(dataset, indices.tolist())
 

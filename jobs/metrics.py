@@ -6,9 +6,12 @@ every sample has been counted exactly once, whatever the split size and the worl
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+from kbench.stats import Predictions, from_confusion, worst_group
 
 
 class EvalAccumulator:
@@ -22,6 +25,10 @@ class EvalAccumulator:
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)
         # Per group: [samples, correct].
         self.group_counts = torch.zeros(len(groups), 2, dtype=torch.int64, device=device)
+        # Every sample's class and prediction, kept on the device until the pass ends.
+        self._labels: list[torch.Tensor] = []
+        self._predicted: list[torch.Tensor] = []
+        self._groups: list[torch.Tensor] = []
 
     @torch.no_grad()
     def update(
@@ -30,7 +37,10 @@ class EvalAccumulator:
         """Counts added on the device, without waiting for it: no host sync until `compute`
         (index_add_, where bincount and boolean indexing would read sizes back every batch)."""
         predictions = logits.argmax(dim=1)
+        self._labels.append(targets.to(torch.int32))
+        self._predicted.append(predictions.to(torch.int32))
         if self.groups:
+            self._groups.append(groups.to(torch.int32))
             member = groups >= 0
             slot = torch.where(member, groups, 0)  # samples in no group add zeros below
             correct = member & (predictions == targets)
@@ -52,24 +62,14 @@ class EvalAccumulator:
             dist.all_reduce(self.group_counts)
 
     def compute(self) -> dict[str, float | int]:
-        c = self.confusion.double().cpu()
+        """The split's metrics (the formulas are kbench.stats', which the report's intervals
+        use too)."""
         samples, top5_hits, loss_sum = self.sums.tolist()
-        true_per_class = c.sum(dim=1)
-        predicted_per_class = c.sum(dim=0)
-        hits = c.diag()
-        present = true_per_class > 0  # classes absent from the split do not count
-        per_class = hits[present] / true_per_class[present]
-        # Macro-F1 over the classes that occur as labels, as WILDS computes it for iWildCam
-        # (scikit-learn with labels=unique(y_true)); predicting an absent class still costs
-        # the true class its recall.
-        f1 = 2 * hits[present] / (true_per_class[present] + predicted_per_class[present])
         n = max(samples, 1)
         metrics = {
             "samples": int(samples),
-            "top1": float(hits.sum() / n),
+            **from_confusion(self.confusion.cpu().numpy()),
             "top5": top5_hits / n,
-            "mean_per_class": float(per_class.mean()) if len(per_class) else 0.0,
-            "macro_f1": float(f1.mean()) if len(f1) else 0.0,
             "loss": loss_sum / n,
         }
         if self.groups:
@@ -79,6 +79,29 @@ class EvalAccumulator:
                 for name, (total, correct) in zip(self.groups, counts, strict=True)
             }
             # Worst over the groups that occur in the split, as WILDS does for FMoW's regions.
-            scored = [g["top1"] for g in metrics["per_group"].values() if g["samples"]]
-            metrics["worst_region"] = min(scored) if scored else 0.0
+            metrics["worst_region"] = worst_group(counts)
         return metrics
+
+    def predictions(self, samples: int) -> Predictions:
+        """Every sample's true and predicted class (and group), in the split's order: process
+        r evaluated samples r, r + world, ... (the strided shards of build_loaders), so the
+        processes' lists, gathered, interleave back into it."""
+        columns = [torch.cat(self._labels), torch.cat(self._predicted)] if self._labels else []
+        if self.groups:
+            columns.append(torch.cat(self._groups))
+        mine = torch.stack(columns) if columns else torch.zeros(0, 0, dtype=torch.int32)
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        rows = 3 if self.groups else 2
+        if world == 1:
+            parts = [mine.reshape(rows, -1)]
+        else:  # all_gather wants equal sizes: pad each share to the largest
+            size = -(-samples // world)
+            padded = torch.full((rows, size), -1, dtype=torch.int32, device=self.confusion.device)
+            padded[:, : mine.shape[-1]] = mine.reshape(rows, -1)
+            parts = [torch.empty_like(padded) for _ in range(world)]
+            dist.all_gather(parts, padded)
+        table = np.zeros((rows, samples), dtype=np.int64)
+        for rank, part in enumerate(parts):
+            share = len(range(rank, samples, world))
+            table[:, rank::world] = part[:, :share].cpu().numpy()
+        return Predictions(table[0], table[1], table[2] if self.groups else None)

@@ -64,6 +64,8 @@ class Recorder:
         if staging is not None:
             self.base["data"] = staging
         self.epochs: list[dict[str, Any]] = []
+        self.predicted: dict[str, Any] = {}  # evaluation name -> each sample's predicted class
+        self._samples: tuple[Any, Any] | None = None  # the (labels, groups) they are of
         self._progress: dict[str, Any] | None = None
         self._result: dict[str, Any] | None = None
         self._last_progress = -math.inf
@@ -106,6 +108,21 @@ class Recorder:
         self._progress = record
         self._write_summary()
 
+    def _keep_predictions(self, name: str, predictions: Any, write: bool = True) -> None:
+        """An evaluation's predicted classes, kept with the others in predictions.npz."""
+        if predictions is None:
+            return
+        self.predicted[name] = predictions.predicted
+        self._samples = (predictions.labels, predictions.groups)
+        if write:
+            self._write_predictions()
+
+    def _write_predictions(self) -> None:
+        if self.enabled and self._samples is not None:
+            labels, groups = self._samples
+            data = records.encode_predictions(labels, groups, self.predicted)
+            self.store.write(self._key(records.PREDICTIONS), data)
+
     def _write_summary(self) -> None:
         """summary.json: everything `status` and `collect` read of the pair, in one object,
         rewritten with each of the job's writes (progress, an epoch, the result)."""
@@ -114,6 +131,7 @@ class Recorder:
             "epochs": self.epochs,
             "progress": self._progress,
             "result": self._result,
+            "predictions": sorted(self.predicted),  # what predictions.npz holds
         }
         write_json(self.store, self._key(records.SUMMARY), summary)
 
@@ -134,8 +152,20 @@ class Recorder:
 
     def restore(self, epochs: list[dict[str, Any]]) -> None:
         """Continue from a checkpoint's records: metrics.json is rewritten from these, so an
-        epoch recorded after the checkpoint (and trained again now) is not listed twice."""
+        epoch recorded after the checkpoint (and trained again now) is not listed twice; the
+        predictions of those epochs are read back (rank 0 writes them)."""
         self.epochs = list(epochs)
+        if not self.enabled:
+            return
+        try:
+            stored = records.decode_predictions(self.store.read(self._key(records.PREDICTIONS)))
+        except (KeyError, ValueError):  # none yet, or unreadable: the next evaluation rewrites
+            return
+        kept = {f"epoch_{record['epoch']}" for record in epochs}
+        self.predicted = {k: p.predicted for k, p in stored.items() if k in kept}
+        if stored:
+            first = next(iter(stored.values()))
+            self._samples = (first.labels, first.groups)
 
     def metrics(self, epoch: int) -> dict[str, Any] | None:
         """The evaluation recorded for `epoch` (on every process alike), or None."""
@@ -154,6 +184,8 @@ class Recorder:
         seconds: float = 0.0,
     ) -> None:
         """One evaluated epoch; epoch 0 (the model before training) trained nothing."""
+        metrics = dict(metrics)
+        self._keep_predictions(f"epoch_{epoch}", metrics.pop("predictions", None))
         images_per_s = self.images_per_s(seconds)
         record = {
             **self.base,
@@ -192,7 +224,15 @@ class Recorder:
         if not self.enabled:
             return
         found = self.records
-        curve = [{**p, "headline": p[self.headline_metric]} for p in wise_ft] if wise_ft else None
+        curve = None
+        if wise_ft:
+            curve = []
+            for point in wise_ft:
+                point = dict(point)
+                self._keep_predictions(
+                    f"alpha_{point['alpha']:.1f}", point.pop("predictions", None)
+                )
+                curve.append({**point, "headline": point[self.headline_metric]})
         summary = result_record(
             found,
             headline_metric=self.headline_metric,

@@ -231,7 +231,8 @@ def evaluate(
     config: TrainConfig,
     place: Placement,
 ) -> dict[str, float | int]:
-    """The model's metrics on the eval split: each process its shard, summed over all."""
+    """The model's metrics on the eval split, each process its shard, summed over all; and
+    under "predictions" every sample's predicted class (the Recorder stores them apart)."""
     model.eval()
     accumulator = EvalAccumulator(len(splits.classes), place.device, splits.groups)
     for images, labels, *groups in loader:  # a group per sample where the dataset has groups
@@ -240,7 +241,7 @@ def evaluate(
             logits = model(images)
         accumulator.update(logits, labels, groups[0].to(place.device) if groups else None)
     accumulator.all_reduce()
-    return accumulator.compute()
+    return {**accumulator.compute(), "predictions": accumulator.predictions(len(splits.eval))}
 
 
 def save_checkpoint(

@@ -44,6 +44,14 @@ def test_limit_takes_the_same_subset_everywhere():
     second = datasets.build_splits(config, model_info("resnet-tiny"))
     assert (len(first.train), len(first.eval)) == (100, 30)
     assert first.train.indices == second.train.indices
+    # Another seed (one of a grid's `seeds`) trains and is scored on the same samples.
+    other = datasets.build_splits(
+        smoke_config("resnet-tiny", train_limit=100, eval_limit=30, seed=3),
+        model_info("resnet-tiny"),
+    )
+    assert (other.train.indices, other.eval.indices) == (first.train.indices, first.eval.indices)
+    image, _ = other.eval[0]
+    assert torch.equal(image, first.eval[0][0])  # the same synthetic images, too
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "fmow"])  # a torchvision and a WILDS loader

@@ -243,3 +243,55 @@ def test_cancel_stops_a_running_local_pair(tmp_path, monkeypatch):
     assert status["pairs"][0]["state"] == "cancelled"
     again = kbench("cancel", "--all", "--store", store)
     assert again.output.strip() == "run long: stopped nothing running"
+
+
+@pytest.mark.slow
+def test_two_seeds_of_the_smoke_study_report_with_intervals(tmp_path, monkeypatch):
+    """`seeds: 2`: every pair trains twice (its own records, its own predictions), status
+    lists the seeds of a pair together, and the report compares the models over both seeds
+    with an interval."""
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "seeds.yaml"
+    grid.write_text(
+        "datasets: [synthetic]\n"
+        "models: {clip-tiny: {epochs: 2}, resnet-tiny: {epochs: 2}}\n"
+        "defaults: {train_limit: 256, eval_limit: 200}\n"
+        "seeds: 2\n"
+    )
+    store_uri = str(tmp_path / "store")
+    args = ["--store", store_uri, "--run-id", "seeds", "--parallel", "2"]
+    result = kbench("submit", "--grid", str(grid), *args)
+    assert result.exit_code == 0, result.output
+    assert "4 of 4 pairs succeeded" in result.output
+
+    store = open_store(store_uri)
+    names = [f"synthetic_{m}_seed{s}" for m in ("clip-tiny", "resnet-tiny") for s in (0, 1)]
+    losses = {}
+    for name in names:
+        summary = read_json(store, records.pair_key("seeds", name, records.SUMMARY))
+        assert summary["config"]["seed"] == int(name[-1])
+        evaluated = {"epoch_1", "epoch_2"} | ({"epoch_0"} if "clip" in name else set())
+        assert evaluated <= set(summary["predictions"])  # CLIP's zero-shot head is epoch 0
+        decoded = records.decode_predictions(
+            store.read(records.pair_key("seeds", name, records.PREDICTIONS))
+        )
+        assert len(decoded["epoch_2"].labels) == 200
+        losses[name] = [e["train_loss"] for e in summary["epochs"] if e["epoch"] >= 1]
+    assert losses[names[0]] != losses[names[1]]  # another seed, another training
+
+    status = json.loads(kbench("status", "--store", store_uri, "-o", "json").stdout)
+    assert [p["pair"] for p in status["pairs"]] == names  # a pair's seeds side by side
+
+    collected = kbench("collect", "--store", store_uri, "--out-dir", str(tmp_path / "report"))
+    assert collected.exit_code == 0, collected.output
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    dataset = results["datasets"][0]
+    assert dataset["seeds"] == 2
+    pairs = {p["pair"]: p for p in results["pairs"]}
+    clip_mean = (pairs[names[0]]["best_top1"] + pairs[names[1]]["best_top1"]) / 2
+    assert dataset["top1"]["clip"] == pytest.approx(clip_mean)
+    low, high = dataset["top1"]["interval"]
+    assert low <= dataset["top1"]["difference"] <= high
+    assert dataset["top1"]["p_value"] is None  # McNemar compares two runs, not four
+    assert dataset["verdict"] in collected.output
+    print(collected.output)  # the closing note quotes it

@@ -4,8 +4,10 @@ result.json, `kbench status` and the report read the same records and must say t
 from __future__ import annotations
 
 import json
+import math
 
 import jsonschema
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -15,6 +17,7 @@ from kbench.jobs.recorder import Recorder
 from kbench.pairs import Outcome, PairRecords, PairState, best_epoch, pair_state
 from kbench.runs import Run, create_run
 from kbench.spec import parse_grid
+from kbench.stats import Predictions
 from kbench.storage import open_store, read_json, write_json
 
 NAN = float("nan")
@@ -201,3 +204,97 @@ def test_a_pair_trained_on_a_reduced_staged_copy_says_so_in_its_records_and_repo
     flags = pairs[resnet.name]["flags"]
     assert "trained and evaluated on 0.5 of each split (data stage --frac)" in flags
     assert any(f.startswith("images stored at a short side of at most 448 px") for f in flags)
+
+
+def evaluation(labels, right: int, first: int = 0) -> dict:
+    """An evaluation's metrics and predictions: samples `first` to `first + right` right, the
+    rest one class off."""
+    index = np.arange(len(labels))
+    predicted = np.where((first <= index) & (index < first + right), labels, (labels + 1) % 10)
+    kept = Predictions(labels, predicted)
+    top1 = right / len(labels)
+    return {**metrics(top1), "samples": len(labels), "predictions": kept}
+
+
+@pytest.mark.parametrize(("resnet_right", "winner"), [(150, "no clear winner"), (100, "clip-tiny")])
+def test_the_report_names_a_winner_only_when_the_interval_excludes_zero(
+    tmp_path, resnet_right, winner
+):
+    """Both pairs record predictions through the Recorder (as the job does); the report's
+    interval, McNemar's p and its verdict come from them."""
+    store = open_store(str(tmp_path / "store"))
+    grid = parse_grid(GRID, "g.yaml", "g")
+    create_run(store, Run.new("sure", grid, "local"), grid.pairs)
+    clip, resnet = grid.pairs
+    labels = np.arange(200) % 10
+    # CLIP gets samples 0 to 156 right at its best, ResNet samples 20 to 20 + its best.
+    for pair, by_epoch, first in (
+        (clip, {0: 60, 1: 120, 2: 156, 3: 150}, 0),
+        (resnet, {1: 90, 2: 120, 3: resnet_right}, 20),
+    ):
+        recorder = job_recorder(store, "sure", pair)
+        for epoch, right in by_epoch.items():
+            recorder.epoch(epoch, evaluation(labels, right, first), seconds=float(epoch > 0))
+        wise_ft = None
+        if pair is clip:  # alphas between the ends evaluated; 0 and 1 are epochs 0 and 3
+            wise_ft = [{"alpha": a / 10, **evaluation(labels, 150 + a)} for a in range(1, 10)]
+            wise_ft = [
+                {"alpha": 0.0, **recorder.metrics(0)},
+                *wise_ft,
+                {"alpha": 1.0, **recorder.metrics(3)},
+            ]
+        recorder.finish(parameters=10, wise_ft=wise_ft, environment=ENVIRONMENT)
+    summary = read_json(store, records.pair_key("sure", clip.name, records.SUMMARY))
+    assert summary["predictions"] == [
+        *(f"alpha_0.{a}" for a in range(1, 10)),
+        *(f"epoch_{e}" for e in range(4)),
+    ]
+
+    out = tmp_path / "report"
+    collected = CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)])
+    assert collected.exit_code == 0, collected.output
+    results = json.loads((out / "results.json").read_text())
+    dataset = results["datasets"][0]
+    top1 = dataset["top1"]
+    assert top1["difference"] == pytest.approx(100 * (156 - max(120, resnet_right)) / 200)
+    low, high = top1["interval"]
+    assert low < top1["difference"] < high
+    assert top1["winner"] == winner and (low > 0) == (winner == "clip-tiny")
+    assert dataset["verdict"] in collected.output
+    assert dataset["verdict"].endswith(winner if winner == "no clear winner" else "clip-tiny wins")
+    # McNemar on the best epochs, by hand: the samples only one of them gets right.
+    resnet_end = 20 + max(120, resnet_right)
+    only_clip, only_resnet = 20 + max(0, 156 - resnet_end), max(0, resnet_end - 156)
+    n, k = only_clip + only_resnet, max(only_clip, only_resnet)
+    by_hand = min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n)
+    assert top1["p_value"] == pytest.approx(by_hand)
+    assert (top1["p_value"] < 0.05) == (winner == "clip-tiny")
+    # Within CLIP: fine-tuned (epoch 2, 156) over zero-shot (60); WiSE-FT's best alpha (0.9,
+    # 159) over the fine-tuned end (epoch 3, 150).
+    assert dataset["fine_tuning"]["difference"] == pytest.approx(48.0)
+    assert dataset["fine_tuning"]["clear"]
+    assert dataset["wise_ft"]["alpha"] == 0.9
+    assert dataset["wise_ft"]["difference"] == pytest.approx(4.5)
+    pairs = {p["pair"]: p for p in results["pairs"]}
+    low, high = pairs[clip.name]["best_top1_interval"]
+    assert low < 156 / 200 < high
+    assert "How sure" in (out / "report.md").read_text()
+
+
+def test_pairs_scored_on_different_samples_get_no_interval_and_the_report_says_why(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    grid = parse_grid(GRID, "g.yaml", "g")
+    create_run(store, Run.new("unpaired", grid, "local"), grid.pairs)
+    for pair, labels in zip(grid.pairs, (np.arange(200) % 10, np.arange(200) % 7), strict=True):
+        recorder = job_recorder(store, "unpaired", pair)
+        for epoch in range(0 if pair.config.model == "clip-tiny" else 1, 4):
+            recorder.epoch(epoch, evaluation(labels, 100 + epoch), seconds=1.0)
+        recorder.finish(parameters=10, wise_ft=None, environment=ENVIRONMENT)
+    out = tmp_path / "report"
+    collected = CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)])
+    assert collected.exit_code == 0, collected.output
+    dataset = json.loads((out / "results.json").read_text())["datasets"][0]
+    assert dataset["top1"]["interval"] is None
+    assert dataset["verdict"].endswith(
+        "(no interval: the two sides were not evaluated on the same samples): tie"
+    )

@@ -147,6 +147,7 @@ def test_results_table_winners_and_flags(fixture_run, tmp_path):
         "clip_wins": 1,
         "resnet_wins": 0,
         "ties": 0,
+        "unclear": 0,  # no predictions in these records: no intervals
         "undecided": 2,
         "mean_difference": pytest.approx(2.0),
     }
@@ -185,8 +186,9 @@ def test_markdown_and_csv(fixture_run, tmp_path):
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| cifar10 | 90.50 | 97.00 | 95.00 | +2.00 | clip-vit-b32 | top1 | 90.50 |" in markdown
     assert "| dtd | 30.00 |  |  |  | undecided | top1 | 30.00 |  |  |  | undecided |" in markdown
-    assert "(the study's metric):** CLIP wins 1, ResNet wins 0, 0 tie(s), 2 undecided of 3" in (
-        markdown
+    assert (
+        "(the study's metric):** CLIP wins 1, ResNet wins 0, 0 without a clear winner, "
+        "0 tie(s), 2 undecided of 3" in markdown
     )
     assert "| flowers102_clip-vit-b32 | failed | 1/10 |" in markdown
     assert "| 4 |  |  |  |  |  | 85.00 |" in markdown

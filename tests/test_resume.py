@@ -105,6 +105,12 @@ def outcome(store, run_id: str) -> tuple[list[dict], dict]:
     return epochs, read_json(store, records.pair_key(run_id, PAIR, records.RESULT))
 
 
+def predictions(store, run_id: str) -> dict[str, list[int]]:
+    stored = store.read(records.pair_key(run_id, PAIR, records.PREDICTIONS))
+    decoded = records.decode_predictions(stored)
+    return {name: p.predicted.tolist() for name, p in decoded.items()}
+
+
 def comparable(record: dict) -> dict:
     """The numbers that must match; timings and timestamps differ between runs."""
     return {
@@ -151,6 +157,8 @@ def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(tmp_path, worke
     assert [r["epoch"] for r in epochs] == list(range(EPOCHS + 1))  # each exactly once
     assert [comparable(r) for r in epochs] == [comparable(r) for r in expected_epochs]
     assert comparable(result) == comparable(expected_result)
+    # Every evaluation's predictions, the ones before the kills read back on resume.
+    assert predictions(store, "interrupted") == predictions(store, "straight")
     # only the newest checkpoint is kept
     assert store.list(records.pair_key("interrupted", PAIR, "checkpoints")) == [
         records.pair_key("interrupted", PAIR, f"checkpoints/epoch-{EPOCHS:04d}.pt"),
@@ -164,14 +172,17 @@ def test_sharded_eval_counts_every_sample_once(tmp_path):
     grid = GRID.replace("eval_limit: 64", "eval_limit: 37").replace(
         f"epochs: {EPOCHS}", "epochs: 1"
     )
-    zero_shot = {}
+    zero_shot, kept = {}, {}
     for nproc in (1, 2):
         run_id = f"nproc-{nproc}"
         parsed = parse_grid(grid, "g.yaml", default_name="g")
         create_run(store, Run.new(run_id, parsed, "local"), parsed.pairs)
         finish(start(store, run_id, nproc=nproc))
         zero_shot[nproc] = outcome(store, run_id)[0][0]
+        kept[nproc] = predictions(store, run_id)
     assert zero_shot[1]["samples"] == zero_shot[2]["samples"] == 37
+    # Each process's share of the predictions interleaved back into the split's order.
+    assert kept[1] == kept[2] and len(kept[1]["epoch_0"]) == 37
     for metric in ("top1", "top5", "mean_per_class", "macro_f1"):
         assert zero_shot[1][metric] == zero_shot[2][metric], metric
     assert zero_shot[1]["loss"] == pytest.approx(zero_shot[2]["loss"], rel=1e-6)

@@ -104,6 +104,10 @@ BAD_GRIDS = [
         "datasets: [cifar10]\nmodels: [resnet50]\noverrides: {dtd_resnet50: {epochs: 1}}",
         "overrides.dtd_resnet50: not a pair of this grid; pairs: cifar10_resnet50",
     ),
+    ("datasets: [cifar10]\nmodels: [resnet50]\nseeds: 0", "seeds: a count of at least 1"),
+    ("datasets: [cifar10]\nmodels: [resnet50]\nseeds: [1, -2]", "seeds: a count of at least 1"),
+    ("datasets: [cifar10]\nmodels: [resnet50]\nseeds: [3, 3]", "seeds: a seed appears twice"),
+    ("datasets: [cifar10]\nmodels: [resnet50]\nseeds: two", "seeds: a count of at least 1"),
 ]
 
 
@@ -149,3 +153,22 @@ def test_every_model_has_a_recipe():
         f"datasets: [synthetic]\nmodels: [{', '.join(MODELS)}]", "g.yaml", default_name="g"
     )
     assert len(grid.pairs) == len(MODELS)
+
+
+def test_seeds_train_every_pair_again_under_its_own_name():
+    text = (
+        "datasets: [cifar10, dtd]\nmodels: [resnet50]\nseeds: 2\n"
+        "overrides: {dtd_resnet50: {seed: 5, epochs: 3}}"
+    )
+    grid = parse_grid(text, "g.yaml", "g")
+    assert [(p.name, p.config.seed) for p in grid.pairs] == [
+        ("cifar10_resnet50_seed0", 0),
+        ("cifar10_resnet50_seed1", 1),
+        ("dtd_resnet50_seed5", 5),  # counted from the pair's own seed
+        ("dtd_resnet50_seed6", 6),
+    ]
+    assert all(p.config.epochs == 3 for p in grid.pairs[2:])  # an override covers every seed
+    listed = parse_grid("datasets: [dtd]\nmodels: [resnet50]\nseeds: [7, 1]", "g.yaml", "g")
+    assert [p.name for p in listed.pairs] == ["dtd_resnet50_seed7", "dtd_resnet50_seed1"]
+    one = parse_grid("datasets: [dtd]\nmodels: [resnet50]\nseeds: 1", "g.yaml", "g")
+    assert [p.name for p in one.pairs] == ["dtd_resnet50"]  # as without the key
