@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000  # top-1 (a mean: drawn as counts, fast)
@@ -130,11 +129,15 @@ def mcnemar(a: Predictions, b: Predictions) -> float:
     only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
     if only_a + only_b == 0:
         return 1.0
+    from scipy import stats  # here: importing it takes a second, and most commands never need it
+
     return float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
 def accuracy_interval(p: Predictions) -> tuple[float, float]:
     """A single model's top-1 with its 95% Wilson interval (scipy.stats.binomtest)."""
+    from scipy import stats
+
     hits = int((p.predicted == p.labels).sum())
     ci = stats.binomtest(hits, len(p.labels)).proportion_ci(CONFIDENCE, method="wilson")
     return float(ci.low), float(ci.high)
@@ -155,6 +158,8 @@ def _draws(data: np.ndarray, statistic: Callable) -> np.ndarray:
     """scipy's bootstrap draws of `statistic` over resampled sample indices."""
     if len(data) < 2:  # nothing to resample
         return np.array([statistic(data)])
+    from scipy import stats
+
     result = stats.bootstrap(
         (data,),
         statistic,

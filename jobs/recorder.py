@@ -229,10 +229,10 @@ class Recorder:
             curve = []
             for point in wise_ft:
                 point = dict(point)
-                self._keep_predictions(
-                    f"alpha_{point['alpha']:.1f}", point.pop("predictions", None)
-                )
+                predictions = point.pop("predictions", None)
+                self._keep_predictions(f"alpha_{point['alpha']:.1f}", predictions, write=False)
                 curve.append({**point, "headline": point[self.headline_metric]})
+            self._write_predictions()  # once for the whole curve
         summary = result_record(
             found,
             headline_metric=self.headline_metric,
