@@ -250,10 +250,7 @@ def verdict(d: dict, key: str = TOP1) -> str | None:
     line = f"{d['dataset']}: CLIP - ResNet {metric} {c['difference']:+.2f} points"
     if c["interval"]:
         low, high = c["interval"]
-        p = ""
-        if c["p_value"] is not None:
-            value = _p_value(c["p_value"])
-            p = f", McNemar p {value}" if value.startswith("<") else f", McNemar p = {value}"
+        p = f", McNemar p = {c['p_value']:.2g}" if c["p_value"] is not None else ""
         line += f" (95% CI {low:+.2f} to {high:+.2f}{p})"
     else:
         line += f" (no interval: {d['no_interval'] or 'the pairs kept no predictions'})"
@@ -527,7 +524,7 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     # An interval in points after a difference; a proportion's in percent after a value.
     env.filters["ci"] = lambda i: "" if not i else f" [{i[0]:+.2f}, {i[1]:+.2f}]"
     env.filters["pct_ci"] = lambda i: "" if not i else f" [{_pct(i[0])}, {_pct(i[1])}]"
-    env.filters["p_value"] = lambda p: "" if p is None else _p_value(p)
+    env.filters["p_value"] = lambda p: "" if p is None else f"{p:.2g}"
     return env
 
 
@@ -565,10 +562,6 @@ def _charts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             )
         charts[d["dataset"]] = chart
     return charts
-
-
-def _p_value(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.2g}"
 
 
 def _pct_value(value: float | None) -> float | None:

@@ -121,8 +121,12 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch):
     assert all(cell for row in rows[2:] for cell in row)
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| epoch | synthetic_clip-tiny | synthetic_resnet-tiny |" in markdown
-    # The summary row: top-1 with a winner, then the literature metric (top-1 here too).
-    summary = r"\n\| synthetic \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [+-][\d.]+ \| [a-z-]+ \| top1 \|"
+    # The summary row: top-1, the difference with its interval and a winner (or "no clear
+    # winner"), then the literature metric (top-1 here too).
+    difference = r"[+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\]"
+    summary = (
+        rf"\n\| synthetic \| [\d.]+ \| [\d.]+ \| [\d.]+ \| {difference} \| [a-z -]+ \| top1 \|"
+    )
     assert re.search(summary, markdown), markdown
     for epoch in range(7):
         assert f"\n| {epoch} | " in markdown

@@ -181,8 +181,9 @@ def test_sharded_eval_counts_every_sample_once(tmp_path):
         zero_shot[nproc] = outcome(store, run_id)[0][0]
         kept[nproc] = predictions(store, run_id)
     assert zero_shot[1]["samples"] == zero_shot[2]["samples"] == 37
-    # Each process's share of the predictions interleaved back into the split's order.
-    assert kept[1] == kept[2] and len(kept[1]["epoch_0"]) == 37
+    # Each process's share of the predictions interleaved back into the split's order (epoch
+    # 0: the same weights in both; training on 1 or 2 processes draws other augmentations).
+    assert kept[1]["epoch_0"] == kept[2]["epoch_0"] and len(kept[1]["epoch_0"]) == 37
     for metric in ("top1", "top5", "mean_per_class", "macro_f1"):
         assert zero_shot[1][metric] == zero_shot[2][metric], metric
     assert zero_shot[1]["loss"] == pytest.approx(zero_shot[2]["loss"], rel=1e-6)
