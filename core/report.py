@@ -27,6 +27,7 @@ from statistics import mean
 from typing import Any
 
 import jinja2
+import numpy as np
 
 from kbench import published, records, stats
 from kbench.charts import Series, line_chart
@@ -226,8 +227,8 @@ def _dataset(name: str, pairs: list[dict], predictions: dict[str, dict]) -> dict
         "wise_ft": _interval(sure.get("wise_ft"), alpha=sure.get("wise_ft_alpha")),
         # On equal footing, in top-1: both at the shorter run's last epoch; both at the
         # GPU-hours of the cheaper run (where both ran on GPUs).
-        "equal_epochs": _equal_epochs(*both),
-        "equal_gpu_hours": _equal_gpu_hours(*both),
+        "equal_epochs": _equal_epochs(*both, predictions),
+        "equal_gpu_hours": _equal_gpu_hours(*both, predictions),
         "groups": _group_rows(clip, resnet),
         "pairs": [p["pair"] for p in pairs],
     }
@@ -360,17 +361,16 @@ def _top1_at(pair: dict, epoch: int) -> float | None:
     return next((e[TOP1] for e in pair["epochs"] if e["epoch"] == epoch), None)
 
 
-def _equal_epochs(clip: dict | None, resnet: dict | None) -> dict | None:
+def _equal_epochs(clip: dict | None, resnet: dict | None, predictions: dict) -> dict | None:
     if not (clip and resnet and clip["epochs_done"] and resnet["epochs_done"]):
         return None
     epoch = min(max(e["epoch"] for e in p["epochs"]) for p in (clip, resnet))
-    return {
-        "epoch": epoch,
-        **_compare(_top1_at(clip, epoch), _top1_at(resnet, epoch), clip, resnet),
-    }
+    values = _top1_at(clip, epoch), _top1_at(resnet, epoch)
+    sure = _top1_difference(clip, epoch, resnet, epoch, predictions)
+    return {"epoch": epoch, **_compare(*values, clip, resnet, sure)}
 
 
-def _equal_gpu_hours(clip: dict | None, resnet: dict | None) -> dict | None:
+def _equal_gpu_hours(clip: dict | None, resnet: dict | None, predictions: dict) -> dict | None:
     """Each model at its last epoch within the cheaper run's GPU-hours."""
     if not (clip and resnet and clip["gpus"] and resnet["gpus"]):
         return None
@@ -380,12 +380,25 @@ def _equal_gpu_hours(clip: dict | None, resnet: dict | None) -> dict | None:
         _top1_at(p, e) if e is not None else None
         for p, e in zip((clip, resnet), reached, strict=True)
     ]
+    sure = _top1_difference(clip, reached[0], resnet, reached[1], predictions)
     return {
         "gpu_hours": budget,
         "clip_epoch": reached[0],
         "resnet_epoch": reached[1],
-        **_compare(*values, clip, resnet),
+        **_compare(*values, clip, resnet, sure),
     }
+
+
+def _top1_difference(
+    clip: dict, clip_epoch: int | None, resnet: dict, resnet_epoch: int | None, predictions: dict
+) -> stats.Difference | None:
+    """CLIP at one epoch against ResNet at another, in top-1 with its interval; None without
+    both evaluations' predictions (or when they are not of the same samples)."""
+    a = (predictions.get(clip["pair"]) or {}).get(f"epoch_{clip_epoch}")
+    b = (predictions.get(resnet["pair"]) or {}).get(f"epoch_{resnet_epoch}")
+    if a is None or b is None or not np.array_equal(a.labels, b.labels):
+        return None
+    return stats.compare([a], [b], TOP1, _classes(a, b))
 
 
 def _epoch_within(pair: dict, gpu_hours: float) -> int | None:

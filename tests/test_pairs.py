@@ -269,6 +269,12 @@ def test_the_report_names_a_winner_only_when_the_interval_excludes_zero(
     by_hand = min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n)
     assert top1["p_value"] == pytest.approx(by_hand)
     assert (top1["p_value"] < 0.05) == (winner == "clip-tiny")
+    # At equal epochs (3): CLIP right on samples 0-150, ResNet on 20-170 (the same count: no
+    # clear winner) or on 20-120 (CLIP 25 points ahead).
+    equal = dataset["equal_epochs"]
+    assert equal["epoch"] == 3 and equal["winner"] == winner
+    assert equal["difference"] == pytest.approx(100 * (150 - resnet_right) / 200)
+    assert equal["interval"][0] <= equal["difference"] <= equal["interval"][1]
     # Within CLIP: fine-tuned (epoch 2, 156) over zero-shot (60); WiSE-FT's best alpha (0.9,
     # 159) over the fine-tuned end (epoch 3, 150).
     assert dataset["fine_tuning"]["difference"] == pytest.approx(48.0)
