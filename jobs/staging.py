@@ -202,24 +202,24 @@ def _stored(max_short_side: int | None) -> str:
 def _sample_bytes(
     dataset: Dataset, index: int, max_short_side: int | None
 ) -> tuple[bytes, str, int, int | None]:
-    """The original file when the loader keeps one (no re-encoding) unless it is reduced to
+    """The original file when the loader keeps one (no re-encoding), unless it is reduced to
     `max_short_side`; a small image in a lossless format (PNG files, the arrays of CIFAR and
     STL10) as its decoded pixels."""
     original = _original_file(dataset, index)
-    if original is not None:
-        path, label, group = original
-        _check_image(path)
-        ext = path.suffix.lstrip(".").lower() or "jpg"
-        if ext != "png" and not max_short_side:
-            return path.read_bytes(), ext, int(label), group
+    if original is None:  # CIFAR, STL10: arrays in memory
+        image, label, *group = dataset[index]
+        group = int(group[0]) if group else None
+        return (*_encoded(image, False, max_short_side), int(label), group)
+    path, label, group = original
+    _check_image(path)
+    ext = path.suffix.lstrip(".").lower() or "jpg"
+    if ext == "png" or max_short_side:
         with Image.open(path) as image:
-            lossy = ext in ("jpg", "jpeg")
-            if _needs_reducing(image, max_short_side) or not lossy:
+            small_png = ext == "png" and max(image.size) <= RAW_MAX_SIDE
+            if small_png or _needs_reducing(image, max_short_side):
+                lossy = ext in ("jpg", "jpeg")
                 return (*_encoded(image, lossy, max_short_side), int(label), group)
-        return path.read_bytes(), ext, int(label), group
-    image, label, *group = dataset[index]
-    group = int(group[0]) if group else None
-    return (*_encoded(image, False, max_short_side), int(label), group)
+    return path.read_bytes(), ext, int(label), group
 
 
 def _needs_reducing(image: Image.Image, max_short_side: int | None) -> bool:
