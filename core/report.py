@@ -27,7 +27,6 @@ from statistics import mean
 from typing import Any
 
 import jinja2
-import numpy as np
 
 from kbench import published, records, stats
 from kbench.charts import Series, line_chart
@@ -267,18 +266,19 @@ def _certainty(
     run of an older kbench)."""
     if not all(p["pair"] in predictions for p in clips + resnets):
         return {}
+    try:  # every evaluation of every pair on the same samples (not so: an older kbench's seeds)
+        stats.check_paired([e for p in clips + resnets for e in predictions[p["pair"]].values()])
+    except ValueError as e:
+        return {"unpaired": str(e)}
     found: dict[str, Any] = {}
 
     def at(pair: dict, epoch: int | None) -> Predictions | None:
         return predictions[pair["pair"]].get(f"epoch_{epoch}")
 
     def add(name: str, a: list, b: list, on: str) -> None:
-        if all(p is not None for p in a + b) and "unpaired" not in found:
-            try:
-                found[name] = stats.compare(a, b, on, _classes(*a, *b))
-            except ValueError as e:  # e.g. runs of an older kbench, each seed its own subset
-                found.clear()
-                found["unpaired"] = str(e)
+        difference = _difference(a, b, on)
+        if difference is not None:
+            found[name] = difference
 
     best_top1 = [at(p, p["best_top1_epoch"]) for p in clips]
     add("top1", best_top1, [at(p, p["best_top1_epoch"]) for p in resnets], TOP1)
@@ -303,7 +303,7 @@ def _certainty(
         ]
         add("wise_ft", best, ends, TOP1)
         found["wise_ft_alpha"] = alpha
-    return {"unpaired": found["unpaired"]} if "unpaired" in found else found
+    return found
 
 
 def _classes(*predictions: Predictions) -> int:
@@ -392,13 +392,21 @@ def _equal_gpu_hours(clip: dict | None, resnet: dict | None, predictions: dict) 
 def _top1_difference(
     clip: dict, clip_epoch: int | None, resnet: dict, resnet_epoch: int | None, predictions: dict
 ) -> stats.Difference | None:
-    """CLIP at one epoch against ResNet at another, in top-1 with its interval; None without
-    both evaluations' predictions (or when they are not of the same samples)."""
+    """CLIP at one epoch against ResNet at another, in top-1 with its interval."""
     a = (predictions.get(clip["pair"]) or {}).get(f"epoch_{clip_epoch}")
     b = (predictions.get(resnet["pair"]) or {}).get(f"epoch_{resnet_epoch}")
-    if a is None or b is None or not np.array_equal(a.labels, b.labels):
+    return _difference([a], [b], TOP1)
+
+
+def _difference(a: list, b: list, metric: str) -> stats.Difference | None:
+    """A's metric minus B's with its interval; None without every evaluation's predictions or
+    when they did not score the same samples."""
+    if any(p is None for p in a + b):
         return None
-    return stats.compare([a], [b], TOP1, _classes(a, b))
+    try:
+        return stats.compare(a, b, metric, _classes(*a, *b))
+    except ValueError:
+        return None
 
 
 def _epoch_within(pair: dict, gpu_hours: float) -> int | None:

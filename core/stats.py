@@ -96,9 +96,8 @@ def compare(
     """A's metric minus B's (100 x, in points), averaged over each side's seeds, with a 95%
     percentile interval from bootstrap draws at two levels: the samples (paired: the same
     draw for both sides) and, with several seeds, the seeds of each side."""
+    check_paired([*a, *b])
     labels = a[0].labels
-    if any(not np.array_equal(p.labels, labels) for p in (*a, *b)):
-        raise ValueError("the two sides were not evaluated on the same samples")
 
     def difference(index: np.ndarray | None = None) -> float:
         side_a = np.mean([p.metric(metric, classes, index) for p in a])
@@ -120,6 +119,13 @@ def compare(
     low, high = np.percentile(draws, [tail, 100 - tail])
     p_value = mcnemar(a[0], b[0]) if metric == "top1" and len(a) == len(b) == 1 else None
     return Difference(float(estimate), float(low), float(high), p_value, max(len(a), len(b)))
+
+
+def check_paired(evaluations: Sequence[Predictions]) -> None:
+    """Raises ValueError unless every evaluation scored the same samples (the same labels in
+    the same order): only then are differences paired."""
+    if any(not np.array_equal(p.labels, evaluations[0].labels) for p in evaluations):
+        raise ValueError("the two sides were not evaluated on the same samples")
 
 
 def mcnemar(a: Predictions, b: Predictions) -> float:
