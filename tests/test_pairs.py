@@ -22,6 +22,7 @@ from kbench.storage import open_store, read_json, write_json
 
 NAN = float("nan")
 GRID = "datasets: [synthetic]\nmodels: {clip-tiny: {epochs: 3}, resnet-tiny: {epochs: 3}}\n"
+FOUR_MODELS = "datasets: [synthetic]\nmodels: [clip-tiny, resnet-tiny, clip-vit-b32, resnet50]\n"
 ENVIRONMENT = {"device": "CPU", "torch": "x", "torchvision": "x", "open_clip": "x", "python": "x"}
 
 
@@ -45,6 +46,20 @@ def job_recorder(store, run_id: str, pair) -> Recorder:
     )  # fmt: skip
 
 
+def new_run(store, run_id: str, text: str = GRID) -> list:
+    """The pairs of a run of this grid, created in the store as `submit` creates it."""
+    grid = parse_grid(text, "g.yaml", "g")
+    create_run(store, Run.new(run_id, grid, "local"), grid.pairs)
+    return grid.pairs
+
+
+def collect(store, out) -> tuple[str, dict]:
+    """`kbench collect` into `out`: what it printed, and results.json."""
+    result = CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads((out / "results.json").read_text())
+
+
 def train_pair(store, run_id: str, pair, headlines: dict[int, float]) -> Recorder:
     """The pair's records as the training loop leaves them: one evaluation per epoch through
     the Recorder, then the result."""
@@ -60,19 +75,15 @@ def train_pair(store, run_id: str, pair, headlines: dict[int, float]) -> Recorde
 
 def test_result_json_and_the_report_name_the_same_best_epoch_when_zero_shot_is_best(tmp_path):
     store = open_store(str(tmp_path / "store"))
-    grid = parse_grid(GRID, "g.yaml", "g")
-    create_run(store, Run.new("best", grid, "local"), grid.pairs)
-    clip, resnet = grid.pairs
+    clip, resnet = new_run(store, "best")
     # CLIP's zero-shot head beats every fine-tuned epoch (as the study saw on small datasets).
     train_pair(store, "best", clip, {0: 0.90, 1: 0.70, 2: 0.85, 3: 0.80})
     train_pair(store, "best", resnet, {1: 0.50, 2: 0.60, 3: 0.55})
 
     result = read_json(store, records.pair_key("best", clip.name, records.RESULT))
     jsonschema.validate(result, records.RESULT_SCHEMA)
-    out = tmp_path / "report"
-    collected = CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)])
-    assert collected.exit_code == 0, collected.output
-    report = {p["pair"]: p for p in json.loads((out / "results.json").read_text())["pairs"]}
+    _, results = collect(store, tmp_path / "report")
+    report = {p["pair"]: p for p in results["pairs"]}
 
     assert (result["best_epoch"], result["best"]) == (2, 0.85)  # fine-tuned best, not epoch 0
     assert result["zero_shot"] == 0.90  # zero-shot, reported on its own
@@ -107,13 +118,7 @@ def test_pair_state(result, epochs, backend, expected):
 
 def test_status_and_the_report_agree_on_every_pair_state(tmp_path):
     store = open_store(str(tmp_path / "store"))
-    grid = parse_grid(
-        "datasets: [synthetic]\nmodels: [clip-tiny, resnet-tiny, clip-vit-b32, resnet50]\n",
-        "g.yaml",
-        "g",
-    )
-    create_run(store, Run.new("states", grid, "local"), grid.pairs)
-    done, failed, running, waiting = grid.pairs
+    done, failed, running, waiting = new_run(store, "states", FOUR_MODELS)
     train_pair(store, "states", done, {0: 0.2, 1: 0.3})
     key = lambda pair, name: records.pair_key("states", pair.name, name)  # noqa: E731
     write_json(store, key(failed, records.LOCAL_STATE), {"state": "failed", "reason": "OOM"})
@@ -122,14 +127,7 @@ def test_status_and_the_report_agree_on_every_pair_state(tmp_path):
     status = CliRunner().invoke(cli, ["status", "--store", store.uri, "-o", "json"])
     assert status.exit_code == 3, status.output  # one pair failed
     shown = {p["pair"]: p["state"] for p in json.loads(status.stdout)["pairs"]}
-    out = tmp_path / "report"
-    assert (
-        CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)]).exit_code
-        == 0
-    )
-    reported = {
-        p["pair"]: p["state"] for p in json.loads((out / "results.json").read_text())["pairs"]
-    }
+    reported = {p["pair"]: p["state"] for p in collect(store, tmp_path / "report")[1]["pairs"]}
     assert (
         shown
         == reported
@@ -151,13 +149,8 @@ def test_status_and_collect_read_one_object_a_pair_once_its_job_has_started(s3_e
     from kbench.runs import load_run, read_pairs
 
     store = open_store(s3_env.uri(f"summary/{tmp_path.name}"))
-    grid = parse_grid(
-        "datasets: [synthetic]\nmodels: [clip-tiny, resnet-tiny, clip-vit-b32, resnet50]\n",
-        "g.yaml",
-        "g",
-    )
-    create_run(store, Run.new("one", grid, "local"), grid.pairs)
-    done, running, older, waiting = grid.pairs
+    pairs = new_run(store, "one", FOUR_MODELS)
+    done, running, older, waiting = pairs
     train_pair(store, "one", done, {0: 0.2, 1: 0.3})
     recorder = job_recorder(store, "one", running)
     recorder.epoch(1, metrics(0.5), seconds=1.0)
@@ -173,7 +166,7 @@ def test_status_and_collect_read_one_object_a_pair_once_its_job_has_started(s3_e
     run = load_run(store, "one")
     gets.clear()
     found = {p.pair: p for p in read_pairs(store, run, with_progress=True)}
-    per_pair = {pair.name: sum(f"/{pair.name}/" in str(r.url) for r in gets) for pair in grid.pairs}
+    per_pair = {pair.name: sum(f"/{pair.name}/" in str(r.url) for r in gets) for pair in pairs}
     assert per_pair == {done.name: 1, running.name: 1, older.name: 5, waiting.name: 5}
     assert found[running.name].progress["step"] == 2 and found[running.name].result is None
     assert found[done.name].result["best"] == 0.3 and found[older.name].result["best"] == 0.4
@@ -185,9 +178,7 @@ def test_status_and_collect_read_one_object_a_pair_once_its_job_has_started(s3_e
 
 def test_a_pair_trained_on_a_reduced_staged_copy_says_so_in_its_records_and_report(tmp_path):
     store = open_store(str(tmp_path / "store"))
-    grid = parse_grid(GRID, "g.yaml", "g")
-    create_run(store, Run.new("reduced", grid, "local"), grid.pairs)
-    _, resnet = grid.pairs
+    _, resnet = new_run(store, "reduced")
     recorder = Recorder(
         store, "reduced", resnet.name, resnet.config, eval_split="test", steps=4, images=400,
         staging={"frac": 0.5, "max_short_side": 448}, rank=0, world=1, gpus=0,
@@ -197,10 +188,7 @@ def test_a_pair_trained_on_a_reduced_staged_copy_says_so_in_its_records_and_repo
     jsonschema.validate(stored["epochs"][0], records.EPOCH_RECORD_SCHEMA)
     assert stored["epochs"][0]["data"] == {"frac": 0.5, "max_short_side": 448}
 
-    out = tmp_path / "report"
-    collected = CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)])
-    assert collected.exit_code == 0, collected.output
-    pairs = {p["pair"]: p for p in json.loads((out / "results.json").read_text())["pairs"]}
+    pairs = {p["pair"]: p for p in collect(store, tmp_path / "report")[1]["pairs"]}
     flags = pairs[resnet.name]["flags"]
     assert "trained and evaluated on 0.5 of each split (data stage --frac)" in flags
     assert any(f.startswith("images stored at a short side of at most 448 px") for f in flags)
@@ -223,9 +211,7 @@ def test_the_report_names_a_winner_only_when_the_interval_excludes_zero(
     """Both pairs record predictions through the Recorder (as the job does); the report's
     interval, McNemar's p and its verdict come from them."""
     store = open_store(str(tmp_path / "store"))
-    grid = parse_grid(GRID, "g.yaml", "g")
-    create_run(store, Run.new("sure", grid, "local"), grid.pairs)
-    clip, resnet = grid.pairs
+    clip, resnet = new_run(store, "sure")
     labels = np.arange(200) % 10
     # CLIP gets samples 0 to 156 right at its best, ResNet samples 20 to 20 + its best.
     for pair, by_epoch, first in (
@@ -251,16 +237,14 @@ def test_the_report_names_a_winner_only_when_the_interval_excludes_zero(
     ]
 
     out = tmp_path / "report"
-    collected = CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)])
-    assert collected.exit_code == 0, collected.output
-    results = json.loads((out / "results.json").read_text())
+    printed, results = collect(store, out)
     dataset = results["datasets"][0]
     top1 = dataset["top1"]
     assert top1["difference"] == pytest.approx(100 * (156 - max(120, resnet_right)) / 200)
     low, high = top1["interval"]
     assert low < top1["difference"] < high
     assert top1["winner"] == winner and (low > 0) == (winner == "clip-tiny")
-    assert dataset["verdict"] in collected.output
+    assert dataset["verdict"] in printed
     assert dataset["verdict"].endswith(winner if winner == "no clear winner" else "clip-tiny wins")
     # McNemar on the best epochs, by hand: the samples only one of them gets right.
     resnet_end = 20 + max(120, resnet_right)
@@ -289,17 +273,13 @@ def test_the_report_names_a_winner_only_when_the_interval_excludes_zero(
 
 def test_pairs_scored_on_different_samples_get_no_interval_and_the_report_says_why(tmp_path):
     store = open_store(str(tmp_path / "store"))
-    grid = parse_grid(GRID, "g.yaml", "g")
-    create_run(store, Run.new("unpaired", grid, "local"), grid.pairs)
-    for pair, labels in zip(grid.pairs, (np.arange(200) % 10, np.arange(200) % 7), strict=True):
+    pairs = new_run(store, "unpaired")
+    for pair, labels in zip(pairs, (np.arange(200) % 10, np.arange(200) % 7), strict=True):
         recorder = job_recorder(store, "unpaired", pair)
         for epoch in range(0 if pair.config.model == "clip-tiny" else 1, 4):
             recorder.epoch(epoch, evaluation(labels, 100 + epoch), seconds=1.0)
         recorder.finish(parameters=10, wise_ft=None, environment=ENVIRONMENT)
-    out = tmp_path / "report"
-    collected = CliRunner().invoke(cli, ["collect", "--store", store.uri, "--out-dir", str(out)])
-    assert collected.exit_code == 0, collected.output
-    dataset = json.loads((out / "results.json").read_text())["datasets"][0]
+    dataset = collect(store, tmp_path / "report")[1]["datasets"][0]
     assert dataset["top1"]["interval"] is None
     assert dataset["verdict"].endswith(
         "(no interval: the two sides were not evaluated on the same samples): tie"
