@@ -99,22 +99,24 @@ def compare(
     check_paired([*a, *b])
     labels = a[0].labels
 
-    def difference(index: np.ndarray | None = None) -> float:
+    def difference(index: np.ndarray) -> float:  # on the samples a bootstrap draw picked
         side_a = np.mean([p.metric(metric, classes, index) for p in a])
         side_b = np.mean([p.metric(metric, classes, index) for p in b])
         return 100 * (side_a - side_b)
 
-    estimate = difference()
+    # Each side's metric per seed (in points): the estimate is the difference of their means.
+    per_seed = [np.array([100 * p.metric(metric, classes) for p in side]) for side in (a, b)]
+    estimate = per_seed[0].mean() - per_seed[1].mean()
     if metric == "top1":  # a mean of per-sample differences in hits
         hits = np.mean([p.predicted == labels for p in a], axis=0) - np.mean(
             [p.predicted == labels for p in b], axis=0
         )
         draws = 100 * mean_draws(hits)
     else:
-        draws = _draws(np.arange(len(labels)), lambda index: difference(index))
+        draws = _draws(np.arange(len(labels)), difference)
     # Each draw also redraws the seeds of each side (with replacement): the spread between
     # seeds, as a deviation from the estimate; none with one seed a side.
-    draws = draws + _seed_deviations(a, b, metric, classes, len(draws), estimate)
+    draws = draws + _seed_deviations(*per_seed, len(draws), estimate)
     tail = 100 * (1 - CONFIDENCE) / 2
     low, high = np.percentile(draws, [tail, 100 - tail])
     p_value = mcnemar(a[0], b[0]) if metric == "top1" and len(a) == len(b) == 1 else None
@@ -178,19 +180,9 @@ def _draws(data: np.ndarray, statistic: Callable) -> np.ndarray:
     return np.asarray(result.bootstrap_distribution)
 
 
-def _seed_deviations(
-    a: Sequence[Predictions],
-    b: Sequence[Predictions],
-    metric: str,
-    classes: int,
-    draws: int,
-    estimate: float,
-) -> np.ndarray:
-    """Per draw: the difference of the seed means when each side's seeds are drawn again with
-    replacement, less the estimate; zeros with one seed a side."""
+def _seed_deviations(a: np.ndarray, b: np.ndarray, draws: int, estimate: float) -> np.ndarray:
+    """Per draw: the difference of the seed means when each side's per-seed values are drawn
+    again with replacement, less the estimate; zeros with one seed a side."""
     rng = np.random.default_rng(SEED + 1)
-    sides = []
-    for side in (a, b):
-        values = np.array([100 * p.metric(metric, classes) for p in side])
-        sides.append(rng.choice(values, size=(draws, len(values))).mean(axis=1))
-    return sides[0] - sides[1] - estimate
+    means = [rng.choice(values, size=(draws, len(values))).mean(axis=1) for values in (a, b)]
+    return means[0] - means[1] - estimate
