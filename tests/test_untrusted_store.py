@@ -150,7 +150,7 @@ def test_a_local_state_naming_another_process_and_file(store, tmp_path, stranger
             "state": "running",
             "pid": stranger.pid,
             "host": socket.gethostname(),
-            "created": 0.0,
+            "since_boot": 0.0,
             "command": ["python", "-m", "torch.distributed.run"],
             "log": str(tmp_path / "secret.txt"),
         },
@@ -165,3 +165,21 @@ def test_a_local_state_naming_another_process_and_file(store, tmp_path, stranger
     assert cancel.exit_code == 1
     assert f"names process {stranger.pid}, which is not the training process" in cancel.output
     assert stranger.poll() is None  # not signalled
+
+
+def test_a_clock_step_does_not_make_kbench_s_process_a_stranger(stranger, monkeypatch):
+    """The start time kbench records survives a step of the wall clock (psutil derives the
+    boot time from it); a start one second off is still another process."""
+    import psutil
+
+    from kbench.backends import local
+
+    state = {"state": "running", **local._process(stranger.pid)}
+    assert local._ours(state)
+    before = psutil.Process(stranger.pid).create_time()
+    booted = psutil.boot_time()
+    # A clock step as psutil sees it: the boot time it reads from the kernel moves.
+    monkeypatch.setattr(psutil._psplatform, "boot_time", lambda: booted + 1.0)
+    assert psutil.Process(stranger.pid).create_time() == pytest.approx(before + 1.0)
+    assert local._ours(state)
+    assert not local._ours({**state, "since_boot": state["since_boot"] + 1.0})

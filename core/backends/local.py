@@ -338,14 +338,27 @@ def _state(state: Any) -> str | None:
 
 def _process(pid: int) -> dict[str, Any]:
     """What identifies a process beyond its id, which the system reuses: host, start time
-    and command line."""
+    (since boot) and command line."""
     process = psutil.Process(pid)
     return {
         "pid": pid,
         "host": socket.gethostname(),
-        "created": process.create_time(),
+        "since_boot": _since_boot(pid),
         "command": process.cmdline(),
     }
+
+
+def _since_boot(pid: int) -> float:
+    """When the process started, in seconds after the machine booted: fixed for its life.
+    Not psutil's create_time alone: that adds the boot time, which the kernel derives from
+    the wall clock, so a clock step (NTP, a resumed VM) moves it and a running trainer would
+    be taken for a stranger. psutil reads the boot time as it makes the Process; reading it
+    before and after makes sure both sides of the subtraction saw the same clock."""
+    while True:
+        boot = psutil.boot_time()
+        created = psutil.Process(pid).create_time()
+        if psutil.boot_time() == boot:
+            return created - boot
 
 
 def _this_process() -> dict[str, Any]:
@@ -369,9 +382,9 @@ def _ours(state: Any) -> bool:
     if state.get("host") != socket.gethostname():
         return True  # cannot be checked from here; nor signalled
     try:
-        process = psutil.Process(state["pid"])
-        same_start = abs(process.create_time() - float(state.get("created", -1))) < 0.01
-        return same_start and process.cmdline() == state.get("command")
+        pid = state["pid"]
+        same_start = abs(_since_boot(pid) - float(state.get("since_boot", -1))) < 0.01
+        return same_start and psutil.Process(pid).cmdline() == state.get("command")
     except (psutil.Error, OSError, TypeError, ValueError):
         return False
 
