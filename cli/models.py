@@ -18,12 +18,12 @@ def models() -> None:
 @models.command("list")
 @store_option
 def models_list(store) -> None:
-    """Every model and whether its pretrained weights are staged in the store."""
+    """The built-in models and every model staged in the store, with their weights."""
     from kbench.registry import MODELS
-    from kbench.weights import SOURCES, staged_weights
+    from kbench.weights import SOURCES, staged_models, staged_weights
 
     rows = [["MODEL", "STAGED", "FILE", "MB", "SOURCE"]]
-    for name in MODELS:
+    for name in [*MODELS, *sorted(set(staged_models(store)) - set(MODELS))]:
         manifest = staged_weights(store, name)
         if manifest is None:
             rows.append([name, "no", "-", "-", SOURCES.get(name, "none published: --from FILE")])
@@ -44,7 +44,8 @@ def models_list(store) -> None:
 )
 def stage(names, store, source) -> None:
     """Download each model's published pretrained weights here, once, and write them to the
-    store with their checksum; pods then load them from there, with no internet.
+    store with their checksum; pods then load them from there, with no internet. A model is
+    a built-in name or open_clip:<architecture>/<tag>, torchvision:<model>[/<weights>].
 
     Models without published weights (the tiny ones), or your own fine-tuned start, take a
     weights file with --from: a state dict as the model's library saves it."""

@@ -26,6 +26,7 @@ import zipfile
 
 import numpy as np
 
+from kbench.registry import model_slug
 from kbench.stats import Predictions
 
 RUN = "run.json"
@@ -94,7 +95,7 @@ def dataset_key(name: str, file: str = MANIFEST) -> str:
 
 
 def weights_key(model: str, file: str = MANIFEST) -> str:
-    return f"models/{model}/{file}"
+    return f"models/{model_slug(model)}/{file}"
 
 
 def staged_name(dataset: str, data: str | None = None) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from kbench import model_names
 from kbench.errors import ConfigError
 
 # Headline metrics, as keys of an epoch record.
@@ -40,10 +41,41 @@ class DatasetInfo:
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    family: str  # "clip" or "resnet": decides the head, the transforms and epoch 0
-    image_size: int
+    family: str  # "clip" or "resnet": decides the head, the recipe and epoch 0
+    image_size: int  # the square crop the model sees
     description: str
     augment: str  # the training augmentation of its recipe (AUGMENTATIONS)
+    # Its evaluation preprocessing (kbench.jobs.datasets): resize the shorter side to `resize`
+    # (`squash`: the whole image to a square of it), centre-crop `image_size`, normalise.
+    resize: int
+    interpolation: str  # bicubic | bilinear
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    squash: bool = False
+    weights: str | None = None  # its published pretrained weights; None: none (a file only)
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI's, as open_clip.constants
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _clip(name: str, size: int, description: str, weights: str | None) -> ModelInfo:
+    """CLIP's own preprocessing: bicubic resize and centre crop, OpenAI's statistics."""
+    return ModelInfo(
+        name, "clip", size, description, "mild-crop", size, "bicubic", CLIP_MEAN, CLIP_STD,
+        weights=weights,
+    )  # fmt: skip
+
+
+def _resnet(name: str, size: int, description: str, weights: str | None) -> ModelInfo:
+    """torchvision's IMAGENET1K_V2 preprocessing: resize 232, centre crop 224 (scaled for
+    small inputs), bilinear."""
+    return ModelInfo(
+        name, "resnet", size, description, "crop-flip", round(size * 232 / 224), "bilinear",
+        IMAGENET_MEAN, IMAGENET_STD, weights=weights,
+    )  # fmt: skip
 
 
 # Training augmentations by name (kbench.jobs.datasets builds them); a config's `augment`.
@@ -127,36 +159,15 @@ DATASETS: dict[str, DatasetInfo] = {
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in [
-        ModelInfo(
-            "clip-vit-b32",
-            "clip",
-            224,
-            "open_clip ViT-B-32-quickgelu, OpenAI weights",
-            augment="mild-crop",
-        ),
-        ModelInfo(
-            "resnet50",
-            "resnet",
-            224,
-            "torchvision ResNet50, IMAGENET1K_V2 weights",
-            augment="crop-flip",
-        ),
-        ModelInfo(
-            "clip-tiny",
-            "clip",
-            32,
-            "a 2-layer open_clip CLIP, random init (smoke, tests)",
-            augment="mild-crop",
-        ),
-        ModelInfo(
-            "resnet-tiny",
-            "resnet",
-            32,
-            "a 4-block torchvision ResNet, random init",
-            augment="crop-flip",
-        ),
+        _clip("clip-vit-b32", 224, "open_clip ViT-B-32-quickgelu, OpenAI weights", "openai"),
+        _resnet("resnet50", 224, "torchvision ResNet50, IMAGENET1K_V2 weights", "IMAGENET1K_V2"),
+        _clip("clip-tiny", 32, "a 2-layer open_clip CLIP, random init (smoke, tests)", None),
+        _resnet("resnet-tiny", 32, "a 4-block torchvision ResNet, random init", None),
     ]
 }
+# Any other model, by its library's name: open_clip:<architecture>[/<tag>],
+# torchvision:<model>[/<weights>] (kbench.model_names).
+MODEL_NAME_FORMS = " or ".join(model_names.FORMS.values())
 
 # The synthetic dataset: a coloured shape on a noisy background; the class is colour + shape.
 SYNTHETIC_COLOURS = ["red", "green", "blue", "yellow", "purple"]
@@ -175,10 +186,63 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def model_info(name: str) -> ModelInfo:
-    try:
+    """A model by name: a built-in one, or one its library resolves (which imports it)."""
+    if name in MODELS:
         return MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+    return _library_model(name)
+
+
+@cache
+def _library_model(name: str) -> ModelInfo:
+    parsed = _library_name(name)
+    found = model_names.resolve(parsed)
+    recipe = model_names.FAMILY_RECIPES[parsed.family]
+    return ModelInfo(
+        name=name,
+        family=parsed.family,
+        image_size=found.image_size,
+        description=found.description,
+        augment=MODELS[recipe].augment,
+        resize=found.resize,
+        interpolation=found.interpolation,
+        mean=found.mean,
+        std=found.std,
+        squash=found.squash,
+        weights=found.weights,
+    )
+
+
+def _library_name(name: str) -> model_names.LibraryName:
+    """A name that is not a built-in one, parsed as a library's (imports nothing)."""
+    parsed = model_names.parse(name)
+    if parsed is None:
+        guess = model_names.library_guess(name)
+        hint = f"; did you mean {guess}?" if guess else ""
+        hint = hint or model_names.close_names(name, list(MODELS), "built-in models")
+        raise ConfigError(f"unknown model {name!r}{hint} (or name one as {MODEL_NAME_FORMS})")
+    return parsed
+
+
+def check_model_name(name: str) -> None:
+    """That a config's model name is a built-in one or well formed (imports nothing: the
+    installed libraries are asked at submit, by model_info)."""
+    if name not in MODELS:
+        _library_name(name)
+
+
+def model_family(name: str) -> str:
+    """A model's family, without importing its library."""
+    return MODELS[name].family if name in MODELS else _library_name(name).family
+
+
+def model_recipe(name: str) -> str:
+    """The recipe a model trains by: a built-in's own, a library model's family's."""
+    return name if name in MODELS else model_names.FAMILY_RECIPES[model_family(name)]
+
+
+def model_slug(name: str) -> str:
+    """The model's part of pair names, store keys and labels: a built-in's name as it is."""
+    return name if name in MODELS else model_names.slug(name)
 
 
 @cache

@@ -32,7 +32,7 @@ from kbench import published, records, stats
 from kbench.charts import Series, line_chart
 from kbench.pairs import Outcome, PairRecords, PairState, best_epoch, finite, pair_state
 from kbench.pairs import zero_shot as zero_shot_of
-from kbench.registry import DATASETS, MODELS, TOP1
+from kbench.registry import DATASETS, TOP1, model_family
 from kbench.runs import Run, read_pairs
 from kbench.stats import Predictions
 from kbench.storage import Store
@@ -95,6 +95,11 @@ def build_results(
         "metric": TOP1,  # what the count is in: the study's metric
         **_tally(d["top1"] for d in datasets),
         "headline": _tally(d["headline"] for d in datasets),  # each dataset's own metric
+        # Who "CLIP" and "ResNet" are: each family's first model in the grid
+        "sides": {
+            side: list(dict.fromkeys(d[f"{side}_model"] for d in datasets if d[f"{side}_model"]))
+            for side in ("clip", "resnet")
+        },
     }
     header, rows = _epoch_table(pairs)
     meta = {k: v for k, v in run.to_dict().items() if k != "document"}
@@ -113,7 +118,7 @@ def build_results(
 def _pair(found: PairRecords, backend: Outcome | None, predictions: PairPredictions | None) -> dict:
     config, epochs, result = found.config, found.epochs, found.result
     model = config["model"]
-    family = MODELS[model].family if model in MODELS else "unknown"
+    family = model_family(model)
     metric = epochs[0]["headline_metric"] if epochs else _headline_metric(config["dataset"])
     best, best_top1 = found.best, best_epoch(epochs, TOP1)
     gpus = epochs[-1]["gpus"] if epochs else 0
@@ -194,8 +199,7 @@ def _dataset(name: str, pairs: list[dict], predictions: dict[str, dict]) -> dict
     """One dataset's comparison. With a grid's `seeds` each model has several pairs: the best
     values are their means, the intervals carry the spread between seeds, and the rows that
     need one run (equal footing, groups) use the first seed's."""
-    clips = [p for p in pairs if p["family"] == "clip"]
-    resnets = [p for p in pairs if p["family"] == "resnet"]
+    clips, resnets = _first_model(pairs, "clip"), _first_model(pairs, "resnet")
     clip, resnet = (clips or [None])[0], (resnets or [None])[0]
     done = bool(clips and resnets) and all(
         p["state"] == PairState.SUCCEEDED.value for p in clips + resnets
@@ -212,6 +216,8 @@ def _dataset(name: str, pairs: list[dict], predictions: dict[str, dict]) -> dict
         "headline_metric": metric,
         "clip": clip["pair"] if clip else None,
         "resnet": resnet["pair"] if resnet else None,
+        "clip_model": clip["model"] if clip else None,  # the compared models (_first_model)
+        "resnet_model": resnet["model"] if resnet else None,
         "seeds": max(len(clips), len(resnets)),
         # Why the differences have no interval where they have none and could
         "no_interval": sure.get("unpaired"),
@@ -233,6 +239,13 @@ def _dataset(name: str, pairs: list[dict], predictions: dict[str, dict]) -> dict
     }
     found["verdict"] = verdict(found)
     return found
+
+
+def _first_model(pairs: list[dict], family: str) -> list[dict]:
+    """The pairs (one per seed) of the family's first model in the grid: the one compared.
+    A grid with more models of a family shows the others in the tables, not in verdicts."""
+    models = [p["model"] for p in pairs if p["family"] == family]
+    return [p for p in pairs if models and p["model"] == models[0]]
 
 
 def _mean_of(values: Iterable[float | None]) -> float | None:
@@ -546,7 +559,23 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     env.filters["ci"] = lambda i: "" if not i else f" [{i[0]:+.2f}, {i[1]:+.2f}]"
     env.filters["pct_ci"] = lambda i: "" if not i else f" [{_pct(i[0])}, {_pct(i[1])}]"
     env.filters["p_value"] = lambda p: "" if p is None else f"{p:.2g}"
+    env.filters["sides"] = _sides
     return env
+
+
+def _sides(sides: dict[str, list[str]]) -> str:
+    """Who "CLIP" and "ResNet" are in this report's comparisons."""
+    named = [
+        f"{label} is {' / '.join(sides[side])}"
+        for side, label in (("clip", "CLIP"), ("resnet", "ResNet"))
+        if sides[side]
+    ]
+    if not named:
+        return ""
+    return (
+        f"Compared: {'; '.join(named)} (each family's first model in the grid; any other "
+        "appears in the per-epoch table)."
+    )
 
 
 def _context(results: dict[str, Any]) -> dict[str, Any]:

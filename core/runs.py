@@ -3,6 +3,7 @@ where each pair stands (kbench.pairs decides the facts; this module reads and wr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import re
@@ -196,14 +197,12 @@ def read_pair(store: Store, run_id: str, pair: str, with_progress: bool = False)
 def _check_config(config: Any, pair: str, where: str) -> None:
     """The config of this pair: its dataset and model (and, for one of a grid's seeds, its
     seed) are what its name says."""
-    names = (
-        {
-            pair_name(config.get("dataset"), config.get("model"), seed)
-            for seed in (None, config.get("seed"))
-        }
-        if isinstance(config, dict)
-        else set()
-    )
+    config = config if isinstance(config, dict) else {}
+    dataset, model = config.get("dataset"), config.get("model")
+    names = set()
+    if isinstance(dataset, str) and isinstance(model, str):
+        with contextlib.suppress(ConfigError):  # a model name of no known form: none
+            names = {pair_name(dataset, model, seed) for seed in (None, config.get("seed"))}
     if pair not in names:
         raise StoreError(f"{where} is not the config of {pair}")
 

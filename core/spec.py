@@ -17,7 +17,17 @@ from typing import Any
 
 from kbench.errors import ConfigError
 from kbench.layers import Layer, load_yaml, merge_layers, missing_fields, read_text
-from kbench.registry import AUGMENTATIONS, DATASETS, MODELS, PROMPT_SETS
+from kbench.registry import (
+    AUGMENTATIONS,
+    DATASETS,
+    MODEL_NAME_FORMS,
+    MODELS,
+    PROMPT_SETS,
+    check_model_name,
+    model_info,
+    model_recipe,
+    model_slug,
+)
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -70,8 +80,8 @@ class TrainConfig:
         missing = missing_fields(cls, data)
         if missing:
             raise ConfigError(f"{where}: missing {', '.join(missing)}")
-        if data.get("augment") is None and data["model"] in MODELS:  # config.json names it
-            data["augment"] = MODELS[data["model"]].augment
+        if data.get("augment") is None:  # a config.json names it; a grid takes its recipe's
+            data["augment"] = MODELS[_checked(model_recipe, data["model"], where)].augment
         config = cls(**data)
         config.validate(where)
         return config
@@ -84,8 +94,7 @@ class TrainConfig:
             raise ConfigError(
                 f"{where}: unknown dataset {self.dataset!r}; known: {_names(DATASETS)}"
             )
-        if self.model not in MODELS:
-            raise ConfigError(f"{where}: unknown model {self.model!r}; known: {_names(MODELS)}")
+        _checked(check_model_name, self.model, where)
         if (self.dataset == "imagefolder") != (self.data is not None):
             need = "needs `data`: a folder or s3://bucket/prefix with train/ and val/ (or test/)"
             raise ConfigError(
@@ -155,21 +164,29 @@ class Grid:
 
 
 def pair_name(dataset: str, model: str, seed: int | None = None) -> str:
-    """ "<dataset>_<model>", and "_seed<seed>" after it for one of a grid's `seeds`."""
-    return f"{dataset}_{model}" + ("" if seed is None else f"_seed{seed}")
+    """ "<dataset>_<model>" (a library model's slug), and "_seed<seed>" after it for one of a
+    grid's `seeds`."""
+    return f"{dataset}_{model_slug(model)}" + ("" if seed is None else f"_seed{seed}")
+
+
+# A pair name is also a Kubernetes label value: at most 63 characters of these.
+PAIR_NAME = re.compile(r"(?P<dataset>[a-z0-9-]+)_[a-z0-9]([a-z0-9._-]*[a-z0-9])?")
+MAX_PAIR_NAME = 63
 
 
 def is_pair_name(name: Any) -> bool:
-    """Whether `name` is a pair of a dataset and a model kbench knows (with a seed or not)."""
-    base = re.sub(r"_seed\d+$", "", name) if isinstance(name, str) else name
-    return base in {pair_name(d, m) for d in DATASETS for m in MODELS}
+    """Whether `name` is a pair name: a dataset kbench knows and a model's slug (with a seed
+    or not), fit for a store key and a label value."""
+    found = PAIR_NAME.fullmatch(name) if isinstance(name, str) else None
+    return bool(found) and found["dataset"] in DATASETS and len(name) <= MAX_PAIR_NAME
 
 
 GRID_KEYS = {
     "name": "the grid's name (default: the file's stem)",
     "description": "free text",
     "datasets": "a list of dataset names",
-    "models": "a list of model names, or a mapping of model name to config keys",
+    "models": "a list of model names, or a mapping of model name to config keys; a name is a "
+    f"built-in one ({', '.join(MODELS)}) or {MODEL_NAME_FORMS}",
     "defaults": "config keys for every pair",
     "overrides": "a mapping of pair name (<dataset>_<model>) to config keys",
     "seeds": "train every pair this many times, seeds counted from its `seed` (3), or with "
@@ -216,11 +233,14 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
     if isinstance(models_doc, dict):
         model_overrides = {k: v or {} for k, v in models_doc.items()}
     else:
-        model_overrides = {name: {} for name in _name_list(models_doc, "models", MODELS, source)}
-    _name_list(list(model_overrides), "models", MODELS, source)
+        model_overrides = {name: {} for name in _name_list(models_doc, "models", None, source)}
+    for model in _name_list(list(model_overrides), "models", None, source):
+        _checked(model_info, model, f"{source}: models")  # asks the library of a library name
 
     defaults = _mapping(doc.get("defaults"), f"{source}: defaults")
     overrides = _mapping(doc.get("overrides"), f"{source}: overrides")
+    if len({model_slug(m) for m in model_overrides}) != len(model_overrides):
+        raise ConfigError(f"{source}: models: two names give the same pair names")
     names = {pair_name(d, m) for d in datasets for m in model_overrides}
     for key in overrides:
         if key not in names:
@@ -232,9 +252,10 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
     for dataset in datasets:
         for model, model_keys in model_overrides.items():
             name = pair_name(dataset, model)
+            recipe = model_recipe(model)
             layers = [
                 ({"dataset": dataset, "model": model}, f"{source}: pair {name}"),
-                (load_recipe(model), f"recipes/{model}.yaml"),
+                (load_recipe(recipe), f"recipes/{recipe}.yaml"),
                 (defaults, f"{source}: defaults"),
                 (model_keys, f"{source}: models.{model}"),
                 (overrides.get(name), f"{source}: overrides.{name}"),
@@ -251,6 +272,12 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
             ):
                 seeded = dataclasses.replace(config, seed=seed)
                 pairs.append(Pair(name=pair_name(dataset, model, seed), config=seeded))
+    for pair in pairs:  # long seeds: the model's slug alone is at most 40 characters
+        if not is_pair_name(pair.name):
+            raise ConfigError(
+                f"{source}: pair {pair.name}: longer than the {MAX_PAIR_NAME} characters of a "
+                "Kubernetes label: use smaller seeds"
+            )
     name = doc.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: name: expected a non-empty string")
@@ -286,24 +313,33 @@ def _read_template_file(layer: Any, base: Path | None, where: str) -> Any:
     return {**layer, "templates": templates}
 
 
-def load_recipe(model: str) -> dict[str, Any]:
-    """The model's default recipe (`recipes/<model>.yaml`), shipped with the package."""
-    text = resources.files("kbench").joinpath(f"recipes/{model}.yaml").read_text("utf-8")
-    return load_yaml(text, f"recipes/{model}.yaml")
+def load_recipe(recipe: str) -> dict[str, Any]:
+    """A recipe (`recipes/<recipe>.yaml`, registry.model_recipe), shipped with the package."""
+    text = resources.files("kbench").joinpath(f"recipes/{recipe}.yaml").read_text("utf-8")
+    return load_yaml(text, f"recipes/{recipe}.yaml")
 
 
 # ---------------------------------------------------------------------------- validation helpers
 
 
-def _name_list(value: Any, key: str, known: dict, source: str) -> list[str]:
+def _name_list(value: Any, key: str, known: dict | None, source: str) -> list[str]:
+    """A list of distinct names, each one of `known` (None: checked by the caller)."""
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{source}: {key}: expected a non-empty list of names")
     for name in value:
-        if name not in known:
+        if known is not None and name not in known:
             raise ConfigError(f"{source}: {key}: unknown name {name!r}; known: {_names(known)}")
     if len(set(value)) != len(value):
         raise ConfigError(f"{source}: {key}: a name appears twice")
     return value
+
+
+def _checked(check: Any, model: str, where: str) -> Any:
+    """check(model), its ConfigError said of `where`."""
+    try:
+        return check(model)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _seeds(value: Any, source: str) -> int | list[int] | None:

@@ -18,10 +18,6 @@ from kbench.registry import ModelInfo, dataset_info, prompts, readable
 from kbench.spec import TrainConfig
 from kbench.storage import Store
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI's, as open_clip.constants
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DATA_ROOT_ENV = "KBENCH_DATA_ROOT"
 LIMIT_SEED = 0  # train_limit's and eval_limit's subsets: fixed, whatever the run's seed
 
@@ -74,20 +70,15 @@ class Transformed(Dataset):
 
 
 def build_transforms(info: ModelInfo, augment: str | None = None) -> tuple[Callable, Callable]:
-    """(train, eval) transforms of a model family: an image (PIL, or a uint8 tensor as the shards
+    """(train, eval) transforms of a model: an image (PIL, or a uint8 tensor as the shards
     decode it) in, a uint8 3xHxW tensor out. Workers hand uint8 over, a quarter of float32's
     bytes; the trainer converts and normalises on its device (`normalization`, Placement).
     `augment` (registry.AUGMENTATIONS) picks the training augmentation; None: the model's."""
-    size = info.image_size
-    if info.family == "clip":
-        # CLIP's own preprocessing: bicubic resize and centre crop.
-        interpolation = InterpolationMode.BICUBIC
-        evaluation = [v2.Resize(size, interpolation=interpolation), v2.CenterCrop(size)]
-    else:
-        # torchvision's IMAGENET1K_V2 preprocessing: resize 232, centre crop 224 (scaled for
-        # small inputs), bilinear.
-        interpolation = InterpolationMode.BILINEAR
-        evaluation = [v2.Resize(round(size * 232 / 224)), v2.CenterCrop(size)]
+    size, interpolation = info.image_size, InterpolationMode(info.interpolation)
+    # The model's own eval preprocessing (registry.ModelInfo): CLIP's bicubic resize to the
+    # crop; torchvision's resize 232 (256 for most weights), crop 224; SigLIP's squash.
+    resize = (info.resize, info.resize) if info.squash else info.resize
+    evaluation = [v2.Resize(resize, interpolation=interpolation), v2.CenterCrop(size)]
     train = {
         # WiSE-FT: a mild random crop, no flip.
         "mild-crop": [v2.RandomResizedCrop(size, scale=(0.9, 1.0), interpolation=interpolation)],
@@ -108,8 +99,8 @@ def build_transforms(info: ModelInfo, augment: str | None = None) -> tuple[Calla
 
 
 def normalization(info: ModelInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per channel, of images scaled to [0, 1], that the model family expects."""
-    return (CLIP_MEAN, CLIP_STD) if info.family == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+    """(mean, std) per channel, of images scaled to [0, 1], that the model expects."""
+    return info.mean, info.std
 
 
 def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = None) -> Splits:

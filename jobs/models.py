@@ -1,8 +1,10 @@
 """Model registry of the training side: name -> an `ImageClassifier` (image encoder + linear
-head), so the training loop treats CLIP and ResNet alike.
+head), so the training loop treats CLIP and ResNet alike: the four built-in names, and any
+open_clip or torchvision model by its library's name (kbench.model_names).
 
 CLIP's head starts as its zero-shot classifier, built from class names and prompt templates; a
-ResNet's head is a new Xavier-initialised linear layer (DESIGN section 5).
+ResNet's head (any torchvision classifier's) is a new Xavier-initialised linear layer in place
+of its last one (DESIGN section 5).
 
 Pretrained weights come from a local file when the store holds them (`kbench models stage`,
 kbench.jobs.weights), through the same loading code the libraries use for their downloads;
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kbench import model_names
 from kbench.errors import ConfigError
 from kbench.registry import fill_template
 from kbench.spec import TrainConfig
@@ -52,7 +55,11 @@ def build_model(
     weights: Path | None = None,
 ) -> ImageClassifier:
     """The model of the config; `weights`: its pretrained weights, a local file."""
-    return BUILDERS[config.model](config, classes, templates, device, weights)
+    builder = BUILDERS.get(config.model)
+    if builder is None:  # a library's name
+        library = model_names.parse(config.model).library
+        builder = _open_clip_model if library == "open_clip" else _torchvision_model
+    return builder(config, classes, templates, device, weights)
 
 
 @torch.no_grad()
@@ -71,11 +78,11 @@ def zero_shot_head(clip, tokenizer, classes: list[str], templates: list[str], de
     return head
 
 
-def _clip_classifier(clip, classes, templates, device) -> ImageClassifier:
+def _clip_classifier(clip, classes, templates, device, arch: str = CLIP_ARCH) -> ImageClassifier:
     import open_clip
 
     clip = clip.to(device).eval()
-    tokenizer = open_clip.get_tokenizer(CLIP_ARCH)
+    tokenizer = open_clip.get_tokenizer(arch)
     head = zero_shot_head(clip, tokenizer, classes, templates, device)
     # Only the image tower and the head are trained; the text tower is dropped here.
     return ImageClassifier(clip.visual, head, normalize=True)
@@ -100,20 +107,27 @@ def _clip_tiny(config, classes, templates, device, weights):
     return _clip_classifier(clip, classes, templates, device)
 
 
-def tiny_clip():
-    """A 2-layer CLIP of open_clip's own classes."""
-    import open_clip
-
-    return open_clip.CLIP(
-        embed_dim=64,
-        vision_cfg=open_clip.CLIPVisionCfg(
-            layers=2, width=64, head_width=32, patch_size=8, image_size=32, mlp_ratio=2.0
-        ),
-        text_cfg=open_clip.CLIPTextCfg(
-            context_length=77, vocab_size=49408, width=64, heads=2, layers=2
-        ),
-        quick_gelu=True,
+def _open_clip_model(config, classes, templates, device, weights):
+    name = model_names.parse(config.model)
+    open_clip = model_names.open_clip_module()
+    torch.manual_seed(config.seed)  # a random init: the same in every process
+    if not config.pretrained:
+        pretrained = None
+    elif weights is not None or name.weights is None:  # a file: loaded as open_clip loads one
+        pretrained = str(_staged(config, weights))
+    else:
+        pretrained = name.weights  # open_clip downloads the tag's weights
+    clip = open_clip.create_model(
+        name.model,
+        pretrained=pretrained,
+        force_quick_gelu=model_names.open_clip_quick_gelu(name),
     )
+    return _clip_classifier(clip, classes, templates, device, arch=name.model)
+
+
+def tiny_clip():
+    """A 2-layer CLIP: the architecture kbench ships to open_clip (open_clip:kbench-tiny-clip)."""
+    return model_names.open_clip_module().create_model(model_names.TINY_CLIP)
 
 
 def _staged(config: TrainConfig, weights: Path | None) -> Path:
@@ -130,8 +144,11 @@ def _state_dict(path: Path) -> dict:
 
 
 def _resnet_classifier(backbone: nn.Module, num_classes: int, device) -> ImageClassifier:
-    features = backbone.fc.in_features
-    backbone.fc = nn.Identity()
+    # A torchvision classifier's last Linear layer is its ImageNet head (ResNet's fc,
+    # ConvNeXt's classifier[2], ViT's heads.head): the identity now, a new head after it.
+    last = [name for name, m in backbone.named_modules() if isinstance(m, nn.Linear)][-1]
+    features = backbone.get_submodule(last).in_features
+    backbone.set_submodule(last, nn.Identity())
     head = nn.Linear(features, num_classes)
     nn.init.xavier_uniform_(head.weight)
     nn.init.zeros_(head.bias)
@@ -154,6 +171,21 @@ def _resnet_tiny(config, classes, templates, device, weights):
     backbone = tiny_resnet()
     if config.pretrained:
         backbone.load_state_dict(_state_dict(_staged(config, weights)))
+    return _resnet_classifier(backbone, len(classes), device)
+
+
+def _torchvision_model(config, classes, templates, device, weights):
+    from torchvision import models
+
+    name = model_names.parse(config.model)
+    torch.manual_seed(config.seed)
+    published = model_names.torchvision_weights(name)
+    if config.pretrained and weights is None and published is not None:
+        backbone = models.get_model(name.model, weights=published)  # torchvision downloads them
+    else:
+        backbone = models.get_model(name.model)
+        if config.pretrained:  # a file, as torchvision saves and loads one
+            backbone.load_state_dict(_state_dict(_staged(config, weights)))
     return _resnet_classifier(backbone, len(classes), device)
 
 

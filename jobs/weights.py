@@ -10,6 +10,7 @@ from pathlib import Path
 from kbench import records
 from kbench.errors import StoreError
 from kbench.jobs import node_cache
+from kbench.registry import model_slug
 from kbench.spec import TrainConfig
 from kbench.storage import Store
 from kbench.weights import staged_weights
@@ -27,7 +28,7 @@ def local_weights(store: Store | None, config: TrainConfig) -> Path | None:
         isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)
     ):
         raise StoreError(f"{records.weights_key(config.model)} is malformed: stage it again")
-    folder = Path(tempfile.gettempdir()) / "kbench-models" / config.model
+    folder = Path(tempfile.gettempdir()) / "kbench-models" / model_slug(config.model)
     # Named by checksum as well: weights staged again under the same name are fetched again.
     path = folder / f"{sha256[:16]}-{file}"
     key = records.weights_key(config.model, file)

@@ -18,6 +18,7 @@ import yaml
 
 from kbench.command import CPUS_ENV, GPUS_ENV, train_command
 from kbench.errors import JOB_ERROR_EXIT_CODE, ConfigError
+from kbench.registry import model_slug
 from kbench.spec import Pair
 from kbench.storage import STORE_ENV
 
@@ -110,7 +111,7 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
         RUN_LABEL: run_id,
         PAIR_LABEL: pair.name,
         DATASET_LABEL: pair.config.dataset,
-        MODEL_LABEL: pair.config.model,
+        MODEL_LABEL: model_slug(pair.config.model),  # a label value: no ':' nor '/'
     }
     if settings.queue:
         labels[QUEUE_LABEL] = settings.queue

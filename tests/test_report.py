@@ -151,7 +151,14 @@ def test_results_table_winners_and_flags(fixture_run, tmp_path):
         "undecided": 2,
         "mean_difference": pytest.approx(2.0),
     }
-    assert results["overall"] == {"datasets": 3, "metric": "top1", **tally, "headline": tally}
+    sides = {"clip": ["clip-vit-b32"], "resnet": ["resnet50"]}
+    assert results["overall"] == {
+        "datasets": 3,
+        "metric": "top1",
+        **tally,
+        "headline": tally,
+        "sides": sides,
+    }
 
     pairs = {p["pair"]: p for p in results["pairs"]}
     assert pairs["cifar10_clip-vit-b32"]["flags"] == []  # 90.5 is within the published range
@@ -321,4 +328,26 @@ def test_fmow_shows_each_region_at_each_models_best_epoch(tmp_path):
     assert (
         '<td class="text">Europe</td><td>30</td>'
         in (tmp_path / "report" / "report.html").read_text()
+    )
+
+
+def test_a_second_model_of_a_family_is_shown_not_averaged_into_the_comparison(tmp_path):
+    """Each family's first model in the grid is the one compared; another (any open_clip or
+    torchvision model by name) is in the tables, not taken for a seed of the first."""
+    store = open_store(str(tmp_path / "store"))
+    models = "[clip-vit-b32, resnet50, 'open_clip:ViT-B-16/laion2b_s34b_b88k']"
+    grid = parse_grid(f"datasets: [cifar10]\nmodels: {models}\n", "three.yaml", "three")
+    create_run(store, Run.new("three", grid, "local"), grid.pairs)
+    scores = {"clip-vit-b32": 0.97, "resnet50": 0.95, "open_clip-vit-b-16-laion2b_s34b_b88k": 0.99}
+    for model, best in scores.items():
+        write_pair(store, "three", f"cifar10_{model}", [epoch(0, 0.9), epoch(1, best)])
+    _, results = collect(store, tmp_path / "out")
+    (cifar10,) = results["datasets"]
+    assert cifar10["top1"]["difference"] == pytest.approx(2.0)  # 97 - 95, not mean(97, 99) - 95
+    assert (cifar10["clip_model"], cifar10["resnet_model"]) == ("clip-vit-b32", "resnet50")
+    assert len(cifar10["pairs"]) == 3
+    assert results["overall"]["sides"] == {"clip": ["clip-vit-b32"], "resnet": ["resnet50"]}
+    assert (
+        "Compared: CLIP is clip-vit-b32; ResNet is resnet50"
+        in (tmp_path / "out" / "report.md").read_text()
     )

@@ -74,7 +74,10 @@ BAD_GRIDS = [
     ("- just\n- a list", "bad.yaml: expected a mapping"),
     ("datasets: [cifar10]\nmodels: [resnet50]\ncolour: red", "bad.yaml: unknown key 'colour'"),
     ("datasets: [imagenet]\nmodels: [resnet50]", "datasets: unknown name 'imagenet'; known:"),
-    ("datasets: [cifar10]\nmodels: [vgg16]", "models: unknown name 'vgg16'; known:"),
+    (
+        "datasets: [cifar10]\nmodels: [vgg16]",
+        "models: unknown model 'vgg16'; did you mean torchvision:vgg16?",
+    ),
     ("datasets: cifar10\nmodels: [resnet50]", "datasets: expected a non-empty list of names"),
     (
         "datasets: [cifar10]\nmodels: [resnet50]\ndefaults: {lrr: 1}",
