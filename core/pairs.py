@@ -129,8 +129,10 @@ def result_record(
     gpus: int,
     wise_ft: list[dict[str, Any]] | None,
     environment: dict[str, Any],
+    start: str | None = None,
 ) -> dict[str, Any]:
-    """The pair's result.json (records.RESULT_SCHEMA), from its epoch records."""
+    """The pair's result.json (records.RESULT_SCHEMA), from its epoch records; `start`: the
+    weights it started from."""
     best = records.best
     config = records.config
     return {
@@ -149,6 +151,7 @@ def result_record(
         "world_size": world_size,
         "gpus": gpus,
         "environment": environment,
+        "start": start,
     }
 
 

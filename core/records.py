@@ -251,5 +251,7 @@ RESULT_SCHEMA = {
             "type": "object",
             "required": ["device", "torch", "torchvision", "open_clip", "python"],
         },
+        # the weights it started from (kbench.jobs.train.started_from); absent: an older kbench
+        "start": {"type": ["string", "null"]},
     },
 }

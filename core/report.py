@@ -169,6 +169,7 @@ def _pair(found: PairRecords, backend: Outcome | None, predictions: PairPredicti
         "gpus": gpus,
         "images_per_s": found.images_per_s,
         "parameters": result["parameters"] if result else None,
+        "start": result.get("start") if result else None,  # the weights it started from
         "wise_ft": result.get("wise_ft") if result else None,
         "per_group": best.get("per_group") if best else None,  # FMoW: regions, best epoch
         "environment": result.get("environment") if result else None,

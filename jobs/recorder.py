@@ -219,6 +219,7 @@ class Recorder:
         parameters: int,
         wise_ft: list[dict[str, Any]] | None,
         environment: dict[str, Any],
+        start: str | None = None,
     ) -> None:
         """The last progress record and result.json (with WiSE-FT's curve, for CLIP)."""
         if not self.enabled:
@@ -241,6 +242,7 @@ class Recorder:
             gpus=self.base["gpus"],
             wise_ft=curve,
             environment=environment,
+            start=start,
         )
         write_json(self.store, self._key(records.RESULT), summary)
         self._result = summary

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -44,7 +45,7 @@ from kbench.jobs.recorder import Recorder
 from kbench.jobs.step import autocast, setup_device, train_step, uses_channels_last
 from kbench.jobs.weights import local_weights
 from kbench.jobs.wiseft import wise_ft_curve
-from kbench.registry import model_info
+from kbench.registry import ModelInfo, model_info
 from kbench.runs import load_config
 from kbench.spec import TrainConfig
 from kbench.storage import Store, job_retry_s, open_store
@@ -184,7 +185,12 @@ def train(job: Job) -> None:
         ends = {0.0: recorder.metrics(0), 1.0: recorder.metrics(config.epochs)}
         wise_ft = wise_ft_curve(model, zero_shot, evaluate_model, ends)
     parameters = sum(p.numel() for p in model.parameters())
-    recorder.finish(parameters=parameters, wise_ft=wise_ft, environment=environment())
+    recorder.finish(
+        parameters=parameters,
+        wise_ft=wise_ft,
+        environment=environment(),
+        start=started_from(config, info, weights),
+    )
 
 
 def resume_or_start(job: Job, model, optimizer, scheduler, recorder: Recorder) -> int:
@@ -426,6 +432,16 @@ def mean_across_processes(value: torch.Tensor) -> float:
         dist.all_reduce(value)
         value /= dist.get_world_size()
     return float(value)
+
+
+def started_from(config: TrainConfig, info: ModelInfo, weights: Path | None) -> str:
+    """The weights a pair started from, in words: what `torchvision:convnext_tiny` resolved
+    to, or which staged file (its name leads with its SHA-256)."""
+    if not config.pretrained:
+        return "random init"
+    if weights is not None:
+        return f"staged file {weights.name}"
+    return f"{info.description}, downloaded"
 
 
 def environment() -> dict:

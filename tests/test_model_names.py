@@ -264,7 +264,10 @@ def test_library_models_staged_trained_offline_and_compared(s3_env, tmp_path, sc
             [*command, "--pair", pair.name], env=env, capture_output=True, text=True, timeout=300
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        assert read_json(store, records.pair_key("lib", pair.name, records.RESULT))["epochs"] == 1
+        result = read_json(store, records.pair_key("lib", pair.name, records.RESULT))
+        sha256 = read_json(store, records.weights_key(pair.config.model))["sha256"]
+        assert result["epochs"] == 1
+        assert result["start"] == f"staged file {sha256[:16]}-{model_slug(pair.config.model)}.pt"
         # What the pod started from: the staged weights, bit for bit.
         model = build_model(
             pair.config, ["a"], ["{}"], torch.device("cpu"), local_weights(store, pair.config)
@@ -280,9 +283,29 @@ def test_library_models_staged_trained_offline_and_compared(s3_env, tmp_path, sc
     out = tmp_path / "report"
     collected = kbench("collect", "--run", "lib", "--store", uri, "--out-dir", str(out))
     assert collected.exit_code == 0, collected.output
-    assert (
-        f"Compared: CLIP is {TINY_CLIP}; ResNet is {MOBILENET}" in (out / "report.md").read_text()
-    )
+    report = (out / "report.md").read_text()
+    assert f"Compared: CLIP is {TINY_CLIP}; ResNet is {MOBILENET}" in report
+    assert f"| staged file {sha256[:16]}-" in report  # the pairs' "started from"
     assert re.search(
         r"synthetic: CLIP - ResNet top-1 [+-]\d+\.\d+ points \(95% CI", collected.output
     )
+
+
+def test_the_result_says_what_a_pair_started_from(tmp_path):
+    from kbench.jobs.train import started_from
+    from kbench.spec import TrainConfig
+
+    def config(model: str, pretrained: bool) -> TrainConfig:
+        recipe = load_recipe("resnet50")
+        return TrainConfig.from_dict(
+            {**recipe, "dataset": "synthetic", "model": model, "pretrained": pretrained}
+        )
+
+    convnext = "torchvision:convnext_tiny"
+    info = model_info(convnext)
+    assert started_from(config(convnext, False), info, None) == "random init"
+    assert started_from(config(convnext, True), info, None) == (
+        "torchvision convnext_tiny, ConvNeXt_Tiny_Weights.IMAGENET1K_V1, downloaded"
+    )
+    staged = tmp_path / "0123456789abcdef-convnext.pt"
+    assert started_from(config(convnext, True), info, staged) == f"staged file {staged.name}"
