@@ -81,3 +81,11 @@ def test_every_bench_takes_quick_and_json(script):
     command = [sys.executable, str(ROOT / "bench" / script), "--help"]
     usage = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     assert "--quick" in usage and "--json" in usage
+
+
+def test_model_names_benchmark_times_both_kinds_of_name():
+    command = [sys.executable, str(ROOT / "bench" / "model_names.py"), "--quick", "--json"]
+    result = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
+    assert set(result["best"]) == {"built-in", "library"}
+    assert all(row["wall_s"] > 0 and row["peak_mb"] > 0 for row in result["best"].values())
+    assert result["library_over_builtin"] > 0
