@@ -49,6 +49,11 @@ UNSUPPORTED = {
 # and tests, registered with open_clip so it resolves and builds like any other.
 SHIPPED_CONFIGS = "open_clip"
 TINY_CLIP = "kbench-tiny-clip"  # clip-tiny's architecture
+# Keys of an open_clip config whose tower needs another library.
+OTHER_LIBRARIES = {
+    "timm": ("timm_model_name",),
+    "transformers": ("hf_model_name", "hf_tokenizer_name"),
+}
 
 
 @dataclass(frozen=True)
@@ -182,14 +187,12 @@ def _open_clip(name: LibraryName) -> Resolved:
             f"model {name.name}: {name.model} has no pretrained tag {name.weights!r}{hint}"
         )
     config = open_clip.get_model_config(name.model)
+    # Towers built on other libraries: timm's image towers, Hugging Face's text towers.
+    towers = {**config["vision_cfg"], **config["text_cfg"]}
     needs = [
         package
-        for package, keys in (
-            ("timm", ("timm_model_name",)),
-            ("transformers", ("hf_model_name", "hf_tokenizer_name")),
-        )
-        if any(key in config["vision_cfg"] or key in config["text_cfg"] for key in keys)
-        and importlib.util.find_spec(package) is None
+        for package, keys in OTHER_LIBRARIES.items()
+        if any(key in towers for key in keys) and importlib.util.find_spec(package) is None
     ]
     if needs:
         raise ConfigError(
@@ -235,7 +238,6 @@ def torchvision_weights(name: LibraryName) -> Any:
 
 def _torchvision(name: LibraryName) -> Resolved:
     from torchvision import models
-    from torchvision.transforms._presets import ImageClassification
 
     classifiers = models.list_models(module=models)
     if name.model not in classifiers:
@@ -246,14 +248,10 @@ def _torchvision(name: LibraryName) -> Resolved:
     if name.model in UNSUPPORTED:
         raise ConfigError(f"model {name.name}: not supported: {UNSUPPORTED[name.model]}")
     weights = torchvision_weights(name)
-    # The weights' own eval preprocessing; a model without weights: torchvision's defaults.
-    preset = weights.transforms() if weights is not None else ImageClassification(crop_size=224)
+    if weights is None:  # every classifier torchvision ships has some
+        raise ConfigError(f"model {name.name}: torchvision publishes no weights for it")
+    preset = weights.transforms()  # the weights' own eval preprocessing
     (crop,), (resize,) = preset.crop_size, preset.resize_size
-    resolved = (
-        f"{type(weights).__name__}.{weights.name}"
-        if weights is not None
-        else "no published weights"
-    )
     return Resolved(
         image_size=crop,
         resize=resize,
@@ -261,6 +259,6 @@ def _torchvision(name: LibraryName) -> Resolved:
         mean=tuple(preset.mean),
         std=tuple(preset.std),
         squash=False,
-        weights=weights.name if weights is not None else None,
-        description=f"torchvision {name.model}, {resolved}",
+        weights=weights.name,
+        description=f"torchvision {name.model}, {type(weights).__name__}.{weights.name}",
     )
