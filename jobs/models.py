@@ -179,13 +179,12 @@ def _torchvision_model(config, classes, templates, device, weights):
 
     name = model_names.parse(config.model)
     torch.manual_seed(config.seed)
-    published = model_names.torchvision_weights(name)
-    if config.pretrained and weights is None and published is not None:
-        backbone = models.get_model(name.model, weights=published)  # torchvision downloads them
+    if config.pretrained and weights is None:  # torchvision downloads its published ones
+        backbone = models.get_model(name.model, weights=model_names.torchvision_weights(name))
     else:
         backbone = models.get_model(name.model)
-        if config.pretrained:  # a file, as torchvision saves and loads one
-            backbone.load_state_dict(_state_dict(_staged(config, weights)))
+        if config.pretrained:  # a staged file, as torchvision saves and loads one
+            backbone.load_state_dict(_state_dict(weights))
     return _resnet_classifier(backbone, len(classes), device)
 
 
