@@ -23,8 +23,9 @@ def models_list(store) -> None:
     from kbench.weights import SOURCES, staged_models, staged_weights
 
     rows = [["MODEL", "STAGED", "FILE", "MB", "SOURCE"]]
-    for name in [*MODELS, *sorted(set(staged_models(store)) - set(MODELS))]:
-        manifest = staged_weights(store, name)
+    staged = staged_models(store)
+    for name in [*MODELS, *sorted(set(staged) - set(MODELS))]:
+        manifest = staged_weights(store, name) if name in MODELS else staged[name]
         if manifest is None:
             rows.append([name, "no", "-", "-", SOURCES.get(name, "none published: --from FILE")])
         else:

@@ -12,14 +12,19 @@ from kbench.spec import Pair
 from kbench.storage import Store, read_json
 
 
+def manifest_keys(store: Store, top: str) -> list[str]:
+    """The keys of the manifests one level under `top` ("datasets", "models"): one per thing
+    staged there."""
+    return [
+        key
+        for key in store.list(top)
+        if key.count("/") == 2 and key.endswith("/" + records.MANIFEST)
+    ]
+
+
 def staged_datasets(store: Store) -> list[dict[str, Any]]:
     """The manifest of every dataset staged in the store, by name."""
-    keys = [
-        k
-        for k in store.list("datasets")
-        if k.count("/") == 2 and k.endswith("/" + records.MANIFEST)
-    ]
-    return [read_json(store, key) for key in keys]
+    return [read_json(store, key) for key in manifest_keys(store, "datasets")]
 
 
 def split_sizes(manifest: dict[str, Any]) -> list[tuple[str, int]]:

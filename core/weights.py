@@ -15,7 +15,7 @@ from kbench import model_names, records
 from kbench.errors import ConfigError
 from kbench.registry import model_info
 from kbench.spec import Pair
-from kbench.staged import missing_records
+from kbench.staged import manifest_keys, missing_records
 from kbench.storage import Store, read_json, write_json
 
 # Where `kbench models stage NAME` downloads a built-in model's published weights from.
@@ -36,18 +36,16 @@ def staged_weights(store: Store, model: str) -> dict[str, Any] | None:
     return read_json(store, records.weights_key(model), None)
 
 
-def staged_models(store: Store) -> list[str]:
-    """The names of the models whose weights the store holds (a manifest under its slug)."""
-    names = []
-    for key in store.list("models"):
-        if key.count("/") != 2 or not key.endswith("/" + records.MANIFEST):
-            continue
+def staged_models(store: Store) -> dict[str, dict[str, Any]]:
+    """Every model whose weights the store holds (a manifest under its slug): its manifest."""
+    found = {}
+    for key in manifest_keys(store, "models"):
         manifest = read_json(store, key, None)
         model = manifest.get("model") if isinstance(manifest, dict) else None
         with contextlib.suppress(ConfigError):  # the store is shared: a name of no known form
             if isinstance(model, str) and records.weights_key(model) == key:
-                names.append(model)
-    return names
+                found[model] = manifest
+    return found
 
 
 def unstaged_models(store: Store, pairs: list[Pair]) -> list[str]:
