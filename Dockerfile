@@ -28,7 +28,7 @@ RUN KEEP_BASE_TORCH=${KEEP_BASE_TORCH} python -c "import os, re, tomllib; p = to
 
 # Then kbench itself, without touching the dependencies again.
 COPY README.md ./
-COPY core ./core
+COPY kbench ./kbench
 COPY cli ./cli
 COPY jobs ./jobs
 COPY k8s ./k8s

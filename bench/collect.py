@@ -29,7 +29,7 @@ from s3server import seaweedfs  # noqa: E402
 
 import kbench.runs  # noqa: E402
 from kbench import records  # noqa: E402
-from kbench.report import gather  # noqa: E402
+from kbench.report.gather import gather  # noqa: E402
 from kbench.runs import load_run  # noqa: E402
 from kbench.storage import S3Store, write_json  # noqa: E402
 

@@ -9,7 +9,7 @@ scripts and WiSE-FT load data). kbench: its staged tar shards (JPEGs decoded by 
 straight to uint8 tensors), the same transforms on uint8 tensors, uint8 batches; the
 conversion and normalisation run on the GPU, not in the worker. The large JPEGs are measured
 twice: staged as the original files, and staged at a short side of 448 (`kbench data stage
---max-short-side 448`, an option with a fidelity trade-off: kbench.jobs.staging).
+--max-short-side 448`, an option with a fidelity trade-off: kbench.staging.datasets).
 
 CPU time (process time of the work itself, in one process: robust on a shared machine), not
 wall time. The projection to a 16-core pod assumes 15 workers busy, one core for the trainer.

@@ -74,7 +74,7 @@ def stage_folder(store, folder: Path, max_short_side: int | None = None) -> dict
     `max_short_side`: as `kbench data stage --max-short-side`."""
     from torchvision.datasets import ImageFolder
 
-    from kbench.jobs.staging import stage
+    from kbench.staging.datasets import stage
 
     return stage(
         store,

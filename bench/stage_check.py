@@ -21,7 +21,7 @@ from unittest import mock
 
 from photos import stage_folder, write_images
 
-from kbench.jobs import staging
+from kbench.staging import datasets as staging
 from kbench.storage import LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,11 +37,11 @@ from kbench.jobs.datasets import Splits, Transformed, build_transforms, normaliz
 from kbench.jobs.models import build_model
 from kbench.jobs.optim import build_optimizer, build_scheduler
 from kbench.jobs.shards import ShardDataset, fetch
-from kbench.jobs.staging import stage
 from kbench.jobs.step import setup_device, train_step, uses_channels_last
 from kbench.jobs.train import Job, Placement, build_loaders
 from kbench.registry import model_info
 from kbench.spec import TrainConfig, load_recipe
+from kbench.staging.datasets import stage
 from kbench.storage import LocalStore
 
 sys.path.insert(0, str(Path(__file__).parent))

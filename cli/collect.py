@@ -18,7 +18,8 @@ from .runs import open_run
 def collect(store, run_id, namespace, context, out_dir) -> None:
     """Build the comparison report of a run: HTML, Markdown, CSV and JSON."""
     from kbench.pairs import PairState
-    from kbench.report import gather, write_report
+    from kbench.report.gather import gather
+    from kbench.report.render import write_report
 
     run, backend = open_run(store, run_id, namespace, context)
     results = gather(store, run, backend.states(store, run))

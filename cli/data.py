@@ -73,7 +73,7 @@ def stage(name, store, root, frac, max_short_side, shard_samples, download) -> N
     dataset_info(name)  # an unknown name is refused before the training stack is loaded
     if importlib.util.find_spec("torch") is None:
         raise ConfigError("staging reads datasets with their loaders: pip install 'kbench[train]'")
-    from kbench.jobs.staging import stage_dataset
+    from kbench.staging.datasets import stage_dataset
 
     staged = stage_dataset(
         store,

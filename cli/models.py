@@ -20,7 +20,8 @@ def models() -> None:
 def models_list(store) -> None:
     """The built-in models and every model staged in the store, with their weights."""
     from kbench.registry import MODELS
-    from kbench.weights import SOURCES, staged_models, staged_weights
+    from kbench.staged import staged_models, staged_weights
+    from kbench.staging.weights import SOURCES
 
     rows = [["MODEL", "STAGED", "FILE", "MB", "SOURCE"]]
     staged = staged_models(store)
@@ -62,7 +63,7 @@ def stage(names, store, source) -> None:
         raise ConfigError("--from stages one file: name one model")
     if importlib.util.find_spec("torch") is None:
         raise ConfigError("staging weights needs the training stack: pip install 'kbench[train]'")
-    from kbench.weights import stage as stage_weights
+    from kbench.staging.weights import stage as stage_weights
 
     for name in names:
         manifest = stage_weights(store, name, source)

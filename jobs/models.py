@@ -22,10 +22,9 @@ from torch import nn
 
 from kbench import model_names
 from kbench.errors import ConfigError
-from kbench.registry import fill_template
+from kbench.registry import CLIP_ARCH, fill_template
 from kbench.spec import TrainConfig
 
-CLIP_ARCH = "ViT-B-32-quickgelu"  # OpenAI's weights were trained with QuickGELU: plain ViT-B-32
 # with them silently uses the wrong activation.
 
 

@@ -3,7 +3,6 @@ the node's other processes wait, and a file is only ever seen whole."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from kbench.errors import StoreError
+from kbench.staged import file_sha256
 from kbench.storage import Store
 
 
@@ -45,11 +45,3 @@ def ensure(store: Store, key: str, path: Path, sha256: str) -> None:
     missing or corrupt copy is fetched again)."""
     if not (path.exists() and file_sha256(path) == sha256):
         fetch(store, key, path, sha256)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

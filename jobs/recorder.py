@@ -14,8 +14,8 @@ from typing import Any
 
 from kbench import records
 from kbench.pairs import PairRecords, per_gpu, result_record
+from kbench.records import utc_now
 from kbench.registry import dataset_info
-from kbench.runs import utc_now
 from kbench.spec import TrainConfig
 from kbench.storage import Store, write_json
 

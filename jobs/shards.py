@@ -1,7 +1,7 @@
 """Staged datasets on the pod side: a node fetches the shards of its splits once (local rank 0;
 the others wait), verifies each checksum (a corrupt or missing shard is fetched again), keeps
 them on its scratch disk across restarts, and reads samples straight out of the tar files.
-The layout is kbench.jobs.staging's, which writes them.
+The layout is kbench.staging.datasets's, which writes them.
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ from kbench.jobs.recorder import Recorder
 from kbench.jobs.step import autocast, setup_device, train_step, uses_channels_last
 from kbench.jobs.weights import local_weights
 from kbench.jobs.wiseft import wise_ft_curve
+from kbench.records import load_config
 from kbench.registry import ModelInfo, model_info
-from kbench.runs import load_config
 from kbench.spec import TrainConfig
 from kbench.storage import Store, job_retry_s, open_store
 

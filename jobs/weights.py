@@ -1,5 +1,5 @@
 """A pair's pretrained weights from the store, as a local file on the node (fetched once per
-node, checked against the staged checksum), so a pod needs no internet (kbench.weights)."""
+node, checked against the staged checksum), so a pod needs no internet (kbench.staged)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from kbench.errors import StoreError
 from kbench.jobs import node_cache
 from kbench.registry import model_slug
 from kbench.spec import TrainConfig
+from kbench.staged import staged_weights
 from kbench.storage import Store
-from kbench.weights import staged_weights
 
 
 def local_weights(store: Store | None, config: TrainConfig) -> Path | None:

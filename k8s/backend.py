@@ -26,11 +26,11 @@ from kbench import records
 from kbench.backends import Echo, Options, Plan, check_world
 from kbench.errors import BackendError, ConfigError
 from kbench.pairs import Outcome, PairState
-from kbench.runs import Run, utc_now
+from kbench.records import utc_now
+from kbench.runs import Run
 from kbench.spec import Grid, Pair
-from kbench.staged import require_staged
+from kbench.staged import require_staged, require_weights
 from kbench.storage import Store, connect_timeout_s, timeout_s, write_json
-from kbench.weights import require_weights
 
 from .render import (
     JOBSET_GROUP,

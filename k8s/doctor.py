@@ -95,8 +95,8 @@ def _store(uri: str) -> Check:
 
 
 def _weights(uri: str, grid: Grid) -> Check:
+    from kbench.staged import unstaged_models
     from kbench.storage import open_store
-    from kbench.weights import unstaged_models
 
     missing = unstaged_models(open_store(uri), grid.pairs)
     if missing:

@@ -145,7 +145,7 @@ def test_status_and_collect_read_one_object_a_pair_once_its_job_has_started(s3_e
     """summary.json holds what the job wrote (config, epochs, progress, result): one GET per
     pair for status and collect. Pairs not started yet, and runs of an earlier kbench (separate
     records only), are read from the separate records, with the same outcome."""
-    from kbench.report import gather
+    from kbench.report.gather import gather
     from kbench.runs import load_run, read_pairs
 
     store = open_store(s3_env.uri(f"summary/{tmp_path.name}"))

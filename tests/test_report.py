@@ -285,7 +285,7 @@ def test_html_report_renders_in_chromium(fixture_run, tmp_path):
 
 
 def test_published_zero_shot_is_checked_only_where_it_is_comparable():
-    from kbench.published import zero_shot_flag
+    from kbench.report.published import zero_shot_flag
 
     config = {"dataset": "dtd", "model": "clip-vit-b32", "pretrained": True}
     assert zero_shot_flag(config, 0.30) is not None  # the study's split: test

@@ -22,12 +22,12 @@ from torchvision import datasets as tv
 
 from kbench.backends.local import LocalBackend
 from kbench.cli.main import cli
-from kbench.jobs import staging
 from kbench.jobs.datasets import Source, build_splits, raw_splits
 from kbench.records import EPOCH_RECORD_SCHEMA, METRICS, pair_key
 from kbench.registry import dataset_info, model_info, prompts
 from kbench.runs import Run, create_run
 from kbench.spec import parse_grid
+from kbench.staging import datasets as staging
 from kbench.storage import open_store, read_json
 
 

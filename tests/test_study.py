@@ -13,8 +13,8 @@ import torch
 from test_report import collect, epoch, write_pair
 
 from kbench.jobs.train import Job, build_loaders
-from kbench.published import study_table
 from kbench.registry import fill_template, prompts
+from kbench.report.published import study_table
 from kbench.runs import Run, create_run
 from kbench.spec import load_grid
 from kbench.storage import open_store

@@ -156,6 +156,10 @@ DATASETS: dict[str, DatasetInfo] = {
     ]
 }
 
+# open_clip's architecture for OpenAI's ViT-B/32 weights: they were trained with QuickGELU, and
+# plain ViT-B-32 with them silently uses the wrong activation.
+CLIP_ARCH = "ViT-B-32-quickgelu"
+
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in [

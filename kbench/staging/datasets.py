@@ -18,7 +18,8 @@ of a run trained on it, so a report can say its numbers are not the originals'.
 
 Every split of the dataset is staged; a run fetches its train split and its eval split. Staging
 reads the dataset with its real loader where a copy exists; kbench.jobs.shards reads the shards
-back in the pods.
+back in the pods. This module runs on the user's machine (`kbench data stage`); it reads the
+datasets with the loaders the pods use for a local copy (kbench.jobs.datasets).
 """
 
 from __future__ import annotations
@@ -39,13 +40,12 @@ from tqdm import tqdm
 
 from kbench import __version__
 from kbench.errors import ConfigError
-from kbench.jobs import node_cache
 from kbench.jobs.datasets import Source, class_names, raw_splits
 from kbench.jobs.wilds_datasets import FileList
-from kbench.records import dataset_key, staged_name
+from kbench.records import dataset_key, staged_name, utc_now
 from kbench.registry import dataset_info, prompts
-from kbench.runs import utc_now
 from kbench.spec import local_data_path
+from kbench.staged import file_sha256
 from kbench.storage import Store, write_json
 
 SHARD_SAMPLES = 1000
@@ -182,7 +182,7 @@ def _write_shard(
                 info = tarfile.TarInfo(f"{index:08d}.{suffix}")
                 info.size, info.mtime = len(payload), 0  # same bytes on every run
                 tar.addfile(info, io.BytesIO(payload))
-    return node_cache.file_sha256(path)
+    return file_sha256(path)
 
 
 def _stored(max_short_side: int | None) -> str:

@@ -28,7 +28,8 @@ from kbench.backends import Echo, Options, Plan, check_world
 from kbench.command import train_command
 from kbench.errors import JOB_ERROR_PREFIX, BackendError, ConfigError, StoreError
 from kbench.pairs import Outcome, PairState
-from kbench.runs import Run, read_pairs, utc_now
+from kbench.records import utc_now
+from kbench.runs import Run, read_pairs
 from kbench.spec import Grid, Pair, TrainConfig
 from kbench.storage import LocalStore, Store, open_store, patient, read_json, write_json
 

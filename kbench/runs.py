@@ -16,7 +16,7 @@ from kbench import __version__, records
 from kbench.errors import ConfigError, StoreError
 from kbench.pairs import Outcome, PairRecords, PairState, pair_state
 from kbench.registry import dataset_info
-from kbench.spec import Grid, Pair, TrainConfig, is_pair_name, pair_name
+from kbench.spec import Grid, Pair, is_pair_name, pair_name
 from kbench.storage import Store, create_json, read_json, write_json
 
 
@@ -43,7 +43,7 @@ class Run:
             source=grid.source,
             pairs=[p.name for p in grid.pairs],
             backend=backend,
-            created=utc_now(),
+            created=records.utc_now(),
             document=grid.document,
         )
 
@@ -77,10 +77,6 @@ class Run:
         if data["cluster"] is None:
             del data["cluster"]
         return data
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def new_run_id(grid_name: str, now: dt.datetime | None = None) -> str:
@@ -167,11 +163,6 @@ def check_pairs(run: Run, pairs: list[str]) -> list[str]:
             known = ", ".join(run.pairs)
             raise ConfigError(f"run {run.run_id} has no pair {pair!r}; pairs: {known}")
     return pairs
-
-
-def load_config(store: Store, run_id: str, pair: str) -> TrainConfig:
-    data = read_json(store, records.pair_key(run_id, pair, records.CONFIG))
-    return TrainConfig.from_dict(data, where=records.pair_key(run_id, pair, records.CONFIG))
 
 
 def read_pair(store: Store, run_id: str, pair: str, with_progress: bool = False) -> PairRecords:

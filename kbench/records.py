@@ -14,11 +14,12 @@ shape of the records. The job writes them, `status` and `collect` read them.
     runs/<run>/<pair>/local.json         the local backend's view of the process (local runs only)
     runs/<run>/<pair>/cancelled.json     `kbench cancel` stopped it (Kubernetes: its Job is gone)
     runs/<run>/local.json                the process that trains a local run (`resume` checks it)
-    datasets/<name>/manifest.json        a staged dataset (`kbench data stage`; kbench.jobs.staging)
+    datasets/<name>/manifest.json        a staged dataset (kbench.staging.datasets)
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import re
@@ -27,7 +28,9 @@ import zipfile
 import numpy as np
 
 from kbench.registry import model_slug
+from kbench.spec import TrainConfig
 from kbench.stats import Predictions
+from kbench.storage import Store, read_json
 
 RUN = "run.json"
 CLAIM = "claim.json"
@@ -80,6 +83,17 @@ def decode_predictions(data: bytes) -> dict[str, Predictions]:
         name: Predictions(labels.astype(np.int64), predicted.astype(np.int64), groups)
         for name, predicted in arrays.items()
     }
+
+
+def utc_now() -> str:
+    """A record's timestamp: ISO 8601, UTC, to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def load_config(store: Store, run_id: str, pair: str) -> TrainConfig:
+    """A pair's config.json, as its job reads it: every key and type checked."""
+    key = pair_key(run_id, pair, CONFIG)
+    return TrainConfig.from_dict(read_json(store, key), where=key)
 
 
 def run_key(run_id: str, name: str = RUN) -> str:

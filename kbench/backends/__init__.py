@@ -112,7 +112,7 @@ def check_world(pairs: list[Pair], processes: int) -> None:
 
 def send(backend: Backend, plan: Plan, store: Store, echo: Echo) -> dict[str, Outcome]:
     """Check, record the run, submit: a submission refused by a check leaves nothing behind."""
-    from kbench.weights import require_a_start
+    from kbench.staged import require_a_start
 
     require_a_start(store, plan.pairs)
     backend.check(store, plan)
