@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test goldens chromium clean
+.PHONY: demo check test test-fast goldens chromium clean
 
 # A virtual environment with kbench (editable), the training stack and the test tools.
 # Rebuilt when pyproject.toml changes.
@@ -18,14 +18,25 @@ demo: $(VENV)/.installed
 	$(BIN)/kbench submit --grid smoke --backend local
 	$(BIN)/kbench collect
 
-test: $(VENV)/.installed chromium
+# Static checks: lint and format, the layers between the wings (pyproject's importlinter
+# contracts), and the type check of the whole package.
+check: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+# The fast tier: no process started, no server.
+test-fast: check
+	$(BIN)/pytest tests/unit
+
+# Both tiers, as CI runs them; the 25 slowest tests are listed at the end.
+test: check chromium
+	$(BIN)/pytest --durations=25 tests/unit tests/e2e
 
 # Rewrite the golden manifests in tests/golden after an intended change; review the diff.
 goldens: $(VENV)/.installed
-	KBENCH_UPDATE_GOLDENS=1 $(BIN)/pytest -q tests/test_k8s_render.py -k golden
+	KBENCH_UPDATE_GOLDENS=1 $(BIN)/pytest -q tests/unit/test_k8s_render.py -k golden
 
 # Headless Chromium renders the HTML report in the tests (Debian's package; needs root).
 chromium:

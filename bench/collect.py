@@ -20,63 +20,55 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from s3server import seaweedfs  # noqa: E402
+from support.builders import epoch_record, result_record  # noqa: E402
+from support.s3server import seaweedfs  # noqa: E402
 
-import kbench.runs  # noqa: E402
 from kbench import records  # noqa: E402
 from kbench.report.gather import gather  # noqa: E402
-from kbench.runs import load_run  # noqa: E402
-from kbench.storage import S3Store, write_json  # noqa: E402
+from kbench.runs import Run, load_run  # noqa: E402
+from kbench.s3 import S3Store  # noqa: E402
+from kbench.spec import TrainConfig, load_grid, pair_name  # noqa: E402
+from kbench.storage import write_json  # noqa: E402
 
 
 def fake_run(store: S3Store, pairs: int, epochs: int, summaries: bool) -> None:
-    """A finished run: run.json, then config, metrics and result of every pair, and the
-    summary.json (the three in one) a job keeps up to date, unless `summaries` is false (a run
-    of an earlier kbench)."""
-    names = [f"d{i:04d}_{'clip-vit-b32' if i % 2 else 'resnet50'}" for i in range(pairs)]
-    run = {
-        "run_id": "bench",
-        "grid": "bench",
-        "source": "bench",
-        "pairs": names,
-        "backend": "local",
-        "created": "2026-11-27T00:00:00+00:00",
-        "kbench_version": "0",
-    }
+    """A finished run: run.json, then config, metrics and result of every pair (each one of a
+    grid's seeds of cifar10 x CLIP or ResNet, records as a job writes them), and the summary.json
+    (the three in one) a job keeps up to date, unless `summaries` is false (a run of an earlier
+    kbench)."""
+    grid = load_grid("all")
+    configs = [
+        replace(grid.pair(f"cifar10_{'clip-vit-b32' if i % 2 else 'resnet50'}").config, seed=i)
+        for i in range(pairs)
+    ]
+    names = [pair_name(c.dataset, c.model, c.seed) for c in configs]
+    run = Run("bench", "bench", "bench", names, "local", "2026-11-27T00:00:00+00:00")
 
-    def one(name: str) -> None:
-        dataset, model = name.split("_")
-
-        def record(e: int) -> dict:
-            return {
-                "epoch": e,
-                "headline": 0.5 + e / 100,
-                "top1": 0.5 + e / 100,
-                "headline_metric": "top1",
-                "epoch_seconds": 60.0,
-                "images_per_s": 900.0,
-                "gpus": 4,
-            }
-
+    def one(name: str, config: TrainConfig) -> None:
         key = lambda f: records.pair_key("bench", name, f)  # noqa: E731
-        config = {"dataset": dataset, "model": model, "epochs": epochs}
-        metrics = [record(e) for e in range(epochs + 1)]
-        result = {"parameters": 1, "wise_ft": None, "environment": None}
-        write_json(store, key(records.CONFIG), config)
+        metrics = [epoch_record(e, 0.5 + e / 100) for e in range(epochs + 1)]
+        result = result_record(name, metrics, dataset=config.dataset, model=config.model)
+        write_json(store, key(records.CONFIG), config.to_dict())
         write_json(store, key(records.METRICS), {"epochs": metrics})
         write_json(store, key(records.RESULT), result)
         if summaries:
-            summary = {"config": config, "epochs": metrics, "progress": None, "result": result}
+            summary = {
+                "config": config.to_dict(),
+                "epochs": metrics,
+                "progress": None,
+                "result": result,
+            }
             write_json(store, key(records.SUMMARY), summary)
 
     with ThreadPoolExecutor(max_workers=32) as pool:
-        list(pool.map(one, names))
-    write_json(store, records.run_key("bench"), run)
+        list(pool.map(one, names, configs))
+    write_json(store, records.run_key("bench"), run.to_dict())
 
 
 def main() -> None:
@@ -91,9 +83,6 @@ def main() -> None:
     if args.quick:
         args.pairs = min(args.pairs, 100)
 
-    # A run of 500 pairs needs more names than the 44 <dataset>_<model> kbench knows; run.json's
-    # check of the names is the only thing this lets through.
-    kbench.runs.is_pair_name = lambda name: True
     with tempfile.TemporaryDirectory() as data, seaweedfs(Path(data)) as server:
         os.environ.update(server.env)
         rows = []

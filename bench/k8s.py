@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import kubernetes_validate  # noqa: E402
-from k8s_emulator import kubernetes_emulator  # noqa: E402
+from support.k8s_emulator import kubernetes_emulator  # noqa: E402
 
 from kbench.k8s.backend import KubernetesBackend  # noqa: E402
 from kbench.k8s.render import render_run, validate  # noqa: E402

@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from photos import stage_folder, write_images  # noqa: E402
-from s3server import seaweedfs  # noqa: E402
+from support.s3server import seaweedfs  # noqa: E402
 
 from kbench.jobs import imagefolder, node_cache, shards  # noqa: E402
-from kbench.storage import S3Store  # noqa: E402
+from kbench.s3 import S3Store  # noqa: E402
 
 
 def timed(work) -> float:

@@ -15,8 +15,8 @@ import json
 
 from torch.utils.data import DistributedSampler
 
+from kbench.jobs.loaders import EpochBatches
 from kbench.jobs.optim import warmup_steps
-from kbench.jobs.train import EpochBatches
 from kbench.spec import load_grid
 
 # Training images of each dataset's train split as kbench loads it (torchvision's splits; DTD

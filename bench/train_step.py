@@ -34,11 +34,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.datasets import ImageFolder
 
 from kbench.jobs.datasets import Splits, Transformed, build_transforms, normalization
+from kbench.jobs.distributed import Job  # noqa: E402
+from kbench.jobs.loaders import Placement, build_loaders
 from kbench.jobs.models import build_model
 from kbench.jobs.optim import build_optimizer, build_scheduler
 from kbench.jobs.shards import ShardDataset, fetch
 from kbench.jobs.step import setup_device, train_step, uses_channels_last
-from kbench.jobs.train import Job, Placement, build_loaders
 from kbench.registry import model_info
 from kbench.spec import TrainConfig, load_recipe
 from kbench.staging.datasets import stage
@@ -175,10 +176,10 @@ def real_batches(config: TrainConfig, feed, device, place: Placement):
         templates=["{}"],
         groups=(),
     )
-    loader, _ = build_loaders(config, splits, Job(None, "bench", "bench", 0, 1, device))
+    loader, batches, _ = build_loaders(config, splits, Job(None, "bench", "bench", 0, 1, device))
     epoch = 0
     while True:
-        loader.batch_sampler.set_epoch(epoch)
+        batches.set_epoch(epoch)
         for images, labels in loader:
             yield place(images, labels)
         epoch += 1

@@ -12,7 +12,6 @@ print; the work is in it.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import click
@@ -31,7 +30,8 @@ from .submit import render, resume, submit
 class KbenchCliError(click.ClickException):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # Click types the code as a class variable; each of these errors carries its own.
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 DEBUG_ENV = "KBENCH_DEBUG"
@@ -100,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -90,7 +90,10 @@ def resume(store, run_id, parallel) -> None:
             f"`kbench submit --backend kubernetes --run-id {run.run_id} --grid ...` recreates "
             "deleted ones"
         )
+    from kbench.backends.local import LocalBackend
+
     backend = backend_of(run, Options(parallel=parallel))
+    assert isinstance(backend, LocalBackend)  # the only backend that resumes a run itself
     _sent(run.run_id, backend.resume(store, run, click.echo), finished=True)
 
 

@@ -4,16 +4,18 @@ plus the image transforms of each model family (DESIGN section 5)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset, Subset
+from torchvision.datasets import ImageFolder
 from torchvision.transforms import InterpolationMode, v2
 
 from kbench.errors import ConfigError
 from kbench.jobs import imagefolder, shards, wilds_datasets
 from kbench.jobs.synthetic import SyntheticShapes
+from kbench.records import StagedCopy
 from kbench.registry import ModelInfo, dataset_info, prompts, readable
 from kbench.spec import TrainConfig
 from kbench.storage import Store
@@ -52,7 +54,7 @@ class Splits:
     classes: list[str]  # in label order, as the prompts spell them
     templates: list[str]
     groups: tuple[str, ...]  # the worst-group metric's groups (FMoW's regions), or none
-    staging: dict | None = None  # how the staged copy was prepared (frac, max_short_side)
+    staging: StagedCopy | None = None  # how the staged copy was prepared
 
 
 class Transformed(Dataset):
@@ -62,7 +64,7 @@ class Transformed(Dataset):
         self.dataset, self.transform = dataset, transform
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return size(self.dataset)
 
     def __getitem__(self, index: int):
         image, *rest = self.dataset[index]
@@ -98,6 +100,12 @@ def build_transforms(info: ModelInfo, augment: str | None = None) -> tuple[Calla
     return v2.Compose(first + train + last), v2.Compose(first + evaluation + last)
 
 
+def size(dataset: Dataset) -> int:
+    """Its number of samples: every dataset here has one, which torch's Dataset type does not
+    declare."""
+    return len(dataset)  # type: ignore[arg-type]
+
+
 def normalization(info: ModelInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) per channel, of images scaled to [0, 1], that the model expects."""
     return info.mean, info.std
@@ -109,12 +117,15 @@ def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = Non
     train_tf, eval_tf = build_transforms(info, config.augment)
     dataset = dataset_info(config.dataset)
     manifest = shards.staged_manifest(store, config) if store is not None else None
-    if manifest is not None:
+    if store is not None and manifest is not None:
         eval_split = choose_eval_split(config, list(manifest["splits"]))
         train_split = manifest["train_split"]
-        loaded = shards.load(store, manifest, [train_split, eval_split])
+        loaded: Mapping[str, Dataset] = shards.load(store, manifest, [train_split, eval_split])
         classes, templates = manifest["classes"], manifest["templates"]
-        staging = {"frac": manifest["frac"], "max_short_side": manifest.get("max_short_side")}
+        staging: StagedCopy | None = {
+            "frac": manifest["frac"],
+            "max_short_side": manifest.get("max_short_side"),
+        }
     else:
         staging = None
         loaded = raw_splits(Source.of(config, info))
@@ -131,17 +142,19 @@ def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = Non
     )
 
 
-def raw_splits(source: Source, download: bool = False) -> dict[str, Dataset]:
+def raw_splits(source: Source, download: bool = False) -> Mapping[str, Dataset]:
     """Every split of the dataset from its own loader, untransformed (PIL images): split name
     -> dataset of (image, label[, group])."""
     return BUILDERS[source.dataset](source, download=download)
 
 
-def class_names(dataset: str, splits: dict[str, Dataset]) -> list[str]:
+def class_names(dataset: str, splits: Mapping[str, Dataset]) -> list[str]:
     """Class names in label order: an imagefolder's folders (readable), else the prompt
     file's."""
     if dataset == "imagefolder":
-        return [readable(name) for name in splits["train"].classes]
+        train = splits["train"]
+        assert isinstance(train, ImageFolder)  # kbench.jobs.imagefolder's
+        return [readable(name) for name in train.classes]
     return prompts(dataset)[0]
 
 
@@ -160,14 +173,14 @@ def choose_eval_split(config: TrainConfig, available: list[str]) -> str:
 def _limit(dataset: Dataset, limit: int | None) -> Dataset:
     """A fixed random subset of `limit` samples: the same in every process, restart and seed
     of a grid's `seeds` (so every seed is scored on the same samples)."""
-    if limit is None or limit >= len(dataset):
+    if limit is None or limit >= size(dataset):
         return dataset
     generator = torch.Generator().manual_seed(LIMIT_SEED)
-    indices = torch.randperm(len(dataset), generator=generator)[:limit].sort().values
+    indices = torch.randperm(size(dataset), generator=generator)[:limit].sort().values
     return Subset(dataset, indices.tolist())
 
 
-def _synthetic(source: Source, download: bool = False) -> dict[str, Dataset]:
+def _synthetic(source: Source, download: bool = False) -> Mapping[str, Dataset]:
     size, seed = source.image_size, source.seed
     return {
         "train": SyntheticShapes("train", size, seed),
@@ -175,11 +188,12 @@ def _synthetic(source: Source, download: bool = False) -> dict[str, Dataset]:
     }
 
 
-def _imagefolder(source: Source, download: bool = False) -> dict[str, Dataset]:
+def _imagefolder(source: Source, download: bool = False) -> Mapping[str, Dataset]:
+    assert source.data is not None  # TrainConfig.validate: an imagefolder has its data
     return imagefolder.load(source.data)
 
 
-def _wilds(source: Source, download: bool = False) -> dict[str, Dataset]:
+def _wilds(source: Source, download: bool = False) -> Mapping[str, Dataset]:
     return wilds_datasets.load(source.dataset, source.local_root, download)
 
 
@@ -192,7 +206,7 @@ def _torchvision(cls, arguments: Callable[[str], dict] = lambda split: {"split":
     $KBENCH_DATA_ROOT (default ./data): cifar-10-batches-py/, dtd/dtd/, food-101/, ...
     Its splits are the registry's; `arguments`: the loader's keyword arguments for a split."""
 
-    def build(source: Source, download: bool = False) -> dict[str, Dataset]:
+    def build(source: Source, download: bool = False) -> Mapping[str, Dataset]:
         root, dataset = source.local_root, dataset_info(source.dataset)
         splits = (dataset.train_split, *dataset.eval_splits)
         try:

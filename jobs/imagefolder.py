@@ -14,7 +14,7 @@ from torchvision.datasets import ImageFolder
 from kbench.errors import ConfigError
 from kbench.jobs import node_cache
 from kbench.registry import dataset_info
-from kbench.storage import S3Store
+from kbench.s3 import S3Store
 
 
 def load(data: str) -> dict[str, ImageFolder]:

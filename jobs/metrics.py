@@ -6,12 +6,24 @@ every sample has been counted exactly once, whatever the split size and the worl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from kbench.records import EvalMetrics
 from kbench.stats import Predictions, from_confusion, worst_group
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of the eval split: its metrics, and every sample's predicted class (None
+    for an evaluation reused from an earlier one, whose predictions are kept already)."""
+
+    metrics: EvalMetrics
+    predictions: Predictions | None = None
 
 
 class EvalAccumulator:
@@ -40,6 +52,8 @@ class EvalAccumulator:
         self._labels.append(targets.to(torch.int32))
         self._predicted.append(predictions.to(torch.int32))
         if self.groups:
+            if groups is None:
+                raise ValueError("this split's samples belong to groups: give each one's group")
             self._groups.append(groups.to(torch.int32))
             member = groups >= 0
             slot = torch.where(member, groups, 0)  # samples in no group add zeros below
@@ -61,15 +75,18 @@ class EvalAccumulator:
             dist.all_reduce(self.sums)
             dist.all_reduce(self.group_counts)
 
-    def compute(self) -> dict[str, float | int]:
+    def compute(self) -> EvalMetrics:
         """The split's metrics (the formulas are kbench.stats', which the report's intervals
         use too)."""
         samples, top5_hits, loss_sum = self.sums.tolist()
         n = max(samples, 1)
-        metrics = {
+        confusion = from_confusion(self.confusion.cpu().numpy())
+        metrics: EvalMetrics = {
             "samples": int(samples),
-            **from_confusion(self.confusion.cpu().numpy()),
+            "top1": confusion["top1"],
             "top5": top5_hits / n,
+            "mean_per_class": confusion["mean_per_class"],
+            "macro_f1": confusion["macro_f1"],
             "loss": loss_sum / n,
         }
         if self.groups:

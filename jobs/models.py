@@ -56,8 +56,10 @@ def build_model(
     """The model of the config; `weights`: its pretrained weights, a local file."""
     builder = BUILDERS.get(config.model)
     if builder is None:  # a library's name
-        library = model_names.parse(config.model).library
-        builder = _open_clip_model if library == "open_clip" else _torchvision_model
+        parsed = model_names.parse(config.model)
+        if parsed is None:
+            raise ConfigError(f"unknown model {config.model!r}")
+        builder = _open_clip_model if parsed.library == "open_clip" else _torchvision_model
     return builder(config, classes, templates, device, weights)
 
 
@@ -146,7 +148,9 @@ def _resnet_classifier(backbone: nn.Module, num_classes: int, device) -> ImageCl
     # A torchvision classifier's last Linear layer is its ImageNet head (ResNet's fc,
     # ConvNeXt's classifier[2], ViT's heads.head): the identity now, a new head after it.
     last = [name for name, m in backbone.named_modules() if isinstance(m, nn.Linear)][-1]
-    features = backbone.get_submodule(last).in_features
+    layer = backbone.get_submodule(last)
+    assert isinstance(layer, nn.Linear)
+    features = layer.in_features
     backbone.set_submodule(last, nn.Identity())
     head = nn.Linear(features, num_classes)
     nn.init.xavier_uniform_(head.weight)

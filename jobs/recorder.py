@@ -1,6 +1,7 @@
 """Writes a pair's records to storage (rank 0 only) and owns what they hold in common: every
 epoch record's split, metric, world size and GPU count, every progress record's epoch and step
-counts. The training loop hands it numbers; it builds the records (records.py's schemas).
+counts. The training loop hands it numbers and evaluations; it builds the records, typed by
+kbench.records.
 
 Each write replaces a whole small JSON object, so readers (status, collect) never see a half
 record; metrics.json always holds every epoch so far.
@@ -10,29 +11,27 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 from kbench import records
-from kbench.pairs import PairRecords, per_gpu, result_record
-from kbench.records import utc_now
+from kbench.jobs.metrics import Evaluation
+from kbench.pairs import PairRecords, per_gpu, result_record, value
+from kbench.records import (
+    Environment,
+    EpochRecord,
+    EvalMetrics,
+    ProgressRecord,
+    ResultRecord,
+    StagedCopy,
+    SummaryRecord,
+    WiseFtPoint,
+    utc_now,
+)
 from kbench.registry import dataset_info
 from kbench.spec import TrainConfig
 from kbench.storage import Store, write_json
 
 PROGRESS_EVERY_S = 5.0
-
-
-# What an epoch record holds beside the evaluation's metrics (and `base`).
-EPOCH_FIELDS = {
-    "epoch",
-    "headline",
-    "train_loss",
-    "lr",
-    "epoch_seconds",
-    "images_per_s",
-    "images_per_s_per_gpu",
-    "time",
-}
 
 
 class Recorder:
@@ -44,7 +43,7 @@ class Recorder:
         config: TrainConfig,
         *,
         eval_split: str,
-        staging: dict | None = None,  # how the staged copy of the data was prepared
+        staging: StagedCopy | None = None,  # how the staged copy of the data was prepared
         steps: int,  # training steps per epoch
         images: int,  # images trained per epoch, all processes together
         rank: int,
@@ -55,19 +54,12 @@ class Recorder:
         self.enabled = rank == 0
         self.steps, self.images = steps, images
         self.headline_metric = dataset_info(config.dataset).headline
-        self.base = {
-            "split": eval_split,
-            "headline_metric": self.headline_metric,
-            "world_size": world,
-            "gpus": gpus,
-        }
-        if staging is not None:
-            self.base["data"] = staging
-        self.epochs: list[dict[str, Any]] = []
+        self.split, self.world, self.gpus, self.staging = eval_split, world, gpus, staging
+        self.epochs: list[EpochRecord] = []
         self.predicted: dict[str, Any] = {}  # evaluation name -> each sample's predicted class
         self._samples: tuple[Any, Any] | None = None  # the (labels, groups) they are of
-        self._progress: dict[str, Any] | None = None
-        self._result: dict[str, Any] | None = None
+        self._progress: ProgressRecord | None = None
+        self._result: ResultRecord | None = None
         self._last_progress = -math.inf
 
     def _key(self, name: str) -> str:
@@ -75,13 +67,13 @@ class Recorder:
 
     @property
     def records(self) -> PairRecords:
-        return PairRecords(self.pair, self.config.to_dict(), self.epochs)
+        return PairRecords(self.pair, self.config, self.epochs)
 
     # ---------------------------------------------------------------------------- progress
 
     def progress(
         self,
-        phase: str,
+        phase: Literal["starting", "eval", "train", "done"],
         epoch: int,
         step: int = 0,
         images_per_s: float = 0.0,
@@ -94,18 +86,17 @@ class Recorder:
         if not self.enabled or (not force and now - self._last_progress < PROGRESS_EVERY_S):
             return
         self._last_progress = now
-        record = {
+        self._progress = {
             "phase": phase,
             "epoch": epoch,
             "epochs": self.config.epochs,
             "step": step,
             "steps": self.steps,
             "images_per_s": images_per_s,
-            "images_per_s_per_gpu": per_gpu(images_per_s, self.base["gpus"]),
+            "images_per_s_per_gpu": per_gpu(images_per_s, self.gpus),
             "eta_s": eta_s,
             "time": utc_now(),
         }
-        self._progress = record
         self._write_summary()
 
     def _keep_predictions(self, name: str, predictions: Any, write: bool = True) -> None:
@@ -126,7 +117,7 @@ class Recorder:
     def _write_summary(self) -> None:
         """summary.json: everything `status` and `collect` read of the pair, in one object,
         rewritten with each of the job's writes (progress, an epoch, the result)."""
-        summary = {
+        summary: SummaryRecord = {
             "config": self.config.to_dict(),
             "epochs": self.epochs,
             "progress": self._progress,
@@ -150,7 +141,7 @@ class Recorder:
 
     # ------------------------------------------------------------------------------ epochs
 
-    def restore(self, epochs: list[dict[str, Any]]) -> None:
+    def restore(self, epochs: list[EpochRecord]) -> None:
         """Continue from a checkpoint's records: metrics.json is rewritten from these, so an
         epoch recorded after the checkpoint (and trained again now) is not listed twice; the
         predictions of those epochs are read back (rank 0 writes them)."""
@@ -167,38 +158,54 @@ class Recorder:
             first = next(iter(stored.values()))
             self._samples = (first.labels, first.groups)
 
-    def metrics(self, epoch: int) -> dict[str, Any] | None:
+    def metrics(self, epoch: int) -> EvalMetrics | None:
         """The evaluation recorded for `epoch` (on every process alike), or None."""
         record = next((r for r in self.epochs if r["epoch"] == epoch), None)
         if record is None:
             return None
-        return {k: v for k, v in record.items() if k not in self.base and k not in EPOCH_FIELDS}
+        metrics: EvalMetrics = {
+            "samples": record["samples"],
+            "top1": record["top1"],
+            "top5": record["top5"],
+            "mean_per_class": record["mean_per_class"],
+            "macro_f1": record["macro_f1"],
+            "loss": record["loss"],
+        }
+        if "worst_region" in record:
+            metrics["worst_region"] = record["worst_region"]
+        if "per_group" in record:
+            metrics["per_group"] = record["per_group"]
+        return metrics
 
     def epoch(
         self,
         epoch: int,
-        metrics: dict[str, Any],
+        evaluation: Evaluation,
         *,
         train_loss: float | None = None,
         lr: float | None = None,
         seconds: float = 0.0,
     ) -> None:
         """One evaluated epoch; epoch 0 (the model before training) trained nothing."""
-        metrics = dict(metrics)
-        self._keep_predictions(f"epoch_{epoch}", metrics.pop("predictions", None))
+        self._keep_predictions(f"epoch_{epoch}", evaluation.predictions)
         images_per_s = self.images_per_s(seconds)
-        record = {
-            **self.base,
-            **metrics,
+        record: EpochRecord = {
+            **evaluation.metrics,
             "epoch": epoch,
-            "headline": metrics[self.headline_metric],
+            "split": self.split,
+            "headline_metric": self.headline_metric,
+            "headline": self._headline(evaluation.metrics),
             "train_loss": train_loss,
             "lr": lr,
             "epoch_seconds": seconds,
             "images_per_s": images_per_s,
-            "images_per_s_per_gpu": per_gpu(images_per_s, self.base["gpus"]) if epoch else None,
+            "images_per_s_per_gpu": per_gpu(images_per_s, self.gpus) if epoch else None,
+            "world_size": self.world,
+            "gpus": self.gpus,
             "time": utc_now(),
         }
+        if self.staging is not None:
+            record["data"] = self.staging
         self.epochs.append(record)
         if self.enabled:
             write_json(self.store, self._key(records.METRICS), {"epochs": self.epochs})
@@ -211,35 +218,44 @@ class Recorder:
                 flush=True,
             )
 
+    def _headline(self, metrics: EvalMetrics) -> float:
+        headline = value(metrics, self.headline_metric)
+        if headline is None:
+            raise ValueError(f"the evaluation has no {self.headline_metric}")
+        return headline
+
     # ------------------------------------------------------------------------------ result
 
     def finish(
         self,
         *,
         parameters: int,
-        wise_ft: list[dict[str, Any]] | None,
-        environment: dict[str, Any],
+        wise_ft: list[tuple[float, Evaluation]] | None,
+        environment: Environment,
         start: str | None = None,
     ) -> None:
         """The last progress record and result.json (with WiSE-FT's curve, for CLIP)."""
         if not self.enabled:
             return
         found = self.records
-        curve = None
+        curve: list[WiseFtPoint] | None = None
         if wise_ft:
             curve = []
-            for point in wise_ft:
-                point = dict(point)
-                predictions = point.pop("predictions", None)
-                self._keep_predictions(f"alpha_{point['alpha']:.1f}", predictions, write=False)
-                curve.append({**point, "headline": point[self.headline_metric]})
+            for alpha, evaluation in wise_ft:
+                self._keep_predictions(f"alpha_{alpha:.1f}", evaluation.predictions, write=False)
+                point: WiseFtPoint = {
+                    **evaluation.metrics,
+                    "alpha": alpha,
+                    "headline": self._headline(evaluation.metrics),
+                }
+                curve.append(point)
             self._write_predictions()  # once for the whole curve
         summary = result_record(
             found,
             headline_metric=self.headline_metric,
             parameters=parameters,
-            world_size=self.base["world_size"],
-            gpus=self.base["gpus"],
+            world_size=self.world,
+            gpus=self.gpus,
             wise_ft=curve,
             environment=environment,
             start=start,

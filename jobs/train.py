@@ -15,43 +15,39 @@ between two writes with exit code 143.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import functools
-import math
 import os
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader
 
-from kbench.command import CPUS_ENV, GPUS_ENV
 from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError, KbenchError
 from kbench.jobs import checkpoint
-from kbench.jobs.datasets import Splits, build_splits, normalization
+from kbench.jobs.datasets import Splits, build_splits, normalization, size
+from kbench.jobs.distributed import Job, mean_across_processes, setup_distributed
 from kbench.jobs.eval_cache import EvalBatches
-from kbench.jobs.metrics import EvalAccumulator
+from kbench.jobs.loaders import EpochBatches, Placement, build_loaders
+from kbench.jobs.metrics import EvalAccumulator, Evaluation
 from kbench.jobs.models import ImageClassifier, build_model
 from kbench.jobs.optim import build_optimizer, build_scheduler
 from kbench.jobs.recorder import Recorder
 from kbench.jobs.step import autocast, setup_device, train_step, uses_channels_last
 from kbench.jobs.weights import local_weights
 from kbench.jobs.wiseft import wise_ft_curve
-from kbench.records import load_config
+from kbench.records import Environment, load_config
 from kbench.registry import ModelInfo, model_info
 from kbench.spec import TrainConfig
-from kbench.storage import Store, job_retry_s, open_store
+from kbench.storage import job_retry_s, open_store
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a process killed by it
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 class Preempted(BaseException):
@@ -62,44 +58,6 @@ class Preempted(BaseException):
 # certain callbacks (os.fork's, when DataLoader workers start), so the loop also checks this
 # after every step.
 sigterm = {"received": False}
-
-
-@dataclass(frozen=True)
-class Job:
-    """This process's part of the job: the pair it trains, where its records go, its rank."""
-
-    store: Store
-    run_id: str
-    pair: str
-    rank: int
-    world: int
-    device: torch.device
-
-
-class Placement:
-    """Where batches go: uint8 images from the workers, to the device, in the memory format the
-    model wants, then as normalised floats (x / 255 - mean) / std, computed there."""
-
-    def __init__(
-        self,
-        device: torch.device,
-        channels_last: bool,  # convolutional models on GPUs
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-    ) -> None:
-        self.device, self.channels_last = device, channels_last
-        std_255 = torch.tensor(std, device=device).view(-1, 1, 1) * 255
-        self.shift = torch.tensor(mean, device=device).view(-1, 1, 1) * 255
-        self.scale = 1 / std_255
-
-    def __call__(
-        self, images: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = images.to(self.device, non_blocking=True)
-        if self.channels_last:  # on uint8: a quarter of the bytes to move
-            images = images.contiguous(memory_format=torch.channels_last)
-        images = (images.float() - self.shift) * self.scale  # keeps the memory format
-        return images, labels.to(self.device, non_blocking=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,14 +89,14 @@ def train(job: Job) -> None:
     zero_shot = copy_weights(model) if family == "clip" else None
     torch.manual_seed(config.seed + job.rank)  # after building: each process augments differently
 
-    train_loader, eval_loader = build_loaders(config, splits, job)
+    train_loader, batches, eval_loader = build_loaders(config, splits, job)
     steps = len(train_loader)
-    batches: EpochBatches = train_loader.batch_sampler
     optimizer = build_optimizer(config, model, job.device)
     scheduler = build_scheduler(config, optimizer, total_steps=config.epochs * steps)
     # The same weights, wrapped for training: DDP averages gradients, compile fuses kernels.
-    wrapped = DistributedDataParallel(model) if job.world > 1 else model
-    wrapped = torch.compile(wrapped) if config.compile else wrapped
+    wrapped: torch.nn.Module = DistributedDataParallel(model) if job.world > 1 else model
+    if config.compile:
+        wrapped = torch.compile(wrapped)  # type: ignore[assignment]  # a Module, when given one
     gpus = job.world if job.device.type == "cuda" else 0
     recorder = Recorder(
         job.store,
@@ -166,7 +124,7 @@ def train(job: Job) -> None:
         recorder.epoch(0, evaluate_model(model))
     for epoch in range(first_epoch, config.epochs + 1):
         seconds, train_loss = train_one_epoch(
-            wrapped, train_loader, optimizer, scheduler, config, epoch, recorder, place
+            wrapped, train_loader, batches, optimizer, scheduler, config, epoch, recorder, place
         )
         recorder.progress("eval", epoch, steps, images_per_s=recorder.images_per_s(seconds))
         recorder.epoch(
@@ -210,11 +168,19 @@ def resume_or_start(job: Job, model, optimizer, scheduler, recorder: Recorder) -
 
 
 def train_one_epoch(
-    wrapped, loader: DataLoader, optimizer, scheduler, config, epoch, recorder, place: Placement
+    wrapped,
+    loader: DataLoader,
+    batches: EpochBatches,
+    optimizer,
+    scheduler,
+    config,
+    epoch,
+    recorder,
+    place: Placement,
 ) -> tuple[float, float]:
     """One pass over this process's shard of the training split: (seconds, mean loss over
     every process)."""
-    loader.batch_sampler.set_epoch(epoch)
+    batches.set_epoch(epoch)
     wrapped.train()
     started, loss_sum = time.perf_counter(), torch.zeros((), device=place.device)
     for step, (images, labels, *_) in enumerate(loader, start=1):
@@ -236,9 +202,9 @@ def evaluate(
     splits: Splits,
     config: TrainConfig,
     place: Placement,
-) -> dict[str, float | int]:
-    """The model's metrics on the eval split, each process its shard, summed over all; and
-    under "predictions" every sample's predicted class (the Recorder stores them apart)."""
+) -> Evaluation:
+    """The model's metrics on the eval split, each process its shard, summed over all, and
+    every sample's predicted class."""
     model.eval()
     accumulator = EvalAccumulator(len(splits.classes), place.device, splits.groups)
     for images, labels, *groups in loader:  # a group per sample where the dataset has groups
@@ -247,7 +213,7 @@ def evaluate(
             logits = model(images)
         accumulator.update(logits, labels, groups[0].to(place.device) if groups else None)
     accumulator.all_reduce()
-    return {**accumulator.compute(), "predictions": accumulator.predictions(len(splits.eval))}
+    return Evaluation(accumulator.compute(), accumulator.predictions(size(splits.eval)))
 
 
 def save_checkpoint(
@@ -289,149 +255,8 @@ def log(rank: int, message: str) -> None:
         print(f"kbench.jobs.train: {message}", flush=True)
 
 
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """Rank, world size and device from torchrun's environment (one process without it)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    gpus = int(os.environ.get(GPUS_ENV) or 0)  # what the pod was given (none locally)
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    elif gpus:  # no silent CPU fallback
-        raise ConfigError(cuda_unusable(gpus))
-    else:
-        device = torch.device("cpu")
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-def cuda_unusable(gpus: int) -> str:
-    """Why CUDA cannot be used, in one line: a driver older than the image's CUDA, no device
-    visible, or a torch built without CUDA."""
-    built = torch.version.cuda
-    if built is None:
-        why = "this torch is built without CUDA"
-    else:
-        try:
-            torch.cuda.init()
-            why = f"no CUDA device is visible ({torch.cuda.device_count()} found)"
-        except Exception as e:  # the driver's own words, e.g. "driver ... is too old"
-            why = " ".join(str(e).split())
-    return (
-        f"this pod was given {gpus} GPU(s) but CUDA is unusable: {why}; the image's torch "
-        f"{torch.__version__} is built for CUDA {built}: use an image whose CUDA the nodes' "
-        "driver supports (nvidia-smi shows the driver's CUDA)"
-    )
-
-
-class EpochBatches(Sampler[list[int]]):
-    """This process's batches of one epoch: its shard of a shuffled order (the same order in
-    every process, from the seed and the epoch), every sample of it, the last batch partial;
-    a last batch of one sample joins the one before (BatchNorm cannot train on one sample).
-
-    It also seeds `generator`, which the DataLoader draws its workers' seeds from when an
-    epoch starts: seeded by epoch and rank, a resumed run augments exactly as an
-    uninterrupted one, whatever the number of workers."""
-
-    def __init__(self, sampler: DistributedSampler, batch_size: int, seed: int, rank: int):
-        self.sampler, self.batch_size, self.seed, self.rank = sampler, batch_size, seed, rank
-        self.generator = torch.Generator()
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-        self.generator.manual_seed(hash((self.seed, epoch, self.rank)) % 2**63)
-
-    def __iter__(self):
-        batches = list(BatchSampler(self.sampler, self.batch_size, drop_last=False))
-        if len(batches) > 1 and len(batches[-1]) == 1 < self.batch_size:
-            last = batches.pop()
-            batches[-1] = batches[-1] + last
-        return iter(batches)
-
-    def __len__(self) -> int:
-        samples = len(self.sampler)
-        steps = math.ceil(samples / self.batch_size)
-        folded = steps > 1 and samples % self.batch_size == 1 and self.batch_size > 1
-        return steps - 1 if folded else steps
-
-
-def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> tuple[DataLoader, DataLoader]:
-    world, rank = job.world, job.rank
-    if config.batch_size % world:
-        raise ConfigError(
-            f"batch_size {config.batch_size} does not split evenly over {world} processes"
-        )
-    per_process = config.batch_size // world
-    if config.batch_size > len(splits.train):  # every epoch one partial step: a mistake
-        raise ConfigError(
-            f"batch_size {config.batch_size} is larger than the {len(splits.train)} training "
-            "samples: lower batch_size or train_limit"
-        )
-    workers = config.workers if config.workers is not None else loader_workers()
-    common = {
-        "num_workers": workers,
-        "pin_memory": job.device.type == "cuda",
-        "worker_init_fn": functools.partial(start_worker, trainer=os.getpid()),
-    }
-    # Training: every image every epoch, as the study (WiSE-FT) trains. DistributedSampler
-    # gives each process ceil(samples / world) indices (repeating a few when they do not
-    # divide), so every process takes the same number of steps without dropping any.
-    sampler = DistributedSampler(
-        splits.train, num_replicas=world, rank=rank, shuffle=True, seed=config.seed
-    )
-    batches = EpochBatches(sampler, per_process, config.seed, rank)
-    # Workers are started each epoch (not persistent) so that each epoch seeds them anew.
-    train = DataLoader(splits.train, batch_sampler=batches, generator=batches.generator, **common)
-    # Eval: disjoint strided shards without padding, so each sample is counted exactly once.
-    shard = Subset(splits.eval, range(rank, len(splits.eval), world))
-    evaluation = DataLoader(
-        shard,
-        batch_size=2 * per_process,  # no gradients or optimizer state: room for twice the images
-        shuffle=False,
-        # Its own generator: a pass must not draw from the training RNG (each DataLoader pass
-        # draws a seed), or evaluations kept in memory would change the training that follows.
-        generator=torch.Generator().manual_seed(config.seed),
-        persistent_workers=workers > 0,
-        **common,
-    )
-    return train, evaluation
-
-
-def loader_workers() -> int:
-    """DataLoader workers per process when the config leaves it open: the CPUs this pod (or
-    machine) gives the node's processes, less one each for the process itself. A pod says
-    how many CPUs it was given in KBENCH_CPUS (its cgroup limit is not what the OS reports)."""
-    given = os.environ.get(CPUS_ENV)
-    cpus = float(given) if given else len(os.sched_getaffinity(0))
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(0, int(cpus // processes) - 1)
-
-
-def start_worker(worker_id: int, trainer: int) -> None:
-    """In each DataLoader worker, first. A preemption's SIGTERM may reach the whole process
-    group: only the training process handles it (it stops between two writes), since a
-    worker that died of it first would turn that stop into a DataLoader error. Instead a
-    worker dies with its trainer: workers start every epoch, and one forked just as the
-    trainer stopped would otherwise outlive it (its watchdog would watch init)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere the watchdog
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != trainer:  # the trainer was already gone
-        os._exit(0)
-
-
 def copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def mean_across_processes(value: torch.Tensor) -> float:
-    if dist.is_initialized():
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= dist.get_world_size()
-    return float(value)
 
 
 def started_from(config: TrainConfig, info: ModelInfo, weights: Path | None) -> str:
@@ -444,7 +269,7 @@ def started_from(config: TrainConfig, info: ModelInfo, weights: Path | None) -> 
     return f"{info.description}, downloaded"
 
 
-def environment() -> dict:
+def environment() -> Environment:
     """What trained: for the report's run metadata."""
     import open_clip
     import torchvision

@@ -20,7 +20,7 @@ def local_weights(store: Store | None, config: TrainConfig) -> Path | None:
     """The staged weights file of the config's model on this node's disk; None when the model
     trains from scratch or its weights are not staged (the model's library downloads them)."""
     manifest = staged_weights(store, config.model) if store and config.pretrained else None
-    if manifest is None:
+    if store is None or manifest is None:
         return None
     file, sha256 = manifest.get("file"), manifest.get("sha256")
     # The store is shared: a manifest names a plain file beside it and a real checksum.

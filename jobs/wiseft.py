@@ -4,10 +4,12 @@ model, (1 - alpha) * zero_shot + alpha * fine_tuned, key by key, for alpha in 0,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
+
+from kbench.jobs.metrics import Evaluation
+from kbench.records import EvalMetrics
 
 ALPHAS = [i / 10 for i in range(11)]
 
@@ -26,19 +28,21 @@ def interpolate(
 def wise_ft_curve(
     model: nn.Module,
     zero_shot: dict[str, torch.Tensor],
-    evaluate: Callable[[nn.Module], dict[str, Any]],
-    known: dict[float, dict[str, Any] | None] | None = None,
-) -> list[dict[str, Any]]:
-    """One eval per alpha, except those `known` (alpha 0 and 1 are the zero-shot and the
-    fine-tuned weights exactly, evaluated already as epoch 0 and the last epoch: 2 of 11
-    evaluations saved); the model holds its fine-tuned weights again afterwards."""
+    evaluate: Callable[[nn.Module], Evaluation],
+    known: dict[float, EvalMetrics | None] | None = None,
+) -> list[tuple[float, Evaluation]]:
+    """(alpha, evaluation) per alpha, evaluated except those `known` (alpha 0 and 1 are the
+    zero-shot and the fine-tuned weights exactly, evaluated already as epoch 0 and the last
+    epoch: 2 of 11 evaluations saved); the model holds its fine-tuned weights again
+    afterwards."""
     fine_tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
     curve = []
     for alpha in ALPHAS:
         metrics = (known or {}).get(alpha)
-        if metrics is None:
-            model.load_state_dict(interpolate(zero_shot, fine_tuned, alpha))
-            metrics = evaluate(model)
-        curve.append({"alpha": alpha, **metrics})
+        if metrics is not None:
+            curve.append((alpha, Evaluation(metrics)))
+            continue
+        model.load_state_dict(interpolate(zero_shot, fine_tuned, alpha))
+        curve.append((alpha, evaluate(model)))
     model.load_state_dict(fine_tuned)
     return curve

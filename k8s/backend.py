@@ -11,16 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
-import yaml
-from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 
 from kbench import records
 from kbench.backends import Echo, Options, Plan, check_world
@@ -30,20 +24,28 @@ from kbench.records import utc_now
 from kbench.runs import Run
 from kbench.spec import Grid, Pair
 from kbench.staged import require_staged, require_weights
-from kbench.storage import Store, connect_timeout_s, timeout_s, write_json
+from kbench.storage import Store, connect_timeout_s, write_json
 
+from .api import api_errors, api_message, connect
 from .render import (
     JOBSET_GROUP,
     JOBSET_VERSION,
     PAIR_LABEL,
-    QUEUE_LABEL,
-    REPLICATED_JOB,
     RUN_LABEL,
     job_name,
     render_validated,
     run_selector,
 )
 from .settings import DEFAULT_NAMESPACE, ClusterSettings, settings_for
+from .state import (
+    as_job,
+    attempt_order,
+    event_time,
+    finished,
+    job_state,
+    labels_of,
+    pod_creator,
+)
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 JOBSET_RELEASE = "v0.12.0"  # the JobSet release whose CRD kbench validates against
@@ -122,29 +124,7 @@ class KubernetesBackend:
 
     def client(self) -> Any:
         if self._api_client is None:
-            from kubernetes import config
-            from kubernetes.config.config_exception import ConfigException
-
-            configuration = Configuration()
-            configuration.retries = 1  # urllib3 retries a silent server 3 times by default
-            try:
-                # KUBECONFIG is read here, not when the kubernetes package was imported.
-                config.load_kube_config(
-                    config_file=os.environ.get("KUBECONFIG"),
-                    context=self.settings.context,
-                    client_configuration=configuration,
-                    persist_config=False,
-                )
-                self._api_client = TimedApiClient(configuration)
-            except (ConfigException, OSError, ValueError, yaml.YAMLError) as e:
-                try:  # inside a pod: its service account
-                    config.load_incluster_config(client_configuration=configuration)
-                    self._api_client = TimedApiClient(configuration)
-                except ConfigException:
-                    raise ConfigError(
-                        f"no usable kubeconfig ({_one_line(e)}): set KUBECONFIG or ~/.kube/config, "
-                        "or pick one with --context"
-                    ) from None
+            self._api_client = connect(self.settings.context)
         return self._api_client
 
     def _batch(self) -> Any:
@@ -233,7 +213,7 @@ class KubernetesBackend:
                 jobs = [as_job(js) for js in self._jobsets(ns, selector)]
             else:
                 jobs = self._batch().list_namespaced_job(ns, label_selector=selector).items
-        return [j for j in jobs if _labels(j).get(RUN_LABEL) == run_id]  # belt and braces
+        return [j for j in jobs if labels_of(j).get(RUN_LABEL) == run_id]  # belt and braces
 
     def _jobsets(self, ns: str, selector: str) -> list[dict]:
         try:
@@ -260,21 +240,22 @@ class KubernetesBackend:
         return [
             p
             for p in pods
-            if _labels(p).get(RUN_LABEL) == run_id and pair in (None, _labels(p).get(PAIR_LABEL))
+            if labels_of(p).get(RUN_LABEL) == run_id
+            and pair in (None, labels_of(p).get(PAIR_LABEL))
         ]
 
     def states(self, store: Store, run: Run) -> dict[str, Outcome]:
         """Every pair's state with what blocks it, in a fixed number of requests whatever the
         number of pairs: one list of Jobs, one of Pods, one of events only while a Job has no
         pods to show why, and one of the store's cancel marks only while a pair has no Job."""
-        jobs = {_labels(j).get(PAIR_LABEL): j for j in self._jobs(run.run_id)}
-        pods_by_pair: dict[str, list] = {}
+        jobs = {labels_of(j).get(PAIR_LABEL): j for j in self._jobs(run.run_id)}
+        pods_by_pair: dict[str | None, list] = {}
         for pod in self._pods(run.run_id):
-            pods_by_pair.setdefault(_labels(pod).get(PAIR_LABEL), []).append(pod)
+            pods_by_pair.setdefault(labels_of(pod).get(PAIR_LABEL), []).append(pod)
         podless = {
-            _pod_creator(job)
+            pod_creator(job)
             for pair, job in jobs.items()
-            if pair in run.pairs and not pods_by_pair.get(pair) and not _finished(job)
+            if pair in run.pairs and not pods_by_pair.get(pair) and not finished(job)
         }
         refusals = self._failed_creates(podless) if podless else {}
         jobless = any(pair not in jobs for pair in run.pairs)
@@ -284,7 +265,7 @@ class KubernetesBackend:
         for pair in run.pairs:
             job = jobs.get(pair)
             if job is not None:
-                refused = refusals.get(_pod_creator(job), [])
+                refused = refusals.get(pod_creator(job), [])
                 states[pair] = job_state(job, pods_by_pair.get(pair, []), refused)
             elif pair in cancelled:
                 states[pair] = Outcome(PairState.CANCELLED)
@@ -309,7 +290,7 @@ class KubernetesBackend:
                 .items
             )
         refusals: dict[str, list[str]] = {}
-        for event in sorted(events, key=_event_time):
+        for event in sorted(events, key=event_time):
             involved = event.involved_object
             if event.reason == "FailedCreate" and involved and involved.name in jobs:
                 refusals.setdefault(involved.name, []).append(event.message or "")
@@ -338,7 +319,7 @@ class KubernetesBackend:
         if not nodes or any(n not in by_node for n in nodes):
             where = "" if node is None else f" (node {node})"
             raise BackendError(f"no {attempt} of {pair}{where} yet: `kbench status` shows why")
-        newest = {n: max(by_node[n], key=_attempt_order) for n in nodes}
+        newest = {n: max(by_node[n], key=attempt_order) for n in nodes}
         if follow:
             return self._follow(newest[nodes[0]].metadata.name)
         texts = []
@@ -367,200 +348,22 @@ class KubernetesBackend:
     def cancel(self, store: Store, run: Run, pairs: list[str]) -> list[str]:
         stopped = []
         for job in self._jobs(run.run_id):
-            pair = _labels(job).get(PAIR_LABEL)
+            pair = labels_of(job).get(PAIR_LABEL)
             if pair in pairs:
                 # Marked first: once the Job is gone, the mark is what says it was cancelled.
                 mark = records.pair_key(run.run_id, pair, records.CANCELLED)
-                write_json(store, mark, {"cancelled": utc_now()})
+                cancelled: records.CancelMark = {"cancelled": utc_now()}
+                write_json(store, mark, cancelled)
                 self._delete(job.metadata.name)
                 stopped.append(pair)
         return stopped
 
     # ------------------------------------------------------------------------------ errors
 
-    @contextlib.contextmanager
-    def _errors(self, verb: str, resource: str, name: str | None = None) -> Iterator[None]:
-        """One line that says what to do for each way the API server can say no."""
-        ns = self.settings.namespace
-        what = f"{resource}/{name}" if name else resource
-        try:
-            yield
-        except ApiException as e:
-            message = api_message(e)
-            if e.status == 401:
-                raise BackendError(
-                    "the API server rejected the credentials (401 Unauthorized): "
-                    "log in again or refresh the kubeconfig"
-                ) from None
-            if e.status == 403:
-                raise BackendError(
-                    f"forbidden (403): you may not {verb} {resource} in namespace {ns!r}; "
-                    f"ask for a Role that grants {verb} on {resource}"
-                ) from None
-            if e.status == 404 and ("namespaces" in message and ns in message or verb == "create"):
-                raise BackendError(
-                    f"namespace {ns!r} not found: create it (kubectl create namespace {ns}) "
-                    "or pass --namespace"
-                ) from None
-            if e.status == 409:
-                raise BackendError(f"{what} already exists (409): use --replace") from None
-            if e.status == 422:
-                raise BackendError(f"the API server refused {what} (422): {message}") from None
-            raise BackendError(f"{verb} {what} failed ({e.status}): {message}") from None
-        except HTTPError as e:
-            host = self.client().configuration.host
-            raise BackendError(
-                f"cannot reach the Kubernetes API server at {host} ({http_problem(e)}): "
-                "check --context, the kubeconfig and the network"
-            ) from None
-
-
-def http_problem(e: HTTPError) -> str:
-    """What went wrong under urllib3's retries: refused, timed out, TLS."""
-    return type(getattr(e, "reason", None) or e).__name__
-
-
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
-
-
-class TimedApiClient(ApiClient):
-    """The kubernetes client with a timeout on every request that sets none
-    ($KBENCH_TIMEOUT_S): its own default waits forever on a server that never answers."""
-
-    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        timeout = _request_timeout or (connect_timeout_s(), timeout_s())
-        return super().call_api(*args, _request_timeout=timeout, **kwargs)
-
-
-# JobSet's condition types, in a Job's words where they differ.
-_JOB_CONDITIONS = {"Completed": "Complete"}
-
-
-def as_job(jobset: dict) -> Any:
-    """A JobSet, as `job_state` reads Jobs: its conditions, suspension and gang restarts (as
-    failures); the Job its pods come from, whose FailedCreate events say why there are none."""
-    meta, status = jobset.get("metadata") or {}, jobset.get("status") or {}
-    conditions = [
-        SimpleNamespace(
-            type=_JOB_CONDITIONS.get(c.get("type"), c.get("type")),
-            status=c.get("status"),
-            reason=c.get("reason"),
-            message=c.get("message"),
-        )
-        for c in status.get("conditions") or []
-    ]
-    active = sum(r.get("active") or 0 for r in status.get("replicatedJobsStatus") or [])
-    return SimpleNamespace(
-        metadata=SimpleNamespace(name=meta.get("name"), labels=meta.get("labels") or {}),
-        spec=SimpleNamespace(suspend=bool((jobset.get("spec") or {}).get("suspend"))),
-        status=SimpleNamespace(conditions=conditions, active=active, failed=status.get("restarts")),
-        pod_creator=f"{meta.get('name')}-{REPLICATED_JOB}-0",
-    )
-
-
-def _pod_creator(job: Any) -> str:
-    """The Job that creates the pods (a JobSet's child Job), named in FailedCreate events."""
-    return getattr(job, "pod_creator", None) or job.metadata.name
-
-
-class _EmptyStatus:
-    """A Job the controller has not touched yet."""
-
-    conditions = active = failed = None
-
-
-def _labels(obj: Any) -> dict[str, str]:
-    return obj.metadata.labels or {}
-
-
-def api_message(e: Any) -> str:
-    try:
-        return json.loads(e.body).get("message", "") or str(e.reason)
-    except (TypeError, ValueError):
-        return str(e.reason)
-
-
-def job_state(job: Any, pods: list, refusals: list[str] | None = None) -> Outcome:
-    """A pair's state from its Job, its pods and the Job's FailedCreate events, with what
-    blocks it in the words of whoever blocks it (scheduler, kubelet, admission, Kueue)."""
-    status = job.status or _EmptyStatus()
-    conditions = _conditions(job)
-    if "Complete" in conditions:
-        return Outcome(PairState.SUCCEEDED)
-    if "Failed" in conditions:
-        return Outcome(PairState.FAILED, _reason(conditions["Failed"]))
-    if job.spec.suspend:
-        queue = _labels(job).get(QUEUE_LABEL)
-        waiting = f"Kueue queue {queue!r}" if queue else "admission"
-        return Outcome(PairState.QUEUED, f"waiting for {waiting} (suspended)")
-    restarts = (status.failed or 0) + sum(
-        cs.restart_count or 0 for p in pods for cs in (p.status.container_statuses or [])
-    )
-    blocked = _blocked(pods)
-    phases = {p.status.phase for p in pods}
-    if restarts:
-        detail = f"{restarts} restart(s)"
-        return Outcome(PairState.RESTARTING, f"{detail}; {blocked}" if blocked else detail)
-    if (status.active or 0) and "Running" in phases and "Pending" not in phases:
-        return Outcome(PairState.RUNNING)
-    if blocked:
-        return Outcome(PairState.PENDING, blocked)
-    if not pods and refusals:
-        return Outcome(PairState.PENDING, f"FailedCreate: {refusals[-1]}")
-    return Outcome(PairState.PENDING, "waiting for pods" if not pods else "starting")
-
-
-# A container waiting for these is on its way, not stuck.
-_STARTING = {"ContainerCreating", "PodInitializing"}
-
-
-def _blocked(pods: list) -> str:
-    """What keeps the newest stuck pod from running, as reason: message."""
-    for pod in sorted(pods, key=_attempt_order, reverse=True):
-        conditions = {c.type: c for c in (pod.status.conditions or [])}
-        target = conditions.get("DisruptionTarget")
-        if target is not None and target.status == "True":
-            return f"preempted: {_reason(target)}"
-        for cs in pod.status.container_statuses or []:
-            waiting = cs.state.waiting if cs.state else None
-            if waiting and waiting.reason and waiting.reason not in _STARTING:
-                return _reason(waiting)
-        scheduled = conditions.get("PodScheduled")
-        if scheduled is not None and scheduled.status == "False":
-            return _reason(scheduled)
-    return ""
-
-
-def _reason(condition: Any) -> str:
-    """`reason: message` of a condition or a container state, on one line."""
-    reason, message = condition.reason or "", _one_line(condition.message or "")
-    return f"{reason}: {message}" if reason and message else reason or message
-
-
-def _conditions(job: Any) -> dict[str, Any]:
-    """The Job's conditions that hold, by type."""
-    held = (job.status.conditions if job.status else None) or []
-    return {c.type: c for c in held if c.status == "True"}
-
-
-def _finished(job: Any) -> bool:
-    return bool({"Complete", "Failed"} & _conditions(job).keys())
-
-
-def _event_time(event: Any) -> Any:
-    when = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
-    return when.timestamp() if when else 0.0
-
-
-def _attempt_order(pod: Any) -> tuple:
-    """Later attempts sort last: by creation time (whole seconds), then a live pod after one
-    that ended (a replacement is created once its predecessor failed)."""
-    created = pod.metadata.creation_timestamp
-    return (created.timestamp() if created else 0.0, pod.status.phase not in ENDED)
-
-
-ENDED = ("Failed", "Succeeded")
+    def _errors(
+        self, verb: str, resource: str, name: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        return api_errors(verb, resource, self.settings.namespace, self.client, name)
 
 
 def _prefixed(text: str, prefix: str) -> str:

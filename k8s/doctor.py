@@ -10,7 +10,8 @@ from typing import Any
 from kbench.errors import KbenchError
 from kbench.spec import Grid
 
-from .backend import INSTALL_JOBSET, KubernetesBackend, api_message, http_problem
+from .api import api_message, http_problem
+from .backend import INSTALL_JOBSET, KubernetesBackend
 from .render import JOBSET_GROUP, JOBSET_VERSION
 from .settings import ClusterSettings
 from .setup import calls
@@ -77,7 +78,8 @@ def _image(settings: ClusterSettings) -> Check:
 
 
 def _store(uri: str) -> Check:
-    from kbench.storage import S3Store, open_store
+    from kbench.s3 import S3Store
+    from kbench.storage import open_store
 
     try:
         store = open_store(uri)

@@ -8,10 +8,14 @@ Torch-free: the client and the training job share it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from statistics import mean
-from typing import Any
+from typing import TypeGuard
+
+from kbench.records import Environment, EpochRecord, ProgressRecord, ResultRecord, WiseFtPoint
+from kbench.spec import TrainConfig
 
 
 class PairState(str, Enum):
@@ -54,22 +58,22 @@ class Outcome:
 
 @dataclass
 class PairRecords:
-    """What a pair's job wrote to the store (records.py has the keys and schemas)."""
+    """What a pair's job wrote to the store (kbench.records has the keys and types)."""
 
     pair: str
-    config: dict[str, Any]  # config.json: the resolved TrainConfig
-    epochs: list[dict[str, Any]] = field(default_factory=list)  # metrics.json, in order
-    result: dict[str, Any] | None = None  # result.json, once the pair finished
-    progress: dict[str, Any] | None = None  # summary.json's progress record, when asked for
+    config: TrainConfig  # config.json
+    epochs: list[EpochRecord] = field(default_factory=list)  # metrics.json, in order
+    result: ResultRecord | None = None  # result.json, once the pair finished
+    progress: ProgressRecord | None = None  # summary.json's progress record, when asked for
     predictions: tuple[str, ...] = ()  # the evaluations predictions.npz holds (summary.json)
 
     @property
-    def trained(self) -> list[dict[str, Any]]:
+    def trained(self) -> list[EpochRecord]:
         """The epochs after training (epoch 0 is the model before any)."""
         return [e for e in self.epochs if e["epoch"] >= 1]
 
     @property
-    def last(self) -> dict[str, Any] | None:
+    def last(self) -> EpochRecord | None:
         return self.epochs[-1] if self.epochs else None
 
     @property
@@ -77,7 +81,7 @@ class PairRecords:
         return zero_shot(self.epochs)
 
     @property
-    def best(self) -> dict[str, Any] | None:
+    def best(self) -> EpochRecord | None:
         return best_epoch(self.epochs)
 
     @property
@@ -91,18 +95,25 @@ class PairRecords:
         return sum(e["epoch_seconds"] for e in self.epochs)
 
 
-def best_epoch(epochs: list[dict[str, Any]], metric: str = "headline") -> dict[str, Any] | None:
+def best_epoch(epochs: list[EpochRecord], metric: str = "headline") -> EpochRecord | None:
     """The fine-tuned best by `metric` (the headline, or e.g. "top1"): the trained epoch
     (>= 1) with the highest value, the first of equals. Epoch 0 (CLIP's zero-shot head) is
     reported on its own, never as the best of fine-tuning; a NaN (diverged) epoch is never the
     best. None before any epoch trained, or when every trained epoch diverged."""
-    scored = [e for e in epochs if e["epoch"] >= 1 and finite(e.get(metric))]
-    return max(scored, key=lambda e: e[metric]) if scored else None
+    scored = [(e, v) for e in epochs if e["epoch"] >= 1 and finite(v := value(e, metric))]
+    return max(scored, key=lambda found: found[1])[0] if scored else None
 
 
-def zero_shot(epochs: list[dict[str, Any]], metric: str = "headline") -> float | None:
+def zero_shot(epochs: list[EpochRecord], metric: str = "headline") -> float | None:
     """`metric` at epoch 0, the model before training; None where there is none."""
-    return next((e.get(metric) for e in epochs if e["epoch"] == 0), None)
+    return next((value(e, metric) for e in epochs if e["epoch"] == 0), None)
+
+
+def value(record: Mapping[str, object], metric: str) -> float | None:
+    """A record's value of a metric named at run time (a dataset's headline metric, "top1",
+    ...); None where the record has none (worst_region outside FMoW)."""
+    found = record.get(metric)
+    return found if isinstance(found, (int, float)) else None
 
 
 def pair_state(records: PairRecords, backend: Outcome | None) -> Outcome:
@@ -127,25 +138,26 @@ def result_record(
     parameters: int,
     world_size: int,
     gpus: int,
-    wise_ft: list[dict[str, Any]] | None,
-    environment: dict[str, Any],
+    wise_ft: list[WiseFtPoint] | None,
+    environment: Environment,
     start: str | None = None,
-) -> dict[str, Any]:
-    """The pair's result.json (records.RESULT_SCHEMA), from its epoch records; `start`: the
-    weights it started from."""
-    best = records.best
+) -> ResultRecord:
+    """The pair's result.json, from its epoch records; `start`: the weights it started from."""
+    best, last = records.best, records.last
+    if last is None:
+        raise ValueError(f"{records.pair}: a result needs an evaluated epoch")
     config = records.config
     return {
         "pair": records.pair,
-        "dataset": config["dataset"],
-        "model": config["model"],
+        "dataset": config.dataset,
+        "model": config.model,
         "headline_metric": headline_metric,
         "best_epoch": best["epoch"] if best else None,
         "best": best["headline"] if best else None,
-        "final": records.last["headline"],
+        "final": last["headline"],
         "zero_shot": records.zero_shot,
         "wise_ft": wise_ft,
-        "epochs": config["epochs"],
+        "epochs": config.epochs,
         "train_seconds": records.train_seconds,
         "parameters": parameters,
         "world_size": world_size,
@@ -155,6 +167,6 @@ def result_record(
     }
 
 
-def finite(value: Any) -> bool:
+def finite(value: object) -> TypeGuard[float]:
     """A number that is neither NaN nor infinite (NaN marks a diverged epoch)."""
     return isinstance(value, (int, float)) and math.isfinite(value)

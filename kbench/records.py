@@ -1,5 +1,8 @@
 """The storage contract between a training job and the client: which key holds what, and the
-shape of the records. The job writes them, `status` and `collect` read them.
+shape of every record, typed once here. The job writes them (kbench.jobs.recorder); `status`,
+`collect` and both backends read them. The store may be shared by a team, so what is read back
+is checked against its type where it is read (`parse`: one line naming the key and the field
+on anything else), not trusted because kbench once wrote it.
 
     runs/<run>/claim.json                the run id taken, first (a conditional create)
     runs/<run>/run.json                  the grid as submitted, kbench version, created
@@ -24,9 +27,16 @@ import hashlib
 import io
 import re
 import zipfile
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
+from annotated_types import Ge, Gt, Le
 
+# pydantic, which checks records as they are read, needs typing_extensions' TypedDict before
+# Python 3.12.
+from typing_extensions import NotRequired, TypedDict
+
+from kbench.errors import StoreError
 from kbench.registry import model_slug
 from kbench.spec import TrainConfig
 from kbench.stats import Predictions
@@ -44,6 +54,200 @@ CANCELLED = "cancelled.json"
 MANIFEST = "manifest.json"
 PREDICTIONS = "predictions.npz"
 PREDICTION_NAME = re.compile(r"epoch_\d+|alpha_[01]\.\d+")
+
+Count = Annotated[int, Ge(0)]
+Positive = Annotated[int, Ge(1)]
+# A float may be NaN: a diverged epoch still gets its record (the report flags it).
+
+
+class GroupAccuracy(TypedDict):
+    samples: Count
+    top1: float | None  # None: no sample of the group in the split
+
+
+class EvalMetrics(TypedDict):
+    """One evaluation of a split (kbench.jobs.metrics; the formulas are kbench.stats')."""
+
+    samples: Count  # evaluated samples: the whole split, each counted once
+    top1: float
+    top5: float
+    mean_per_class: float
+    macro_f1: float  # over the classes that occur as labels, as WILDS computes it
+    loss: float  # eval cross-entropy
+    # Datasets with groups (FMoW's regions) only: accuracy per group, and the worst of them
+    # over the groups present in the split.
+    worst_region: NotRequired[float]
+    per_group: NotRequired[dict[str, GroupAccuracy]]
+
+
+class StagedCopy(TypedDict):
+    """Trained on a staged copy (kbench data stage): the fraction of each split it holds and
+    the short side its images were reduced to (None: as they came)."""
+
+    frac: Annotated[float, Gt(0), Le(1)]
+    max_short_side: Positive | None
+
+
+class EpochRecord(EvalMetrics):
+    """One evaluated epoch in metrics.json and summary.json. Epoch 0 is the model before any
+    training (CLIP's zero-shot head)."""
+
+    epoch: Count
+    split: str  # the split evaluated
+    headline_metric: str  # the dataset's metric, e.g. "mean_per_class"
+    headline: float  # its value
+    train_loss: float | None  # mean over the epoch; None for epoch 0
+    lr: float | None  # backbone lr at the end of the epoch
+    epoch_seconds: float  # training time of the epoch (0 for epoch 0)
+    images_per_s: float  # training throughput over all processes
+    images_per_s_per_gpu: NotRequired[float | None]  # None on a CPU
+    world_size: Positive
+    gpus: Count  # 0 on a CPU
+    time: str  # ISO 8601, UTC
+    data: NotRequired[StagedCopy]
+
+
+class ProgressRecord(TypedDict):
+    """Where training is now, rewritten every few seconds (in summary.json)."""
+
+    phase: Literal["starting", "eval", "train", "done"]
+    epoch: Count
+    epochs: Count
+    step: Count  # within the epoch
+    steps: Count  # steps per epoch
+    images_per_s: float
+    images_per_s_per_gpu: float | None  # None on a CPU
+    eta_s: float | None
+    time: str
+
+
+class WiseFtPoint(EvalMetrics):
+    """CLIP's weights (1 - alpha) * zero_shot + alpha * fine_tuned, evaluated."""
+
+    alpha: float
+    headline: float
+
+
+class Environment(TypedDict):
+    """What trained: the device and library versions."""
+
+    device: str
+    torch: str
+    torchvision: str
+    open_clip: str
+    python: str
+    cuda: NotRequired[str | None]
+
+
+class ResultRecord(TypedDict):
+    """result.json, written last: the pair's outcome (kbench.pairs.result_record)."""
+
+    pair: str
+    dataset: str
+    model: str
+    headline_metric: str
+    # The fine-tuned best (epochs >= 1, kbench.pairs.best_epoch); None if every one diverged
+    best_epoch: Positive | None
+    best: float | None
+    final: float
+    zero_shot: float | None  # CLIP's epoch 0; None for ResNet
+    wise_ft: list[WiseFtPoint] | None  # CLIP: one eval per alpha in 0, 0.1, ..., 1
+    epochs: Count
+    train_seconds: float
+    parameters: Count
+    world_size: Positive
+    gpus: Count
+    environment: Environment
+    start: NotRequired[str | None]  # the weights it started from; absent: an older kbench
+
+
+class SummaryRecord(TypedDict):
+    """summary.json: everything status and collect read of a pair, in one object."""
+
+    config: dict[str, Any]  # config.json's TrainConfig (checked by TrainConfig.from_dict)
+    epochs: list[EpochRecord]
+    progress: ProgressRecord | None
+    result: ResultRecord | None
+    predictions: NotRequired[list[str]]  # the evaluations predictions.npz holds
+
+
+class CancelMark(TypedDict):
+    """cancelled.json: `kbench cancel` stopped the pair (on Kubernetes its Job is then gone)."""
+
+    cancelled: str  # when
+
+
+class MetricsRecord(TypedDict):
+    """metrics.json: every epoch so far."""
+
+    epochs: list[EpochRecord]
+
+
+class ProcessIdentity(TypedDict):
+    """What identifies a process beyond its id, which the system reuses."""
+
+    pid: Positive
+    host: str
+    since_boot: float  # when it started, in seconds after the machine booted
+    command: list[str]
+
+
+class LocalProcess(ProcessIdentity):
+    """local.json: the local backend's view of a process (a pair's, or the one training a
+    run): enough to know it again before signalling it (kbench.backends.processes)."""
+
+    state: Literal["running", "cancelling", "succeeded", "failed", "cancelled", "done"]
+    started: str
+    returncode: NotRequired[int | None]
+    reason: NotRequired[str | None]  # the job's own one-line error
+    finished: NotRequired[str]
+
+
+# What each record is called in a refusal.
+NAMES: dict[Any, str] = {
+    SummaryRecord: "pair summary",
+    MetricsRecord: "metrics record",
+    ResultRecord: "result record",
+    ProgressRecord: "progress record",
+    LocalProcess: "process record",
+}
+Record = TypeVar("Record")
+
+
+def parse(kind: type[Record], data: Any, where: str) -> Record:
+    """`data` as read from `where`, checked against its type: keys and types, no coercion
+    (a "1" is not a 1), keys of a newer kbench left out. Raises StoreError in one line."""
+    from pydantic import ValidationError
+
+    try:
+        checked: Record = _adapter(kind).validate_python(data, strict=True)
+        return checked
+    except ValidationError as e:
+        error = e.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in error["loc"])
+        why = f"{field}: {error['msg']}" if field else error["msg"]
+        raise StoreError(
+            f"{where} is not a kbench {NAMES.get(kind, 'record')} ({why.lower()})"
+        ) from None
+
+
+_ADAPTERS: dict[Any, Any] = {}  # record type -> its pydantic TypeAdapter, built once
+
+
+def _adapter(kind: Any) -> Any:
+    if kind not in _ADAPTERS:
+        from pydantic import TypeAdapter  # paid for by the commands that read records only
+
+        _ADAPTERS[kind] = TypeAdapter(kind)
+    return _ADAPTERS[kind]
+
+
+def check_prediction_names(names: list[str], where: str) -> tuple[str, ...]:
+    """A summary's list of the evaluations predictions.npz holds, each a name kbench writes."""
+    for name in names:
+        if not PREDICTION_NAME.fullmatch(name):
+            raise StoreError(f"{where} is not a kbench pair summary (predictions: {name!r})")
+    return tuple(names)
 
 
 def encode_predictions(labels: np.ndarray, groups: np.ndarray | None, predicted: dict) -> bytes:
@@ -118,154 +322,3 @@ def staged_name(dataset: str, data: str | None = None) -> str:
     if dataset != "imagefolder":
         return dataset
     return f"imagefolder-{hashlib.sha256(str(data).encode()).hexdigest()[:12]}"
-
-
-_number = {"type": "number"}  # NaN is a number here: a diverged run still gets its record
-_count = {"type": "integer", "minimum": 0}
-
-# One evaluation of one epoch. Epoch 0 is the model before any training (CLIP's zero-shot head).
-EPOCH_RECORD_SCHEMA = {
-    "type": "object",
-    "required": [
-        "epoch",
-        "split",
-        "samples",
-        "top1",
-        "top5",
-        "mean_per_class",
-        "macro_f1",
-        "headline_metric",
-        "headline",
-        "loss",
-        "train_loss",
-        "lr",
-        "epoch_seconds",
-        "images_per_s",
-        "world_size",
-        "gpus",
-        "time",
-    ],
-    "additionalProperties": False,
-    "properties": {
-        "epoch": _count,
-        "split": {"type": "string"},
-        "samples": _count,  # evaluated samples: the whole split, each counted once
-        "top1": _number,
-        "top5": _number,
-        "mean_per_class": _number,
-        "macro_f1": _number,  # over the classes that occur as labels, as WILDS computes it
-        # Datasets with groups (FMoW's regions) only: accuracy per group, and the worst of them
-        # over the groups present in the split.
-        "worst_region": _number,
-        "per_group": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": ["samples", "top1"],
-                "additionalProperties": False,
-                "properties": {"samples": _count, "top1": {"type": ["number", "null"]}},
-            },
-        },
-        "headline_metric": {"type": "string"},  # the dataset's metric, e.g. "mean_per_class"
-        "headline": _number,  # its value
-        "loss": _number,  # eval cross-entropy
-        "train_loss": {"type": ["number", "null"]},  # mean over the epoch; null for epoch 0
-        "lr": {"type": ["number", "null"]},  # backbone lr at the end of the epoch
-        "epoch_seconds": _number,  # training time of the epoch (0 for epoch 0)
-        "images_per_s": _number,  # training throughput over all processes
-        "images_per_s_per_gpu": {"type": ["number", "null"]},  # null on a CPU
-        "world_size": {"type": "integer", "minimum": 1},
-        "gpus": _count,  # 0 on CPU
-        "time": {"type": "string"},  # ISO 8601, UTC
-        # Trained on a staged copy (kbench data stage): the fraction of each split it holds
-        # and the short side its images were reduced to (null: as they came).
-        "data": {
-            "type": "object",
-            "required": ["frac", "max_short_side"],
-            "additionalProperties": False,
-            "properties": {
-                "frac": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                "max_short_side": {"type": ["integer", "null"], "minimum": 1},
-            },
-        },
-    },
-}
-
-PROGRESS_SCHEMA = {
-    "type": "object",
-    "required": [
-        "phase",
-        "epoch",
-        "epochs",
-        "step",
-        "steps",
-        "images_per_s",
-        "images_per_s_per_gpu",
-        "eta_s",
-        "time",
-    ],
-    "additionalProperties": False,
-    "properties": {
-        "phase": {"enum": ["starting", "eval", "train", "done"]},
-        "epoch": _count,
-        "epochs": _count,
-        "step": _count,  # within the epoch
-        "steps": _count,  # steps per epoch
-        "images_per_s": _number,
-        "images_per_s_per_gpu": {"type": ["number", "null"]},  # null on a CPU
-        "eta_s": {"type": ["number", "null"]},
-        "time": {"type": "string"},
-    },
-}
-
-RESULT_SCHEMA = {
-    "type": "object",
-    "required": [
-        "pair",
-        "dataset",
-        "model",
-        "headline_metric",
-        "best_epoch",
-        "best",
-        "final",
-        "zero_shot",
-        "wise_ft",
-        "epochs",
-        "train_seconds",
-        "parameters",
-        "world_size",
-        "gpus",
-        "environment",
-    ],
-    "properties": {
-        "pair": {"type": "string"},
-        "dataset": {"type": "string"},
-        "model": {"type": "string"},
-        "headline_metric": {"type": "string"},
-        # The fine-tuned best (epochs >= 1, kbench.pairs.best_epoch); null if every one diverged
-        "best_epoch": {"type": ["integer", "null"], "minimum": 1},
-        "best": {"type": ["number", "null"]},
-        "final": _number,
-        "zero_shot": {"type": ["number", "null"]},  # CLIP's epoch 0; null for ResNet
-        # CLIP: the WiSE-FT curve, one eval per alpha in 0, 0.1, ..., 1; null for ResNet
-        "wise_ft": {
-            "type": ["array", "null"],
-            "items": {
-                "type": "object",
-                "required": ["alpha", "headline", "top1", "samples"],
-                "properties": {"alpha": _number, "headline": _number, "top1": _number},
-            },
-        },
-        "epochs": _count,
-        "train_seconds": _number,
-        "parameters": _count,
-        "world_size": {"type": "integer", "minimum": 1},
-        "gpus": _count,
-        "environment": {  # what trained: device, library versions
-            "type": "object",
-            "required": ["device", "torch", "torchvision", "open_clip", "python"],
-        },
-        # the weights it started from (kbench.jobs.train.started_from); absent: an older kbench
-        "start": {"type": ["string", "null"]},
-    },
-}

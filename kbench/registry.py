@@ -10,15 +10,16 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Final
 
 from kbench import model_names
 from kbench.errors import ConfigError
 
 # Headline metrics, as keys of an epoch record.
-TOP1 = "top1"
-MEAN_PER_CLASS = "mean_per_class"
-MACRO_F1 = "macro_f1"
-WORST_REGION = "worst_region"
+TOP1: Final = "top1"
+MEAN_PER_CLASS: Final = "mean_per_class"
+MACRO_F1: Final = "macro_f1"
+WORST_REGION: Final = "worst_region"
 
 
 @dataclass(frozen=True)

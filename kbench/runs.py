@@ -15,8 +15,9 @@ from typing import Any
 from kbench import __version__, records
 from kbench.errors import ConfigError, StoreError
 from kbench.pairs import Outcome, PairRecords, PairState, pair_state
+from kbench.records import Record
 from kbench.registry import dataset_info
-from kbench.spec import Grid, Pair, is_pair_name, pair_name
+from kbench.spec import Grid, Pair, TrainConfig, is_pair_name, pair_name
 from kbench.storage import Store, create_json, read_json, write_json
 
 
@@ -168,50 +169,52 @@ def check_pairs(run: Run, pairs: list[str]) -> list[str]:
 def read_pair(store: Store, run_id: str, pair: str, with_progress: bool = False) -> PairRecords:
     """A pair's config, epoch records and result (None until it finished); its progress too
     when asked. One read once its job has started (summary.json); before, or for a job of an
-    older kbench, the separate records. Records not written yet read as empty."""
+    older kbench, the separate records. Records not written yet read as empty; every record
+    read is checked against its type (kbench.records), and refused in one line if it is not
+    one."""
     key = lambda name: records.pair_key(run_id, pair, name)  # noqa: E731
     summary = read_json(store, key(records.SUMMARY), default=None)
     if summary is not None:
-        found = _from_summary(summary, pair, key(records.SUMMARY))
-        return found if with_progress else dataclasses.replace(found, progress=None)
-    config = read_json(store, key(records.CONFIG))
-    _check_config(config, pair, key(records.CONFIG))
+        where = key(records.SUMMARY)
+        found = records.parse(records.SummaryRecord, summary, where)
+        return PairRecords(
+            pair,
+            _config(found["config"], pair, where),
+            found["epochs"],
+            found["result"],
+            found["progress"] if with_progress else None,
+            records.check_prediction_names(found.get("predictions", []), where),
+        )
+
+    def optional(kind: type[Record], name: str) -> Record | None:
+        data = read_json(store, key(name), default=None)
+        return None if data is None else records.parse(kind, data, key(name))
+
+    metrics = optional(records.MetricsRecord, records.METRICS)
     return PairRecords(
         pair=pair,
-        config=config,
-        epochs=read_json(store, key(records.METRICS), default={"epochs": []})["epochs"],
-        result=read_json(store, key(records.RESULT), default=None),
-        progress=read_json(store, key(records.PROGRESS), default={}) if with_progress else None,
+        config=_config(read_json(store, key(records.CONFIG)), pair, key(records.CONFIG)),
+        epochs=metrics["epochs"] if metrics else [],
+        result=optional(records.ResultRecord, records.RESULT),
+        progress=optional(records.ProgressRecord, records.PROGRESS) if with_progress else None,
     )
 
 
-def _check_config(config: Any, pair: str, where: str) -> None:
-    """The config of this pair: its dataset and model (and, for one of a grid's seeds, its
-    seed) are what its name says."""
-    config = config if isinstance(config, dict) else {}
-    dataset, model = config.get("dataset"), config.get("model")
+def _config(config: Any, pair: str, where: str) -> TrainConfig:
+    """The config of this pair, checked as a TrainConfig: its dataset and model (and, for one
+    of a grid's seeds, its seed) are what its name says."""
+    data = config if isinstance(config, dict) else {}
+    dataset, model = data.get("dataset"), data.get("model")
     names = set()
     if isinstance(dataset, str) and isinstance(model, str):
         with contextlib.suppress(ConfigError):  # a model name of no known form: none
-            names = {pair_name(dataset, model, seed) for seed in (None, config.get("seed"))}
+            names = {pair_name(dataset, model, seed) for seed in (None, data.get("seed"))}
     if pair not in names:
         raise StoreError(f"{where} is not the config of {pair}")
-
-
-def _from_summary(summary: Any, pair: str, where: str) -> PairRecords:
-    """A summary.json as read: the store is shared, so its shape is checked."""
-    if not isinstance(summary, dict) or not isinstance(summary.get("epochs"), list):
-        raise StoreError(f"{where} is not a kbench pair summary")
-    _check_config(summary.get("config"), pair, where)
-    result, progress = summary.get("result"), summary.get("progress")
-    predictions = summary.get("predictions", [])
-    if not all(part is None or isinstance(part, dict) for part in (result, progress)) or not (
-        isinstance(predictions, list) and all(isinstance(p, str) for p in predictions)
-    ):
-        raise StoreError(f"{where} is not a kbench pair summary")
-    return PairRecords(
-        pair, summary["config"], summary["epochs"], result, progress or {}, tuple(predictions)
-    )
+    try:
+        return TrainConfig.from_dict(data, where)
+    except ConfigError as e:
+        raise StoreError(f"{where} is not a config kbench writes: {e}") from None
 
 
 def read_pairs(
@@ -245,17 +248,17 @@ def pair_statuses(store: Store, run: Run, backend_states: dict[str, Outcome]) ->
 
     def status(found: PairRecords) -> PairStatus:
         outcome = pair_state(found, backend_states.get(found.pair))
-        last, progress = found.last, found.progress or {}
+        last, progress = found.last, found.progress
         running = outcome.state is PairState.RUNNING
         return PairStatus(
             pair=found.pair,
             state=outcome.state,
             epoch=last["epoch"] if last else None,
-            epochs=found.config["epochs"],
-            headline_metric=dataset_info(found.config["dataset"]).headline,
+            epochs=found.config.epochs,
+            headline_metric=dataset_info(found.config.dataset).headline,
             headline=last["headline"] if last else None,
-            images_per_s=progress.get("images_per_s") if running else None,
-            eta_s=progress.get("eta_s") if running else None,
+            images_per_s=progress["images_per_s"] if running and progress else None,
+            eta_s=progress["eta_s"] if running and progress else None,
             detail=outcome.detail,
         )
 

@@ -178,7 +178,7 @@ def is_pair_name(name: Any) -> bool:
     """Whether `name` is a pair name: a dataset kbench knows and a model's slug (with a seed
     or not), fit for a store key and a label value."""
     found = PAIR_NAME.fullmatch(name) if isinstance(name, str) else None
-    return bool(found) and found["dataset"] in DATASETS and len(name) <= MAX_PAIR_NAME
+    return found is not None and found["dataset"] in DATASETS and len(name) <= MAX_PAIR_NAME
 
 
 GRID_KEYS = {

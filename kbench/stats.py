@@ -63,8 +63,10 @@ class Predictions:
         if index is not None:
             labels, predicted = labels[index], predicted[index]
         if name == "worst_region":
+            if self.groups is None:
+                raise ValueError("worst_region needs each sample's group")
             groups = self.groups if index is None else self.groups[index]
-            correct = labels == predicted
+            correct = np.asarray(labels == predicted)
             counts = [
                 (int((groups == g).sum()), int(correct[groups == g].sum()))
                 for g in range(int(self.groups.max()) + 1)
@@ -116,7 +118,7 @@ def compare(
         draws = _draws(np.arange(len(labels)), difference)
     # Each draw also redraws the seeds of each side (with replacement): the spread between
     # seeds, as a deviation from the estimate; none with one seed a side.
-    draws = draws + _seed_deviations(*per_seed, len(draws), estimate)
+    draws = draws + _seed_deviations(per_seed[0], per_seed[1], len(draws), estimate)
     tail = 100 * (1 - CONFIDENCE) / 2
     low, high = np.percentile(draws, [tail, 100 - tail])
     p_value = mcnemar(a[0], b[0]) if metric == "top1" and len(a) == len(b) == 1 else None

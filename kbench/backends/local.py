@@ -6,34 +6,29 @@ Each pair's process state (pid, exit code, log file) is kept in the store as `lo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import Literal
 
 from kbench import records
-from kbench.backends import Echo, Options, Plan, check_world
+from kbench.backends import Echo, Options, Plan, check_world, processes
 from kbench.command import train_command
-from kbench.errors import JOB_ERROR_PREFIX, BackendError, ConfigError, StoreError
+from kbench.errors import BackendError, ConfigError, StoreError
 from kbench.pairs import Outcome, PairState
-from kbench.records import utc_now
+from kbench.records import EpochRecord, LocalProcess, utc_now
 from kbench.runs import Run, read_pairs
-from kbench.spec import Grid, Pair, TrainConfig
+from kbench.spec import Grid, Pair
 from kbench.storage import LocalStore, Store, open_store, patient, read_json, write_json
 
-POLL_S = 1.0
 LOG = "train.log"
 RESUMED = "\n==== kbench: resumed at "  # starts each later attempt in a pair's log
 
@@ -110,8 +105,9 @@ class LocalBackend:
             f"time, {self.nproc_per_node} process(es) each; store {store.uri}"
         )
         # Who trains this run: `resume` refuses while this process is at it.
-        trainer, this = records.run_key(run.run_id, records.LOCAL_STATE), _this_process()
-        write_json(store, trainer, {**this, "state": "running"})
+        trainer = records.run_key(run.run_id, records.LOCAL_STATE)
+        this = processes.record(os.getpid(), "running")
+        write_json(store, trainer, this)
         pool = ThreadPoolExecutor(max_workers=self.parallel)
         try:
             futures = {
@@ -151,19 +147,17 @@ class LocalBackend:
             )
         with self._lock:
             self._running[pair] = process
-        state = {"state": "running", "started": utc_now(), **_process(process.pid)}
+        state = processes.record(process.pid, "running")
         write_json(store, key, state)
         echo(f"{tag} {pair}: started, log {log_path}")
 
         shown = 0
         while True:
             try:
-                returncode = process.wait(timeout=POLL_S)
+                returncode = process.wait(timeout=processes.POLL_S)
             except subprocess.TimeoutExpired:
                 returncode = None
-            epochs = read_json(
-                store, records.pair_key(run_id, pair, records.METRICS), default={"epochs": []}
-            )["epochs"]
+            epochs = _epochs(store, records.pair_key(run_id, pair, records.METRICS))
             for record in epochs[shown:]:
                 echo(f"{tag} {pair}: {_epoch_line(record, planned.config.epochs)}")
             shown = len(epochs)
@@ -172,22 +166,20 @@ class LocalBackend:
         with self._lock:
             self._running.pop(pair, None)
 
-        final = PairState.SUCCEEDED
+        ended: Literal["succeeded", "cancelled", "failed"] = "succeeded"
         if returncode != 0:  # `cancel` marks the pair before it stops the process
-            cancelling = read_json(store, key, default={}).get("state") == "cancelling"
-            final = PairState.CANCELLED if cancelling else PairState.FAILED
-        reason = _failure_reason(log_path) if final is PairState.FAILED else None
-        write_json(
-            store,
-            key,
-            {
-                **state,
-                "state": final.value,
-                "returncode": returncode,
-                "reason": reason,
-                "finished": utc_now(),
-            },
-        )
+            cancelling = _state(_process_record(store, key)) == "cancelling"
+            ended = "cancelled" if cancelling else "failed"
+        final = PairState(ended)
+        reason = processes.failure_reason(log_path) if final is PairState.FAILED else None
+        last: LocalProcess = {
+            **state,
+            "state": ended,
+            "returncode": returncode,
+            "reason": reason,
+            "finished": utc_now(),
+        }
+        write_json(store, key, last)
         if not isinstance(store, LocalStore):
             store.write(records.pair_key(run_id, pair, LOG), log_path.read_bytes())
         seconds = time.monotonic() - started
@@ -200,7 +192,7 @@ class LocalBackend:
                 f"{tag} {pair}: FAILED (exit code {returncode}) after {seconds:.0f}s; "
                 f"last lines of {log_path}:"
             )
-            for line in _tail(log_path, 15):
+            for line in processes.tail(log_path, 15):
                 echo(f"    {line}")
         return Outcome(final, reason or "")
 
@@ -212,9 +204,7 @@ class LocalBackend:
     def states(self, store: Store, run: Run) -> dict[str, Outcome]:
         states = {}
         for pair in run.pairs:
-            state = read_json(
-                store, records.pair_key(run.run_id, pair, records.LOCAL_STATE), default=None
-            )
+            state = _process_record(store, records.pair_key(run.run_id, pair, records.LOCAL_STATE))
             if state is not None:
                 states[pair] = _outcome(pair, state)
         return states
@@ -237,7 +227,7 @@ class LocalBackend:
         # The log is where this backend puts it, never a path read from the (shared) store.
         path = self._log_path(store, run.run_id, pair)
         if follow and path.is_file():
-            return _follow(path, lambda: _state(read_json(store, key, default=None)))
+            return processes.follow(path, lambda: _state(_process_record(store, key)))
         if path.is_file():
             text = path.read_text("utf-8", errors="replace")
         else:
@@ -256,26 +246,26 @@ class LocalBackend:
         stopped = []
         for pair in pairs:
             key = records.pair_key(run.run_id, pair, records.LOCAL_STATE)
-            state = read_json(store, key, default=None)
-            if _state(state) != "running" or not _alive(state):
+            state = _process_record(store, key)
+            if state is None or state["state"] != "running" or not processes.alive(state):
                 continue
-            if state.get("host") != socket.gethostname():
-                raise BackendError(f"{pair} trains on {state.get('host')!r}: cancel it there")
-            if not _ours(state):
+            if state["host"] != socket.gethostname():
+                raise BackendError(f"{pair} trains on {state['host']!r}: cancel it there")
+            if not processes.ours(state):
                 raise BackendError(
-                    f"{key} names process {state.get('pid')!r}, which is not the training "
+                    f"{key} names process {state['pid']}, which is not the training "
                     "process kbench started (start time or command line differ): not signalled"
                 )
             write_json(store, key, {**state, "state": "cancelling"})
-            _terminate(state["pid"])
+            processes.terminate(state["pid"])
             stopped.append(pair)
         return stopped
 
     def resume(self, store: Store, run: Run, echo: Echo) -> dict[str, Outcome]:
         """Train again every pair of the run that has not succeeded, each from its last
         checkpoint; refused while the run's submit or any of its pairs still runs."""
-        submitter = read_json(store, records.run_key(run.run_id, records.LOCAL_STATE), default={})
-        if _state(submitter) == "running" and _ours(submitter):
+        submitter = _process_record(store, records.run_key(run.run_id, records.LOCAL_STATE))
+        if submitter and submitter["state"] == "running" and processes.ours(submitter):
             raise BackendError(
                 f"run {run.run_id} is still being trained by process {submitter['pid']} on "
                 f"{submitter['host']}: wait for it, or stop it (Ctrl-C, kbench cancel) first"
@@ -292,14 +282,13 @@ class LocalBackend:
         echo(f"run {run.run_id}: {done} pair(s) finished, resuming {len(todo)}")
         if not todo:
             return {}
-        where = lambda pair: records.pair_key(run.run_id, pair, records.CONFIG)  # noqa: E731
-        pairs = [Pair(f.pair, TrainConfig.from_dict(f.config, where(f.pair))) for f in todo]
+        pairs = [Pair(f.pair, f.config) for f in todo]
         return self.submit(store, self.plan(run, pairs, store.uri), echo)
 
     def _stop_all(self) -> None:
         with self._lock:
             for process in self._running.values():
-                _terminate(process.pid)
+                processes.terminate(process.pid)
             for process in self._running.values():
                 process.wait()
 
@@ -314,11 +303,11 @@ def check_data(pair: str, data: str) -> None:
         raise ConfigError(f"pair {pair}: data: {data} {what}: lay it out as train/<class>/<image>")
 
 
-def _outcome(pair: str, state: Any) -> Outcome:
+def _outcome(pair: str, state: LocalProcess) -> Outcome:
     """A pair's local.json as a state: a process that is gone without saying so failed."""
-    name = _state(state)
+    name = state["state"]
     if name in ("running", "cancelling"):
-        if not _ours(state):
+        if not processes.ours(state):
             return Outcome(
                 PairState.FAILED,
                 "the training process is gone (killed or machine restarted): kbench resume",
@@ -327,105 +316,31 @@ def _outcome(pair: str, state: Any) -> Outcome:
     if name == "failed":
         reason = state.get("reason") or f"exit code {state.get('returncode')}"
         return Outcome(PairState.FAILED, f"{reason}; see kbench logs {pair}")
-    if name in (PairState.SUCCEEDED.value, PairState.CANCELLED.value):
+    if name in ("succeeded", "cancelled"):
         return Outcome(PairState(name))
-    return Outcome(PairState.FAILED, f"{records.LOCAL_STATE} holds no state kbench knows")
+    return Outcome(PairState.FAILED, f"{records.LOCAL_STATE} says {name!r} of a pair")
 
 
-def _state(state: Any) -> str | None:
-    """The `state` of a local.json (which the shared store may hold in any shape)."""
-    return state.get("state") if isinstance(state, dict) else None
+def _process_record(store: Store, key: str) -> LocalProcess | None:
+    """A local.json as read (None: there is none), checked against its type: it names a
+    process that `cancel` may signal."""
+    data = read_json(store, key, default=None)
+    return None if data is None else records.parse(LocalProcess, data, key)
 
 
-def _process(pid: int) -> dict[str, Any]:
-    """What identifies a process beyond its id, which the system reuses: host, start time
-    (since boot) and command line."""
-    process = psutil.Process(pid)
-    return {
-        "pid": pid,
-        "host": socket.gethostname(),
-        "since_boot": _since_boot(pid),
-        "command": process.cmdline(),
-    }
+def _state(state: LocalProcess | None) -> str | None:
+    return state["state"] if state else None
 
 
-def _since_boot(pid: int) -> float:
-    """When the process started, in seconds after the machine booted: fixed for its life.
-    Not psutil's create_time alone: that adds the boot time, which the kernel derives from
-    the wall clock, so a clock step (NTP, a resumed VM) moves it and a running trainer would
-    be taken for a stranger. psutil reads the boot time as it makes the Process; reading it
-    before and after makes sure both sides of the subtraction saw the same clock."""
-    while True:
-        boot = psutil.boot_time()
-        created = psutil.Process(pid).create_time()
-        if psutil.boot_time() == boot:
-            return created - boot
+def _epochs(store: Store, key: str) -> list[EpochRecord]:
+    """metrics.json's epoch records so far ([] before the first)."""
+    data = read_json(store, key, default=None)
+    return [] if data is None else records.parse(records.MetricsRecord, data, key)["epochs"]
 
 
-def _this_process() -> dict[str, Any]:
-    return {"started": utc_now(), **_process(os.getpid())}
-
-
-def _alive(state: Any) -> bool:
-    """Whether the process local.json names may still run (another host's: assume so)."""
-    if not isinstance(state, dict) or not isinstance(state.get("pid"), int):
-        return False
-    if state.get("host") != socket.gethostname():
-        return True
-    return psutil.pid_exists(state["pid"])
-
-
-def _ours(state: Any) -> bool:
-    """Whether the process local.json names is alive and the one kbench started: same start
-    time and command line (a pid alone may since name another process)."""
-    if not _alive(state):
-        return False
-    if state.get("host") != socket.gethostname():
-        return True  # cannot be checked from here; nor signalled
-    try:
-        pid = state["pid"]
-        same_start = abs(_since_boot(pid) - float(state.get("since_boot", -1))) < 0.01
-        return same_start and psutil.Process(pid).cmdline() == state.get("command")
-    except (psutil.Error, OSError, TypeError, ValueError):
-        return False
-
-
-def _terminate(pid: int) -> None:
-    """SIGTERM the whole process group: torchrun and its workers (it leads its group)."""
-    with contextlib.suppress(ProcessLookupError):
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGTERM)
-
-
-def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+def _epoch_line(record: EpochRecord, epochs: int) -> str:
     value = f"{record['headline_metric']} {100 * record['headline']:.1f}%"
     line = f"epoch {record['epoch']}/{epochs} {value}"
     if record["epoch"] == 0:
         return line + " (before training)"
     return line + f", train loss {record['train_loss']:.3f}, {record['images_per_s']:.0f} img/s"
-
-
-def _follow(path: Path, state: Callable[[], str]) -> Iterator[str]:
-    """The log as it grows, until its pair stops running."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        while True:
-            chunk = f.read()
-            if chunk:
-                yield chunk
-            elif state() not in ("running", "cancelling"):
-                yield f.read()
-                return
-            else:
-                time.sleep(POLL_S)
-
-
-def _failure_reason(log_path: Path) -> str | None:
-    """The job's own one-line error (a bad config), if it printed one."""
-    for line in reversed(_tail(log_path, 200)):
-        if line.startswith(JOB_ERROR_PREFIX):
-            return line.removeprefix(JOB_ERROR_PREFIX).strip()
-    return None
-
-
-def _tail(path: Path, lines: int) -> list[str]:
-    return path.read_text("utf-8", errors="replace").splitlines()[-lines:]

@@ -4,7 +4,9 @@ readable offline and printable. Every text that reaches the SVG is escaped."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 from markupsafe import Markup, escape
 
@@ -16,7 +18,7 @@ COLOURS = ["#1f6fb4", "#d9711c", "#2a9d4b", "#b8336a", "#6a51a3", "#666666"]
 @dataclass
 class Series:
     name: str
-    points: list[tuple[float, float]]  # (x, y); y may be NaN: that point is skipped
+    points: Sequence[tuple[float, float | None]]  # (x, y); y None or NaN: a point skipped
     marked: dict[float, str] = field(default_factory=dict)  # x -> label of a special point
     dashed: bool = False  # a reference beside the data (the study's published points)
 
@@ -114,7 +116,7 @@ def _colours(series: list[Series]) -> list[str]:
     return colours
 
 
-def _finite(value: float | None) -> bool:
+def _finite(value: float | None) -> TypeGuard[float]:
     return value is not None and math.isfinite(value)
 
 

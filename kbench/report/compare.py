@@ -24,7 +24,7 @@ def compare_dataset(name: str, pairs: list[dict], predictions: dict[str, dict]) 
     values are their means, the intervals carry the spread between seeds, and the rows that
     need one run (equal footing, groups) use the first seed's."""
     clips, resnets = _first_model(pairs, "clip"), _first_model(pairs, "resnet")
-    clip, resnet = (clips or [None])[0], (resnets or [None])[0]
+    clip, resnet = clips[0] if clips else None, resnets[0] if resnets else None
     done = bool(clips and resnets) and all(
         p["state"] == PairState.SUCCEEDED.value for p in clips + resnets
     )
@@ -32,8 +32,10 @@ def compare_dataset(name: str, pairs: list[dict], predictions: dict[str, dict]) 
     metric = pairs[0]["headline_metric"]
     sure = _certainty(clips, resnets, metric, predictions) if done else {}
 
-    def bests(key: str) -> list[float | None]:
-        return [_mean_of(p[key] for p in side) if done else None for side in (clips, resnets)]
+    def bests(key: str) -> tuple[float | None, float | None]:
+        if not done:
+            return None, None
+        return _mean_of(p[key] for p in clips), _mean_of(p[key] for p in resnets)
 
     found = {
         "dataset": name,
@@ -73,8 +75,9 @@ def _first_model(pairs: list[dict], family: str) -> list[dict]:
 
 
 def _mean_of(values: Iterable[float | None]) -> float | None:
-    values = list(values)
-    return mean(values) if values and all(finite(v) for v in values) else None
+    given = list(values)
+    found = [v for v in given if finite(v)]
+    return mean(found) if found and len(found) == len(given) else None
 
 
 def verdict(d: dict, key: str = TOP1) -> str | None:
@@ -124,7 +127,8 @@ def _certainty(
     else:
         add(
             "headline",
-            *([at(p, p["best_epoch"]) for p in side] for side in (clips, resnets)),
+            [at(p, p["best_epoch"]) for p in clips],
+            [at(p, p["best_epoch"]) for p in resnets],
             metric,
         )
     add("fine_tuning", best_top1, [at(p, 0) for p in clips], TOP1)
@@ -179,8 +183,7 @@ def _compare(
             winner = NO_CLEAR_WINNER
         elif sure is None and abs(difference) < TIE_POINTS:
             winner = "tie"
-        else:
-            winning = clip if difference > 0 else resnet
+        elif (winning := clip if difference > 0 else resnet) is not None:
             winner, family = winning["model"], winning["family"]
     return {
         "clip": clip_value,
@@ -213,10 +216,10 @@ def _equal_gpu_hours(clip: dict | None, resnet: dict | None, predictions: dict) 
         return None
     budget = min(clip["gpu_hours"], resnet["gpu_hours"])
     reached = [_epoch_within(p, budget) for p in (clip, resnet)]
-    values = [
-        top1_at(p, e) if e is not None else None
-        for p, e in zip((clip, resnet), reached, strict=True)
-    ]
+    values = (
+        top1_at(clip, reached[0]) if reached[0] is not None else None,
+        top1_at(resnet, reached[1]) if reached[1] is not None else None,
+    )
     sure = _top1_difference(clip, reached[0], resnet, reached[1], predictions)
     return {
         "gpu_hours": budget,
@@ -276,7 +279,7 @@ def _group_rows(clip: dict | None, resnet: dict | None) -> list[dict]:
     return [
         {
             "group": name,
-            "samples": (tables[0].get(name) or tables[1].get(name))["samples"],
+            "samples": (tables[0].get(name) or tables[1][name])["samples"],
             "clip": tables[0][name]["top1"] if name in tables[0] else None,
             "resnet": tables[1][name]["top1"] if name in tables[1] else None,
         }

@@ -11,6 +11,7 @@ from typing import Any
 from kbench import records, stats
 from kbench.pairs import Outcome, PairRecords, PairState, best_epoch, finite, pair_state
 from kbench.pairs import zero_shot as zero_shot_of
+from kbench.records import StagedCopy
 from kbench.registry import DATASETS, TOP1, model_family
 from kbench.report import published
 from kbench.report.compare import compare_dataset, tally, top1_at
@@ -89,9 +90,9 @@ def build_results(
 
 def _pair(found: PairRecords, backend: Outcome | None, predictions: PairPredictions | None) -> dict:
     config, epochs, result = found.config, found.epochs, found.result
-    model = config["model"]
+    model = config.model
     family = model_family(model)
-    metric = epochs[0]["headline_metric"] if epochs else _headline_metric(config["dataset"])
+    metric = epochs[0]["headline_metric"] if epochs else _headline_metric(config.dataset)
     best, best_top1 = found.best, best_epoch(epochs, TOP1)
     gpus = epochs[-1]["gpus"] if epochs else 0
     outcome = pair_state(found, backend)
@@ -120,13 +121,13 @@ def _pair(found: PairRecords, backend: Outcome | None, predictions: PairPredicti
 
     return {
         "pair": found.pair,
-        "dataset": config["dataset"],
+        "dataset": config.dataset,
         "model": model,
         "family": family,
         "state": state,
         "headline_metric": metric,
         "epochs_done": len(found.trained),
-        "epochs_total": config["epochs"],
+        "epochs_total": config.epochs,
         "zero_shot": found.zero_shot,  # headline metric
         "zero_shot_top1": zero_shot_of(epochs, TOP1),
         "best": best["headline"] if best else None,
@@ -147,12 +148,12 @@ def _pair(found: PairRecords, backend: Outcome | None, predictions: PairPredicti
         "environment": result.get("environment") if result else None,
         "published": published.study_points(config, found.pair),  # epoch -> study's top-1
         "flags": flags,
-        "config": config,
+        "config": config.to_dict(),
         "epochs": epochs,
     }
 
 
-def _staging_flags(data: dict | None) -> list[str]:
+def _staging_flags(data: StagedCopy | None) -> list[str]:
     """What a staged copy changed from the dataset's own images (kbench data stage), so a
     number is not read as one on the originals."""
     if not data:

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 from kbench.registry import DATASETS
-from kbench.spec import pair_name
+from kbench.spec import TrainConfig, pair_name
 
 ZERO_SHOT_TOLERANCE = 2.0  # points outside the published range before the report flags it
 
@@ -30,23 +30,23 @@ def study_table() -> dict[str, Any]:
     return _load("study_published.json")
 
 
-def study_points(config: dict[str, Any], pair: str) -> dict[int, float]:
+def study_points(config: TrainConfig, pair: str) -> dict[int, float]:
     """The study's published top-1 of this pair by epoch; {} where the study did not train
     this pair the way it did: its dataset x model with pretrained weights, scored on the split
     the study reports."""
     # One of a grid's seeds is the same pair as the study's.
-    points = study_table()["pairs"].get(pair_name(config.get("dataset"), config.get("model")))
+    points = study_table()["pairs"].get(pair_name(config.dataset, config.model))
     if not points or not _as_published(config):
         return {}
     return {int(epoch): value for epoch, value in points.items()}
 
 
-def _as_published(config: dict[str, Any]) -> bool:
+def _as_published(config: TrainConfig) -> bool:
     """Pretrained weights, scored on the split the published numbers are on (the first of
     the dataset's eval splits)."""
-    info = DATASETS.get(config.get("dataset"))
-    split = config.get("eval_split")
-    return bool(info and config.get("pretrained") and split in (None, info.eval_splits[0]))
+    info = DATASETS.get(config.dataset)
+    split = config.eval_split
+    return bool(info and config.pretrained and split in (None, info.eval_splits[0]))
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,14 @@ def zero_shot(dataset: str) -> ZeroShot | None:
     return ZeroShot(dataset, metric, values, data["caveats"].get(dataset))
 
 
-def zero_shot_flag(config: dict[str, Any], value: float | None) -> str | None:
+def zero_shot_flag(config: TrainConfig, value: float | None) -> str | None:
     """A flag when a real OpenAI ViT-B/32's zero-shot number is far from both published ones;
     only where it is comparable: pretrained weights, the dataset's own prompts, the split the
     numbers were published for."""
-    if value is None or config.get("model") != "clip-vit-b32" or not _as_published(config):
+    if value is None or config.model != "clip-vit-b32" or not _as_published(config):
         return None
-    published = zero_shot(config["dataset"])
-    if published is None or config.get("templates") is not None:
+    published = zero_shot(config.dataset)
+    if published is None or config.templates is not None:
         return None
     points = 100 * value
     if published.low - ZERO_SHOT_TOLERANCE <= points <= published.high + ZERO_SHOT_TOLERANCE:

@@ -105,7 +105,7 @@ def _charts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         epochs = []
         for p in pairs:
             points = [(e["epoch"], _pct_value(e[TOP1])) for e in p["epochs"]]
-            marked = {0: "zero-shot"} if p["family"] == "clip" else {}
+            marked: dict[float, str] = {0: "zero-shot"} if p["family"] == "clip" else {}
             epochs.append(Series(p["model"], points, marked=marked))
             if p["published"]:
                 study = sorted((int(e), _pct_value(v)) for e, v in p["published"].items())

@@ -28,6 +28,7 @@ import io
 import os
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
 from kbench import __version__
 from kbench.errors import ConfigError
-from kbench.jobs.datasets import Source, class_names, raw_splits
+from kbench.jobs.datasets import Source, class_names, raw_splits, size
 from kbench.jobs.wilds_datasets import FileList
 from kbench.records import dataset_key, staged_name, utc_now
 from kbench.registry import dataset_info, prompts
@@ -71,9 +73,11 @@ def stage_dataset(
     info = dataset_info(name)
     if name == "synthetic":
         raise ConfigError("synthetic is drawn on the fly from a seed: there is nothing to stage")
-    if name == "imagefolder" and not root:
-        raise ConfigError("imagefolder: give the tree to stage with --root DIR")
-    data = local_data_path(root) if name == "imagefolder" else None
+    data = None
+    if name == "imagefolder":
+        if not root:
+            raise ConfigError("imagefolder: give the tree to stage with --root DIR")
+        data = local_data_path(root)
     source = Source(name, data=data, root=None if data else root)
     splits = raw_splits(source, download=download)
     staged = stage(
@@ -96,7 +100,7 @@ def stage_dataset(
 def stage(
     store: Store,
     name: str,
-    splits: dict[str, Dataset],
+    splits: Mapping[str, Dataset],
     *,
     classes: list[str],
     templates: list[str],
@@ -125,7 +129,7 @@ def stage(
         "kbench_version": __version__,
         "created": utc_now(),
     }
-    chosen = {split: _subset(len(dataset), frac, seed) for split, dataset in splits.items()}
+    chosen = {split: _subset(size(dataset), frac, seed) for split, dataset in splits.items()}
     uploaded: dict[str, int] = {}
     bar = tqdm(
         total=sum(map(len, chosen.values())),
@@ -223,13 +227,14 @@ def _sample_bytes(
 
 
 def _needs_reducing(image: Image.Image, max_short_side: int | None) -> bool:
-    return bool(max_short_side) and min(image.size) > max_short_side
+    """Whether the image's shorter side is over `max_short_side` (None: nothing is)."""
+    return max_short_side is not None and min(image.size) > max_short_side
 
 
 def _encoded(image: Image.Image, lossy: bool, max_short_side: int | None) -> tuple[bytes, str]:
     """An image's bytes as staged: reduced to `max_short_side` if longer; then a small
     lossless one as its pixels, a JPEG as a JPEG, anything else as PNG."""
-    if _needs_reducing(image, max_short_side):
+    if max_short_side is not None and _needs_reducing(image, max_short_side):
         image = _reduced(image, max_short_side)
     if not lossy and max(image.size) <= RAW_MAX_SIDE:
         return _raw(image), "npy"
@@ -278,9 +283,12 @@ def _original_file(dataset: Dataset, index: int) -> tuple[Path, int, int | None]
     if isinstance(dataset, FileList):  # WILDS
         group = dataset.groups[index] if dataset.groups is not None else None
         return dataset.files[index], dataset.labels[index], group
-    if hasattr(dataset, "_image_files"):  # torchvision DTD, FGVCAircraft, Flowers102, Food101
-        return Path(dataset._image_files[index]), dataset._labels[index], None
-    if hasattr(dataset, "samples"):  # torchvision ImageFolder
+    # torchvision's DTD, FGVCAircraft, Flowers102 and Food101 keep their files (privately);
+    # ImageFolder keeps (path, label) samples.
+    files, labels = getattr(dataset, "_image_files", None), getattr(dataset, "_labels", None)
+    if files is not None and labels is not None:
+        return Path(files[index]), labels[index], None
+    if isinstance(dataset, ImageFolder):
         path, label = dataset.samples[index]
         return Path(path), label, None
     return None  # CIFAR, STL10: arrays in memory

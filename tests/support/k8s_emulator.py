@@ -1,0 +1,211 @@
+"""A Kubernetes API stand-in for tests: kmock's KubernetesEmulator served over real HTTP from a
+background thread, so the real `kubernetes` client talks to it through a real kubeconfig.
+
+What it does not do (see DESIGN section 8): filter by label selector, run anything, or know
+resources that were not declared; tests move Jobs through their states by patching status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kmock
+import yaml
+
+
+def _resource(kind: str, subresources: list[str], namespaced: bool = True) -> dict:
+    verbs = ["list", "get", "create", "patch", "delete"]
+    return {
+        "namespaced": namespaced,
+        "kind": kind,
+        "singular": kind.lower(),
+        "verbs": verbs,
+        "shortnames": [],
+        "categories": [],
+        "subresources": subresources,
+    }
+
+
+# The resources kbench uses; an emulator knows only those declared.
+RESOURCES = {
+    "batch/v1/jobs": _resource("Job", ["status"]),
+    "jobset.x-k8s.io/v1alpha2/jobsets": _resource("JobSet", ["status"]),  # JobSet installed
+    "v1/pods": _resource("Pod", ["log", "status"]),
+    "v1/services": _resource("Service", []),
+    "v1/events": _resource("Event", []),
+    "v1/secrets": _resource("Secret", []),
+    "v1/serviceaccounts": _resource("ServiceAccount", []),
+    "scheduling.k8s.io/v1/priorityclasses": _resource("PriorityClass", [], namespaced=False),
+    "kueue.x-k8s.io/v1beta1/localqueues": _resource("LocalQueue", []),
+    "v1/namespaces": _resource("Namespace", [], namespaced=False),
+    "v1/nodes": _resource("Node", ["status"], namespaced=False),
+    "authorization.k8s.io/v1/selfsubjectaccessreviews": _resource(
+        "SelfSubjectAccessReview", [], namespaced=False
+    ),
+}
+
+
+NAMESPACE = "ml"  # where the tests' submits go
+RUN = "study"  # the run id they submit under
+
+
+@dataclass
+class Cluster:
+    emulator: Any  # kmock.KubernetesEmulator: requests and objects, for assertions
+    url: str
+    kubeconfig: Path
+
+    def api(self) -> tuple[Any, Any]:
+        """The real client's BatchV1Api and CoreV1Api, through the kubeconfig."""
+        from kubernetes import client, config
+
+        api_client = config.new_client_from_config(config_file=str(self.kubeconfig))
+        return client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+
+    def set_job_status(self, name: str, status: dict, suspend: bool | None = None) -> None:
+        """What the Job controller would write (nothing runs here)."""
+        batch, _ = self.api()
+        batch.patch_namespaced_job_status(name, NAMESPACE, {"status": status})
+        if suspend is not None:
+            batch.patch_namespaced_job(name, NAMESPACE, {"spec": {"suspend": suspend}})
+
+    def add_pod(
+        self,
+        pair: str,
+        phase: str,
+        restarts: int = 0,
+        waiting: str | dict | None = None,
+        name: str | None = None,
+        index: int = 0,
+        conditions: list | None = None,
+    ) -> None:
+        """A pod of the pair's Job as the kubelet reports it: `waiting` a reason, or a reason
+        and message; `conditions` the pod's (PodScheduled, DisruptionTarget, ...)."""
+        from kbench.k8s.render import job_name
+
+        _, core = self.api()
+        labels = {
+            "app.kubernetes.io/managed-by": "kbench",
+            "kbench.dev/run": RUN,
+            "kbench.dev/pair": pair,
+        }
+        if isinstance(waiting, str):
+            waiting = {"reason": waiting}
+        state = {"waiting": waiting} if waiting else {"running": {}}
+        core.create_namespaced_pod(
+            NAMESPACE,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name or f"{job_name(RUN, pair)}-{index}-x{restarts}",
+                    "labels": labels,
+                    "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+                },
+                "spec": {"containers": [{"name": "train", "image": "i"}]},
+                "status": {
+                    "phase": phase,
+                    "conditions": conditions or [],
+                    "containerStatuses": [
+                        {
+                            "name": "train",
+                            "image": "i",
+                            "imageID": "",
+                            "ready": phase == "Running",
+                            "restartCount": restarts,
+                            "state": state,
+                        }
+                    ],
+                },
+            },
+        )
+
+    def add_event(self, job: str, reason: str, message: str) -> None:
+        """A Warning event about a Job, as its controller reports FailedCreate."""
+        _, core = self.api()
+        core.create_namespaced_event(
+            NAMESPACE,
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{job}.{reason.lower()}"},
+                "involvedObject": {"kind": "Job", "name": job, "namespace": NAMESPACE},
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+            },
+        )
+
+    def requests(self, method: str | None = None, path_part: str = "") -> list:
+        return [
+            r
+            for r in list(self.emulator)
+            if (method is None or r.method.value == method) and path_part in str(r.url)
+        ]
+
+    def serve_log(self, text: bytes) -> None:
+        """What every pods/log request answers."""
+        view = self.emulator["get", kmock.resource("v1/pods"), kmock.subresource("log")]
+        view << kmock.Response(status=200, payload=text, headers={"Content-Type": "text/plain"})
+
+    def fail(self, method: str, resource: str, status: int, message: str) -> None:
+        """Make every such request fail as the API server fails: with a Status object."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "status": "Failure",
+            "code": status,
+            "message": message,
+            "reason": "Failure",
+        }
+        view = self.emulator[method, kmock.resource(resource)]
+        view << kmock.Response(status=status, payload=body)
+
+
+def write_kubeconfig(path: Path, url: str, context: str = "emulator") -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": context,
+                "clusters": [{"name": context, "cluster": {"server": url}}],
+                "users": [{"name": context, "user": {"token": "test-token"}}],
+                "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+            }
+        )
+    )
+    return path
+
+
+@contextlib.contextmanager
+def kubernetes_emulator(folder: Path, without: tuple[str, ...] = ()) -> Iterator[Cluster]:
+    """An emulator that knows RESOURCES but those named in `without` (a CRD not installed)."""
+    ready, stop, box = threading.Event(), threading.Event(), {}
+
+    async def serve() -> None:
+        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+            for name, resource in RESOURCES.items():
+                if name not in without:
+                    emulator.resources[name] = resource
+            box["emulator"], box["url"] = emulator, str(server.url).rstrip("/")
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    if not ready.wait(30):
+        raise RuntimeError("the Kubernetes emulator did not start")
+    try:
+        kubeconfig = write_kubeconfig(folder / "kubeconfig", box["url"])
+        yield Cluster(emulator=box["emulator"], url=box["url"], kubeconfig=kubeconfig)
+    finally:
+        stop.set()
+        thread.join(10)

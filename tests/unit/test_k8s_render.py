@@ -1,0 +1,401 @@
+"""Rendered manifests: golden files, field by field checks, and strict schema validation.
+
+Regenerate the goldens after an intended change with `make goldens`."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from kbench.cli.main import cli
+from kbench.k8s import render as k8s_render
+from kbench.k8s.render import child_job, dns_name, job_name, render_run, to_yaml, validate
+from kbench.k8s.settings import ClusterSettings, resolve
+from kbench.spec import load_grid
+
+GOLDEN = Path(__file__).parents[1] / "golden"
+
+STORE = "s3://kbench-results/study"
+
+PROFILE = {
+    "image": "registry.example/kbench:0.1.0",
+    "namespace": "ml",
+    "gpus_per_node": 4,
+    "queue": "gpu-queue",
+    "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "priority_class": "research",
+    "image_pull_secrets": ["regcred"],
+    "s3_endpoint": "https://minio.example:9000",
+    "active_deadline_seconds": 172800,
+}
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def manifests(nodes: int = 1, **changes) -> list[dict]:
+    settings = resolve([({**PROFILE, "nodes": nodes, **changes}, "test profile")])
+    return render_run("study-golden", load_grid("all").pairs, settings, STORE)
+
+
+@pytest.mark.parametrize(("nodes", "golden"), [(1, "all.yaml"), (2, "all-2-nodes.yaml")])
+def test_golden_manifests(nodes, golden):
+    text = to_yaml(manifests(nodes))
+    path = GOLDEN / golden
+    if os.environ.get("KBENCH_UPDATE_GOLDENS"):
+        path.write_text(text)
+        pytest.skip(f"rewrote {golden}: nothing was compared")  # never a pass
+    assert text == path.read_text(), f"{golden} changed: `make goldens` if that was intended"
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+@pytest.mark.parametrize("version", ["1.29.0", "1.33.0", "1.37.0"])
+def test_every_manifest_passes_strict_schema_validation(nodes, version):
+    assert validate(manifests(nodes), version) == []
+
+
+def test_strict_validation_catches_unknown_fields():
+    job = manifests()[0]
+    job["spec"]["template"]["spec"]["containers"][0]["gpu"] = 1
+    (problem,) = validate([job], "1.33.0")
+    assert "containers.0" in problem and "'gpu'" in problem
+
+
+def test_job_fields():
+    jobs = manifests()
+    assert [m["kind"] for m in jobs] == ["Job"] * 18  # one node: no Services
+    job = next(m for m in jobs if m["metadata"]["labels"]["kbench.dev/pair"] == "dtd_resnet50")
+    labels = job["metadata"]["labels"]
+    assert labels == {
+        "app.kubernetes.io/managed-by": "kbench",
+        "kbench.dev/run": "study-golden",
+        "kbench.dev/pair": "dtd_resnet50",
+        "kbench.dev/dataset": "dtd",
+        "kbench.dev/model": "resnet50",
+        "kueue.x-k8s.io/queue-name": "gpu-queue",
+    }
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 1, 1)
+    assert "suspend" not in spec  # Kueue suspends and admits by itself
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
+    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [2]
+    assert spec["activeDeadlineSeconds"] == 172800 and spec["ttlSecondsAfterFinished"] > 0
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["priorityClassName"] == "research" and pod["imagePullSecrets"] == [
+        {"name": "regcred"}
+    ]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert container["command"][:6] == [
+        "python",
+        "-m",
+        "kbench.jobs.launch",
+        "--nnodes=1",
+        "--nproc-per-node=4",
+        "--standalone",
+    ]
+    assert container["command"][-8:] == [
+        "-m",
+        "kbench.jobs.train",
+        "--store",
+        STORE,
+        "--run-id",
+        "study-golden",
+        "--pair",
+        "dtd_resnet50",
+    ]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}  # 16Gi per GPU
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"/dev/shm", "/scratch", "/tmp"}  # the only writable places
+    # S3 credentials only by reference, never as literal values.
+    assert container["envFrom"] == [{"secretRef": {"name": "kbench-s3"}}]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert not any("SECRET" in k or "ACCESS_KEY" in k for k in env)
+    assert env["AWS_ENDPOINT_URL"] == "https://minio.example:9000"
+
+
+def test_a_multi_node_pair_is_a_jobset_that_restarts_as_a_gang():
+    objects = manifests(nodes=2)
+    assert {m["kind"] for m in objects} == {"JobSet"} and len(objects) == 18  # nothing else
+    jobset = objects[0]
+    name, spec = jobset["metadata"]["name"], jobset["spec"]
+    # Kueue admits the JobSet: the queue is named on it, not on its Jobs or pods.
+    assert jobset["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    (replicated,) = spec["replicatedJobs"]
+    assert replicated["name"] == "node" and replicated["replicas"] == 1
+    job = replicated["template"]
+    pod = job["spec"]["template"]
+    for labels in (job["metadata"]["labels"], pod["metadata"]["labels"]):
+        assert labels["kbench.dev/pair"] == jobset["metadata"]["labels"]["kbench.dev/pair"]
+        assert "kueue.x-k8s.io/queue-name" not in labels
+    # Any pod failure fails the Job at once; the JobSet then recreates every pod.
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
+    assert job["spec"]["completionMode"] == "Indexed"
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert [r["action"] for r in rules] == ["FailJob", "FailJob"]
+    assert rules[0]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+    assert rules[1]["onExitCodes"]["values"] == [2]
+    # A bad config fails the JobSet; a preemption restarts it without spending a restart.
+    policy = spec["failurePolicy"]
+    assert policy["maxRestarts"] == 3
+    assert [(r["name"], r["action"]) for r in policy["rules"]] == [
+        ("BadConfig", "FailJobSet"),
+        ("Disruption", "RestartJobSetAndIgnoreMaxRestarts"),
+    ]
+    assert all(r["onJobFailureReasons"] == ["PodFailurePolicy"] for r in policy["rules"])
+    # The patterns match the Job controller's messages for the rules above.
+    bad = "Container train for pod ml/p-0 failed with exit code 2 matching FailJob rule at index 1"
+    preempted = "Pod ml/p-0 has condition DisruptionTarget matching FailJob rule at index 0"
+    for rule, message in zip(policy["rules"], (bad, preempted), strict=True):
+        (pattern,) = rule["onJobFailureMessagePatterns"]
+        assert re.search(pattern, message)
+        assert not re.search(pattern, bad if message == preempted else preempted)
+    # JobSet's own headless Service names pod 0 (it owns the Service: deleted with it).
+    assert spec["network"] == {"enableDNSHostnames": True, "publishNotReadyAddresses": True}
+    assert "subdomain" not in pod["spec"]
+    assert (
+        spec["ttlSecondsAfterFinished"] == 604800 and "ttlSecondsAfterFinished" not in job["spec"]
+    )
+    command = pod["spec"]["containers"][0]["command"]
+    assert f"--rdzv-endpoint={name}-node-0-0.{name}:29500" in command
+    assert f"--rdzv-id={name}" in command
+    assert (
+        "--rdzv-backend=c10d" in command
+        and "--rdzv-conf=join_timeout=900,read_timeout=900" in command
+    )
+
+
+def test_a_single_node_pair_stays_a_plain_job():
+    objects = manifests(nodes=1)
+    assert {m["kind"] for m in objects} == {"Job"}
+    spec = objects[0]["spec"]
+    assert spec["backoffLimit"] == 3 and spec["ttlSecondsAfterFinished"] == 604800
+    assert spec["podFailurePolicy"]["rules"][0]["action"] == "Ignore"  # preemption: retry
+    assert "--standalone" in spec["template"]["spec"]["containers"][0]["command"]
+
+
+def test_jobset_validation_is_strict():
+    jobset = manifests(nodes=2)[0]
+    assert validate([jobset], "1.33.0") == []
+    typo = copy.deepcopy(jobset)
+    typo["spec"]["failurePolicy"]["maxRestart"] = 3
+    pod = copy.deepcopy(jobset)
+    container = pod["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    container["containers"][0]["gpu"] = 1
+    wrong_type = copy.deepcopy(jobset)
+    wrong_type["spec"]["replicatedJobs"][0]["replicas"] = "one"
+    (problem,) = validate([typo], "1.33.0")
+    assert "spec.failurePolicy" in problem and "'maxRestart'" in problem
+    # The pod template: by JobSet's schema, and again as its Job by Kubernetes'.
+    problems = validate([pod], "1.33.0")
+    assert len(problems) == 2 and all("containers.0" in p and "'gpu'" in p for p in problems)
+    assert "(its Job)" in problems[1]
+    (problem,) = validate([wrong_type], "1.33.0")
+    assert "replicas" in problem and "'one' is not of type 'integer'" in problem
+
+
+def test_names_are_dns_labels_short_enough_for_pod_hostnames():
+    for nodes, prefix in ((1, ""), (2, "-node-0")):
+        for manifest in manifests(nodes=nodes):
+            name = manifest["metadata"]["name"]
+            assert DNS_LABEL.match(name) and len(f"{name}{prefix}-99") <= 63, name
+    run, pair = "a-very-long-run-identifier-0123456789", "fgvc-aircraft_clip-vit-b32"
+    long = job_name(run, pair)
+    assert len(long) <= 56 and DNS_LABEL.match(long)
+    assert len(f"{job_name(run, pair, nodes=2)}-node-0-999") <= 63
+    assert long == job_name(run, pair)
+    assert long != job_name(run, "fgvc-aircraft_resnet50")
+    assert dns_name("Kb", "Run_1", "x") == "kb-run-1-x"
+
+
+def test_optional_blocks_are_left_out_when_unset():
+    job = render_run("r", load_grid("all").pairs[:1], ClusterSettings(image="i"), STORE)[0]
+    pod = job["spec"]["template"]["spec"]
+    for key in (
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "priorityClassName",
+        "imagePullSecrets",
+        "subdomain",
+        "runtimeClassName",
+    ):
+        assert key not in pod, key
+    # Least privilege whatever is set: kbench's ServiceAccount, no API token, a read-only root.
+    assert pod["serviceAccountName"] == "kbench" and pod["automountServiceAccountToken"] is False
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
+    assert "None" not in to_yaml([job]) and "null" not in to_yaml([job])
+
+
+def test_values_are_quoted_safely():
+    settings = ClusterSettings(image='evil": {x}\n  hostNetwork: true', namespace="ml")
+    job = render_run("r", load_grid("all").pairs[:1], settings, STORE)[0]
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == settings.image
+    assert "hostNetwork" not in job["spec"]["template"]["spec"]
+
+
+def test_rendering_is_strict_about_undefined_values():
+    with pytest.raises(jinja2.UndefinedError):
+        k8s_render._ENV.from_string("{{ m.nothing_here }}").render(m={})
+
+
+def test_kbench_render_writes_one_file_per_manifest(tmp_path):
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(yaml.safe_dump(PROFILE))
+    args = ["render", "--grid", "all", "--store", STORE, "--profile", str(profile), "--nodes", "2"]
+    result = CliRunner().invoke(cli, [*args, "--dry-run", "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "out").iterdir())
+    assert len(files) == 18  # a JobSet a pair
+    assert yaml.safe_load(files[0].read_text())["metadata"]["namespace"] == "ml"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--store", STORE], "no image to run: set `image` in the grid's cluster section"),
+        (["--store", "./local", "--image", "i"], "is a local folder the pods cannot reach"),
+        (
+            ["--store", STORE, "--image", "i", "--profile", "nope.yaml"],
+            "profile nope.yaml: no such file",
+        ),
+    ],
+)
+def test_render_refuses_what_cannot_run(args, message):
+    result = CliRunner().invoke(cli, ["render", "--grid", "all", *args])
+    assert result.exit_code == 2
+    assert message in result.output and result.output.count("\n") == 1
+
+
+def test_grid_cluster_section_then_profile_then_flags(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(
+        "datasets: [dtd]\nmodels: [resnet50]\n"
+        "cluster: {image: from-grid, namespace: grid-ns, nodes: 2}\n"
+    )
+    profile = tmp_path / "p.yaml"
+    profile.write_text("namespace: profile-ns\nimage: from-profile\n")
+    args = ["--store", STORE, "--profile", str(profile), "--image", "from-flag", "--dry-run"]
+    result = CliRunner().invoke(cli, ["render", "--grid", str(grid), *args])
+    assert result.exit_code == 0, result.output
+    (jobset,) = list(yaml.safe_load_all(result.output))
+    job = child_job(jobset)
+    assert job["metadata"]["namespace"] == "profile-ns"  # the profile beats the grid
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "from-flag"
+    assert job["spec"]["completions"] == 2  # from the grid, untouched by the others
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [dtd]\nmodels: [resnet50]\ncluster: {gpus: 4}\n")
+    result = CliRunner().invoke(cli, ["render", "--grid", str(bad), "--store", STORE])
+    assert result.exit_code == 2 and "cluster: unknown key 'gpus'; allowed: image" in result.output
+
+
+def test_cached_validation_agrees_with_kubernetes_validate():
+    import kubernetes_validate
+
+    good = [manifests(nodes=1)[0], child_job(manifests(nodes=2)[0])]
+    bad = copy.deepcopy(good[1])
+    bad["spec"]["completions"] = "two"
+    for manifest in good:
+        kubernetes_validate.validate(manifest, "1.33.0", strict=True)  # raises if invalid
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, "1.33.0", strict=True)
+    assert validate(good, "1.33.0") == []
+    (problem,) = validate([bad], "1.33.0")
+    assert "spec.completions: 'two' is not of type 'integer'" in problem
+
+
+def test_unknown_kubernetes_version_is_one_clear_error():
+    from kbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no schema for Kubernetes 9.99"):
+        validate(manifests()[:1], "9.99")
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    ({"nodes": "two"}, "profile: nodes: expected an integer, got 'two'"),
+    ({"nodes": True}, "profile: nodes: expected an integer, got True"),
+    ({"tolerations": "gpu"}, "profile: tolerations: expected a list, got 'gpu'"),
+    ({"node_selector": ["gpu"]}, "profile: node_selector: expected a mapping, got ['gpu']"),
+])  # fmt: skip
+def test_cluster_settings_of_the_wrong_type_are_refused(layer, message):
+    from kbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve([(layer, "profile")])
+    assert resolve([({"cpu": 8}, "profile")]).cpu == 8  # quantities may be YAML numbers
+
+
+ESCAPE_HATCHES = {
+    "labels": {"cost-centre": "ml-42", "example.com/team": "vision"},
+    "annotations": {
+        "sidecar.istio.io/inject": "false",
+        "kueue.x-k8s.io/podset-preferred-topology": "rack",
+    },
+    "env": {"AWS_CA_BUNDLE": "/etc/ssl/corp/ca.pem", "HTTPS_PROXY": "http://proxy:3128"},
+    "volumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+    "volume_mounts": [{"name": "corp-ca", "mountPath": "/etc/ssl/corp", "readOnly": True}],
+    "runtime_class": "nvidia",
+    "gpu_resource": "nvidia.com/mig-3g.40gb",
+    "run_as_user": None,
+}
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_every_escape_hatch_is_rendered_and_strictly_valid(nodes):
+    rendered = manifests(nodes, **ESCAPE_HATCHES)
+    assert validate(rendered, "1.33.0") == []
+    job = child_job(rendered[0])
+    pod = job["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    for manifest in [*rendered, job]:  # Jobs, JobSets and their Jobs
+        assert manifest["metadata"]["labels"]["cost-centre"] == "ml-42"
+    assert pod["metadata"]["labels"]["example.com/team"] == "vision"
+    assert pod["metadata"]["annotations"] == ESCAPE_HATCHES["annotations"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["AWS_CA_BUNDLE"] == "/etc/ssl/corp/ca.pem" and env["KBENCH_STORE"] == STORE
+    assert {"name": "corp-ca", "configMap": {"name": "corp-ca"}} in pod["spec"]["volumes"]
+    assert ESCAPE_HATCHES["volume_mounts"][0] in container["volumeMounts"]
+    assert pod["spec"]["runtimeClassName"] == "nvidia"
+    assert container["resources"]["limits"]["nvidia.com/mig-3g.40gb"] == "4"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    security = pod["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(security)  # the platform's to set
+
+
+@pytest.mark.parametrize(
+    ("gpus", "cpu", "memory", "shm"), [(1, "8", "64Gi", "16Gi"), (8, "64", "512Gi", "128Gi")]
+)
+def test_resources_follow_the_gpus_unless_set(gpus, cpu, memory, shm):
+    job = manifests(gpus_per_node=gpus)[0]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    resources = container["resources"]
+    assert resources["limits"] == {"cpu": cpu, "memory": memory, "nvidia.com/gpu": str(gpus)}
+    assert resources["requests"] == {**resources["limits"], "ephemeral-storage": "100Gi"}
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["sizeLimit"] == shm
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KBENCH_CPUS"] == cpu  # the processes size their DataLoader workers by it
+    set_by_hand = manifests(gpus_per_node=gpus, cpu="1500m", memory="100Gi")[0]
+    (container,) = set_by_hand["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["cpu"] == "1500m"
+    assert {"name": "KBENCH_CPUS", "value": "1.5"} in container["env"]
