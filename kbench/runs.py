@@ -80,17 +80,23 @@ class Run:
         return data
 
 
+MAX_RUN_ID = 40  # characters: a run id goes into Job names and labels with its pairs
+
+
 def new_run_id(grid_name: str, now: dt.datetime | None = None) -> str:
-    """`<grid>-<yyyymmdd>-<hhmmss>`: sortable, and safe in Kubernetes names and S3 keys."""
+    """`<grid>-<yyyymmdd>-<hhmmss>`: sortable, safe in Kubernetes names and S3 keys, and within
+    the run-id rule (`check_run_id`) whatever the grid is called: its name is cut to the first
+    24 characters that fit beside the time."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    slug = re.sub(r"[^a-z0-9]+", "-", grid_name.lower()).strip("-")[:30] or "run"
-    return f"{slug}-{now:%Y%m%d-%H%M%S}"
+    stamp = f"-{now:%Y%m%d-%H%M%S}"
+    slug = re.sub(r"[^a-z0-9]+", "-", grid_name.lower()).strip("-")
+    return (slug[: MAX_RUN_ID - len(stamp)].rstrip("-") or "run") + stamp
 
 
 def check_run_id(run_id: str) -> str:
-    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", run_id):
+    if not re.fullmatch(rf"[a-z0-9]([a-z0-9-]{{0,{MAX_RUN_ID - 2}}}[a-z0-9])?", run_id):
         raise ConfigError(
-            f"bad run id {run_id!r}: use 1-40 lower-case letters, digits and '-', "
+            f"bad run id {run_id!r}: use 1-{MAX_RUN_ID} lower-case letters, digits and '-', "
             "starting and ending with a letter or digit"
         )
     return run_id

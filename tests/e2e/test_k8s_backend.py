@@ -15,6 +15,7 @@ from support.s3server import free_ports
 
 from kbench.k8s.render import job_name
 from kbench.records import dataset_key
+from kbench.runs import check_run_id
 from kbench.spec import load_grid
 from kbench.storage import open_store
 
@@ -279,3 +280,16 @@ def test_logs_follow_streams(cluster, kbench):
     assert followed.exit_code == 0, followed.output
     assert followed.output == "epoch 1/20\nepoch 2/20\n"
     assert "follow=true" in str(cluster.requests("GET", "/log")[-1].url)
+
+
+def test_a_grid_with_a_60_character_name_submits_under_its_default_run_id(
+    cluster, tmp_path, kbench
+):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"name: {'x' * 60}\ndatasets: [cifar10]\nmodels: [resnet50]\n")
+    image = "registry.example/kbench:1"
+    result = kbench("submit", "--grid", str(grid), "--backend", "kubernetes", "--image", image)
+    assert result.exit_code == 0, result.output
+    (post,) = cluster.requests("POST", "/jobs")
+    run_id = post.data["metadata"]["labels"]["kbench.dev/run"]
+    assert check_run_id(run_id) == run_id and run_id.startswith("x" * 24 + "-")

@@ -7,6 +7,8 @@ import json
 import pytest
 import yaml
 
+from kbench.runs import check_run_id
+
 
 @pytest.mark.parametrize("command", ["submit", "status", "collect", "runs", "logs", "cancel"])
 def test_every_command_has_help(command, kbench):
@@ -109,3 +111,27 @@ def test_local_logs_previous_attempt_and_tail(tmp_path, kbench):
     other = kbench("logs", grid.pairs[1].name, "--store", store.uri, "--previous")
     assert other.exit_code == 1 and "no log for" in other.output
     assert kbench(*args, "--node", "1").exit_code == 2  # a local pair has one node
+
+
+@pytest.mark.parametrize(
+    ("name", "starts"),
+    [
+        ("x" * 60, "x" * 24 + "-"),
+        ("Mon étude : CLIP contre ResNet, sur mes images", "mon-tude-clip-contre-res-"),
+        ("a" * 23 + "-b", "a" * 23 + "-2"),  # no '-' left before the time
+        ("---", "run-"),
+    ],
+)
+def test_a_grid_of_any_name_gets_a_default_run_id_that_keeps_the_rule(
+    name, starts, tmp_path, kbench
+):
+    """The default run id (<grid>-<date>-<time>) of a grid with a long or odd name is still a
+    run id: the plan that `submit` would send names it."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"name: {json.dumps(name)}\ndatasets: [synthetic]\nmodels: [clip-tiny]\n")
+    result = kbench("submit", "--grid", str(grid), "--dry-run", "-o", "json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    run_id = plan["run_id"]
+    assert check_run_id(run_id) == run_id and len(run_id) <= 40
+    assert run_id.startswith(starts) and plan["grid"] == name
