@@ -12,27 +12,16 @@ from pathlib import Path
 from torchvision.datasets import ImageFolder
 
 from kbench.errors import ConfigError
+from kbench.image_tree import check_layout, local_layout
 from kbench.jobs import node_cache
-from kbench.registry import dataset_info
 from kbench.s3 import S3Store
 
 
 def load(data: str) -> dict[str, ImageFolder]:
     """train/ and every evaluation folder there is (val/, test/), untransformed."""
     root = _local_copy(data) if data.startswith("s3://") else Path(data).expanduser()
-    if not (root / "train").is_dir():
-        raise ConfigError(
-            f"no train/ folder in {data}: lay it out as train/<class>/<image> (or stage it "
-            "with `kbench data stage imagefolder --root DIR` and keep `data` as DIR)"
-        )
-    found = [s for s in dataset_info("imagefolder").eval_splits if (root / s).is_dir()]
-    if not found:
-        raise ConfigError(f"no val/ or test/ folder in {data}: keep evaluation images there")
-    splits = {split: ImageFolder(str(root / split)) for split in ["train", *found]}
-    for split in found:
-        if splits[split].classes != splits["train"].classes:
-            raise ConfigError(f"{data}: train/ and {split}/ must hold the same class folders")
-    return splits
+    found = check_layout(local_layout(root), data)
+    return {split: ImageFolder(str(root / split)) for split in ["train", *found]}
 
 
 def _local_copy(uri: str) -> Path:

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from kbench import records
 from kbench.backends import Echo, Options, Plan, check_world
 from kbench.errors import BackendError, ConfigError
+from kbench.image_tree import check_imagefolders
 from kbench.pairs import Outcome, PairState
 from kbench.records import utc_now
 from kbench.runs import Run
@@ -113,6 +114,8 @@ class KubernetesBackend:
     def check(self, store: Store, plan: Plan) -> None:
         self.client()
         require_staged(store, plan.pairs)  # pods read datasets from the store only
+        # or an imagefolder under s3:// directly: as they will find it
+        check_imagefolders([p for p in plan.pairs if (p.config.data or "").startswith("s3://")])
         if not self.settings.download_weights:  # and pretrained weights, unless told otherwise
             require_weights(store, plan.pairs)
         # One real request before the run is recorded: a cluster that cannot be reached (or

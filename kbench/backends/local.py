@@ -23,11 +23,12 @@ from kbench import records
 from kbench.backends import Echo, Options, Plan, check_world, processes
 from kbench.command import train_command
 from kbench.errors import BackendError, ConfigError, StoreError
+from kbench.image_tree import check_imagefolders
 from kbench.pairs import Outcome, PairState
 from kbench.records import EpochRecord, LocalProcess, utc_now
 from kbench.runs import Run, read_pairs
 from kbench.spec import Grid, Pair
-from kbench.storage import LocalStore, Store, open_store, patient, read_json, write_json
+from kbench.storage import LocalStore, Store, patient, read_json, write_json
 
 LOG = "train.log"
 RESUMED = "\n==== kbench: resumed at "  # starts each later attempt in a pair's log
@@ -90,9 +91,7 @@ class LocalBackend:
                 "the local backend trains on this machine and needs the training stack: "
                 "pip install 'kbench[train]'"
             )
-        for pair in plan.pairs:  # a user's folder: there, before a run is recorded
-            if pair.config.data is not None:
-                check_data(pair.name, pair.config.data)
+        check_imagefolders(plan.pairs)
 
     def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
         """Trains the plan's pairs (their configs are in the store); returns when all ended."""
@@ -291,16 +290,6 @@ class LocalBackend:
                 processes.terminate(process.pid)
             for process in self._running.values():
                 process.wait()
-
-
-def check_data(pair: str, data: str) -> None:
-    """An imagefolder's `data` holds a train/ folder (locally) or anything (under s3://)."""
-    if data.startswith("s3://"):
-        if not open_store(data).list("train"):
-            raise ConfigError(f"pair {pair}: data: nothing under {data}/train/")
-    elif not (Path(data) / "train").is_dir():
-        what = "has no train/ folder" if Path(data).is_dir() else "does not exist"
-        raise ConfigError(f"pair {pair}: data: {data} {what}: lay it out as train/<class>/<image>")
 
 
 def _outcome(pair: str, state: LocalProcess) -> Outcome:

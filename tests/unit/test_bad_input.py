@@ -1,15 +1,20 @@
-"""Bad input, as users and environments give it: grids, flags, stores, credentials, kubeconfigs
-and datasets. Every case is refused before anything is created: the documented exit code, one
-line that names what to fix, no traceback, and not one file written anywhere under the test's
-folder (which is also the working directory, where default stores and reports would go)."""
+"""Bad input, as users and environments give it (the table in tests/support/bad_input.py, but
+the cases that need an S3 server), and errors nobody named: one line, never a traceback."""
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
+from support.bad_input import CASES, check_refused
 
 from kbench.cli.main import cli
 
-CONFIG, FAILED = 2, 1  # the README's exit codes: bad input, and a failure that is not
+LOCAL_CASES = [c for c in CASES if not c.needs_server]
+
+
+@pytest.mark.parametrize("case", LOCAL_CASES, ids=[c.id for c in LOCAL_CASES])
+def test_refused_before_anything_is_created(case, tmp_path, monkeypatch, request):
+    check_refused(case, tmp_path, monkeypatch, request)
 
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch):
