@@ -6,15 +6,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import InterpolationMode, v2
 
-from kbench.errors import ConfigError
+from kbench.errors import ConfigError, unreadable
 from kbench.jobs import imagefolder, shards, wilds_datasets
 from kbench.jobs.synthetic import SyntheticShapes
+from kbench.jobs.wilds_datasets import FileList
 from kbench.records import StagedCopy
 from kbench.registry import ModelInfo, dataset_info, prompts, readable
 from kbench.spec import TrainConfig
@@ -57,6 +60,11 @@ class Splits:
     staging: StagedCopy | None = None  # how the staged copy was prepared
 
 
+# What decoding a broken image raises: PIL's OSError (truncated, unidentified), SyntaxError (some
+# broken headers), ValueError (libjpeg-turbo's, through simplejpeg), DecompressionBombError.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 class Transformed(Dataset):
     """(image, label[, group]) samples with a transform applied to the image."""
 
@@ -67,8 +75,12 @@ class Transformed(Dataset):
         return size(self.dataset)
 
     def __getitem__(self, index: int):
-        image, *rest = self.dataset[index]
-        return (self.transform(image), *rest)
+        try:
+            image, *rest = self.dataset[index]
+            return (self.transform(image), *rest)
+        except DECODE_ERRORS as e:  # a file that does not decode: say which
+            found = source_file(self.dataset, index)
+            raise unreadable(str(found[0]) if found else f"sample {index}", e) from None
 
 
 def build_transforms(info: ModelInfo, augment: str | None = None) -> tuple[Callable, Callable]:
@@ -249,3 +261,20 @@ BUILDERS: dict[str, Callable] = {
     "iwildcam": _wilds,
     **_torchvision_builders(),
 }
+
+
+def source_file(dataset: Dataset, index: int) -> tuple[Path, int, int | None] | None:
+    """The file sample `index` is read from, with its label and group (None: no group); None
+    for a dataset that holds its images in memory (CIFAR's, STL10's arrays)."""
+    if isinstance(dataset, FileList):  # WILDS
+        group = dataset.groups[index] if dataset.groups is not None else None
+        return dataset.files[index], dataset.labels[index], group
+    # torchvision's DTD, FGVCAircraft, Flowers102 and Food101 keep their files (privately);
+    # ImageFolder keeps (path, label) samples.
+    files, labels = getattr(dataset, "_image_files", None), getattr(dataset, "_labels", None)
+    if files is not None and labels is not None:
+        return Path(files[index]), labels[index], None
+    if isinstance(dataset, ImageFolder):
+        path, label = dataset.samples[index]
+        return Path(path), label, None
+    return None  # CIFAR, STL10: arrays in memory

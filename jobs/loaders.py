@@ -153,3 +153,14 @@ def start_worker(worker_id: int, trainer: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != trainer:  # the trainer was already gone
         os._exit(0)
+
+
+def own_words(error: BaseException) -> str:
+    """An error's own message. One raised in a DataLoader worker reaches the trainer raised
+    again with the worker's whole traceback in its text ("Caught UnreadableImage in DataLoader
+    worker process 0. Original Traceback ..."), whose last line is "<module>.<Type>: <message>"."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from kbench.errors import unreadable
 from kbench.jobs import node_cache
 from kbench.records import dataset_key, staged_name
 from kbench.spec import TrainConfig
@@ -89,7 +90,7 @@ class ShardDataset(Dataset):
         try:
             image = _raw(data) if name.endswith(".npy") else _decoded(data)
         except (OSError, ValueError) as e:  # bytes in memory: say which image of which shard
-            raise OSError(f"cannot decode image {name} of shard {path}: {e}") from None
+            raise unreadable(f"image {name} of shard {path}", e) from None
         return (image, label, group) if self.has_groups else (image, label)
 
 

@@ -21,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from kbench.jobs import checkpoint
 from kbench.jobs.datasets import Splits, build_splits, normalization, size
 from kbench.jobs.distributed import Job, mean_across_processes, setup_distributed
 from kbench.jobs.eval_cache import EvalBatches
-from kbench.jobs.loaders import EpochBatches, Placement, build_loaders
+from kbench.jobs.loaders import EpochBatches, Placement, build_loaders, own_words
 from kbench.jobs.metrics import EvalAccumulator, Evaluation
 from kbench.jobs.models import ImageClassifier, build_model
 from kbench.jobs.optim import build_optimizer, build_scheduler
@@ -153,7 +154,8 @@ def train(job: Job) -> None:
 
 def resume_or_start(job: Job, model, optimizer, scheduler, recorder: Recorder) -> int:
     """Restore the newest checkpoint, if any, and return the first epoch left to train."""
-    cache = os.path.join(tempfile.gettempdir(), "kbench", job.run_id, job.pair)
+    # Not a folder named `kbench`: a python started in the temporary folder would import it.
+    cache = os.path.join(tempfile.gettempdir(), "kbench-checkpoints", job.run_id, job.pair)
     state = checkpoint.load_latest(job.store, job.run_id, job.pair, cache)
     if state is None:
         return 1
@@ -290,7 +292,32 @@ def _on_sigterm(signum, frame) -> None:
     raise Preempted
 
 
-def _stopped() -> SystemExit:
+def exit_code() -> int:
+    """Run the job and say how it ended: 0, or each failure in one line on stderr (an error
+    nobody named with its traceback) and its exit code."""
+    try:
+        main()
+        return 0
+    except ConfigError as e:  # a bad config will not get better on retry: say so and exit 2
+        print(f"{JOB_ERROR_PREFIX} {own_words(e)}", file=sys.stderr, flush=True)
+        return JOB_ERROR_EXIT_CODE
+    except Preempted:
+        return _stopped()
+    except KbenchError as e:  # e.g. the store stayed away past the retry window: may pass
+        if sigterm["received"]:
+            return _stopped()
+        print(f"kbench.jobs.train: {own_words(e)}", file=sys.stderr, flush=True)
+        return 1
+    except Exception:
+        # After a SIGTERM, a peer that stopped first breaks this process's next collective
+        # (gloo: "connection closed by peer"): that is the preemption too, not a failure.
+        if sigterm["received"]:
+            return _stopped()
+        traceback.print_exc()
+        return 1
+
+
+def _stopped() -> int:
     # Every write replaces a whole object, so stopping here corrupts nothing; the next start
     # resumes after the last checkpoint.
     print(
@@ -298,26 +325,17 @@ def _stopped() -> SystemExit:
         file=sys.stderr,
         flush=True,
     )
-    return SystemExit(PREEMPTED_EXIT_CODE)
+    return PREEMPTED_EXIT_CODE
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        main()
-    except ConfigError as e:  # a bad config will not get better on retry: say so and exit 2
-        print(f"{JOB_ERROR_PREFIX} {e}", file=sys.stderr, flush=True)
-        raise SystemExit(JOB_ERROR_EXIT_CODE) from None
-    except Preempted:
-        raise _stopped() from None
-    except KbenchError as e:  # e.g. the store stayed away past the retry window: may pass
-        if sigterm["received"]:
-            raise _stopped() from None
-        print(f"kbench.jobs.train: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    except Exception:
-        # After a SIGTERM, a peer that stopped first breaks this process's next collective
-        # (gloo: "connection closed by peer"): that is the preemption too, not a failure.
-        if not sigterm["received"]:
-            raise
-        raise _stopped() from None
+    code = exit_code()
+    if code:
+        # A job that stops ends here, at once. Its DataLoader workers ignore SIGTERM (see
+        # loaders.start_worker), so multiprocessing's exit handler, which stops them with one
+        # and then waits, would wait forever on the ones the failure left running; they die
+        # with this process instead (PR_SET_PDEATHSIG).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -17,6 +17,16 @@ class ConfigError(KbenchError):
     exit_code = 2
 
 
+class UnreadableImage(ConfigError):
+    """An image that does not decode: bad input (no retry mends it), named so it can be fixed
+    (`unreadable`). One message, as every error here: a DataLoader worker's error is raised
+    again in the trainer from its type and text alone."""
+
+
+def unreadable(what: str, error: BaseException) -> UnreadableImage:
+    return UnreadableImage(f"{what}: not an image kbench can read ({error}): remove or fix it")
+
+
 class StoreError(KbenchError):
     """Storage cannot be reached, or holds nothing where something was expected."""
 

@@ -37,13 +37,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
 from kbench import __version__
-from kbench.errors import ConfigError
-from kbench.jobs.datasets import Source, class_names, raw_splits, size
-from kbench.jobs.wilds_datasets import FileList
+from kbench.errors import ConfigError, unreadable
+from kbench.jobs.datasets import DECODE_ERRORS, Source, class_names, raw_splits, size, source_file
 from kbench.records import dataset_key, staged_name, utc_now
 from kbench.registry import dataset_info, prompts
 from kbench.spec import local_data_path
@@ -209,7 +207,7 @@ def _sample_bytes(
     """The original file when the loader keeps one (no re-encoding), unless it is reduced to
     `max_short_side`; a small image in a lossless format (PNG files, the arrays of CIFAR and
     STL10) as its decoded pixels."""
-    original = _original_file(dataset, index)
+    original = source_file(dataset, index)
     if original is None:  # CIFAR, STL10: arrays in memory
         image, label, *group = dataset[index]
         group = int(group[0]) if group else None
@@ -218,11 +216,14 @@ def _sample_bytes(
     _check_image(path)
     ext = path.suffix.lstrip(".").lower() or "jpg"
     if ext == "png" or max_short_side:
-        with Image.open(path) as image:
-            small_png = ext == "png" and max(image.size) <= RAW_MAX_SIDE
-            if small_png or _needs_reducing(image, max_short_side):
-                lossy = ext in ("jpg", "jpeg")
-                return (*_encoded(image, lossy, max_short_side), int(label), group)
+        try:  # decoded here: a file whose header passed may still be cut short
+            with Image.open(path) as image:
+                small_png = ext == "png" and max(image.size) <= RAW_MAX_SIDE
+                if small_png or _needs_reducing(image, max_short_side):
+                    lossy = ext in ("jpg", "jpeg")
+                    return (*_encoded(image, lossy, max_short_side), int(label), group)
+        except DECODE_ERRORS as e:
+            raise unreadable(str(path), e) from None
     return path.read_bytes(), ext, int(label), group
 
 
@@ -275,23 +276,8 @@ def _check_image(path: Path) -> None:
     try:
         with Image.open(path) as image:
             image.verify()
-    except (OSError, SyntaxError) as e:  # PIL reports some broken headers as SyntaxError
-        raise ConfigError(f"{path}: not an image kbench can read ({e}): remove or fix it") from None
-
-
-def _original_file(dataset: Dataset, index: int) -> tuple[Path, int, int | None] | None:
-    if isinstance(dataset, FileList):  # WILDS
-        group = dataset.groups[index] if dataset.groups is not None else None
-        return dataset.files[index], dataset.labels[index], group
-    # torchvision's DTD, FGVCAircraft, Flowers102 and Food101 keep their files (privately);
-    # ImageFolder keeps (path, label) samples.
-    files, labels = getattr(dataset, "_image_files", None), getattr(dataset, "_labels", None)
-    if files is not None and labels is not None:
-        return Path(files[index]), labels[index], None
-    if isinstance(dataset, ImageFolder):
-        path, label = dataset.samples[index]
-        return Path(path), label, None
-    return None  # CIFAR, STL10: arrays in memory
+    except DECODE_ERRORS as e:
+        raise unreadable(str(path), e) from None
 
 
 def _upload(store: Store, path: Path, shard: dict, bar: tqdm) -> bool:

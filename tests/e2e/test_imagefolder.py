@@ -3,6 +3,7 @@ class names that hold spaces and non-ASCII letters."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -18,6 +19,7 @@ from kbench.errors import ConfigError
 from kbench.jobs.datasets import build_splits
 from kbench.records import staged_name
 from kbench.registry import model_info
+from kbench.runs import list_runs
 from kbench.storage import open_store, read_json
 
 
@@ -80,6 +82,43 @@ def test_train_on_it_end_to_end(image_tree, tmp_path, monkeypatch):
     (pair,) = results["pairs"]
     assert pair["pair"] == "imagefolder_clip-tiny" and pair["state"] == "succeeded"
     assert [e["samples"] for e in pair["epochs"]] == [24, 24, 24]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_truncated_jpeg_is_named_in_one_line_and_fails_its_pair(
+    image_tree, tmp_path, monkeypatch, kbench, workers
+):
+    """Read by a DataLoader worker or by the trainer itself: the pair fails as a bad input
+    (the job's exit code 2), and `submit` and `status` name the file in one line, with no
+    traceback; `submit` exits 3, a pair having failed."""
+    monkeypatch.chdir(tmp_path)
+    good = image_tree / "train" / "tabby_cat" / "000.png"
+    broken = image_tree / "train" / "tabby_cat" / "broken.jpg"
+    buffer = io.BytesIO()
+    Image.open(good).convert("RGB").save(buffer, format="JPEG")
+    broken.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # cut mid-scan
+    grid = tmp_path / "mine.yaml"
+    grid.write_text(
+        "datasets: [imagefolder]\nmodels: {clip-tiny: {epochs: 1, batch_size: 73}}\n"
+        f"defaults: {{data: {json.dumps(str(image_tree))}, workers: {workers}}}\n"
+    )
+    store = str(tmp_path / "store")
+    result = kbench("submit", "--grid", str(grid), "--store", store)
+    assert result.exit_code == 3, result.output
+    (failed,) = [line for line in result.output.splitlines() if "FAILED" in line]
+    assert f"{broken}: not an image kbench can read (" in failed
+    assert "Traceback" not in result.output
+    status = kbench("status", "--store", store, "-o", "json")
+    (pair,) = json.loads(status.stdout)["pairs"]
+    assert pair["state"] == "failed" and str(broken) in pair["detail"]
+    assert "\n" not in pair["detail"] and "Traceback" not in pair["detail"]
+    local = read_json(open_store(store), f"runs/{pair_run(store)}/imagefolder_clip-tiny/local.json")
+    assert local["returncode"] == 2  # a bad input: no retry mends it
+
+
+def pair_run(store: str) -> str:
+    (run,) = list_runs(open_store(store))
+    return run.run_id
 
 
 def _picture(width: int, height: int) -> Image.Image:

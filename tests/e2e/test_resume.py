@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from support.processes import kill_tree
@@ -45,7 +48,7 @@ def comparable(record: dict) -> dict:
 # workers: 2 augments in DataLoader worker processes, seeded by epoch and rank, not from the
 # checkpointed RNG of the training process.
 @pytest.mark.parametrize("workers", [0, 2])
-def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(tmp_path, workers):
+def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(tmp_path, workers, scratch):
     store = open_store(str(tmp_path / "store"))
     new_run(store, "straight", workers)
     finish(start(store, "straight"))
@@ -88,6 +91,17 @@ def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(tmp_path, worke
         records.pair_key("interrupted", PAIR, f"checkpoints/epoch-{EPOCHS:04d}.pt"),
         records.pair_key("interrupted", PAIR, POINTER),
     ]
+    # What the resumes left in the temporary folder cannot shadow the package for a python
+    # started there.
+    found = subprocess.run(
+        [sys.executable, "-c", "import kbench, kbench.jobs.train; print(kbench.__file__)"],
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode == 0, found.stderr
+    package = Path(found.stdout.strip())
+    assert package.name == "__init__.py" and not package.is_relative_to(scratch), found.stdout
 
 
 def test_sharded_eval_counts_every_sample_once(tmp_path):

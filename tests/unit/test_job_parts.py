@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from kbench.errors import UnreadableImage
 from kbench.jobs import datasets, models
 from kbench.jobs.optim import build_optimizer, build_scheduler, warmup_steps
 from kbench.jobs.synthetic import SyntheticShapes
@@ -207,6 +208,39 @@ def test_the_eval_split_is_decoded_once_when_it_fits():
     assert sum(len(b[1]) for b in cut) == 10 and cut.cached is not None
 
 
+@pytest.mark.parametrize("budget", [0, 56, 559, 560, 10_000])
+def test_every_evaluation_sees_the_whole_split_once_whatever_the_cache_budget(budget):
+    """Ten samples of 56 bytes (a 3x4x4 uint8 image and an int64 label) in batches of 4: a
+    budget under the split's 560 bytes keeps nothing, and every pass reads the split again; one
+    that holds it reads it once. Either way each pass yields every sample once, in order, with
+    its own image: never a part of a pass kept and served as the whole."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from kbench.jobs.eval_cache import EvalBatches
+
+    class Counted(Dataset):
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def __len__(self) -> int:
+            return 10
+
+        def __getitem__(self, i: int):
+            self.reads += 1
+            return torch.full((3, 4, 4), i, dtype=torch.uint8), i
+
+    dataset = Counted()
+    batches = EvalBatches(DataLoader(dataset, batch_size=4), torch.device("cpu"), budget=budget)
+    for _ in range(3):
+        seen = [
+            (int(image.unique()), int(label))
+            for images, labels in batches
+            for image, label in zip(images, labels, strict=True)
+        ]
+        assert seen == [(i, i) for i in range(10)]
+    assert dataset.reads == (10 if budget >= 560 else 30)
+
+
 def test_shards_decode_every_kind_of_jpeg_as_pil_would(tmp_path):
     """JPEGs (RGB, greyscale, CMYK) go straight to uint8 tensors through libjpeg-turbo; what is
     no JPEG goes through PIL; a broken one names its shard."""
@@ -245,7 +279,8 @@ def test_shards_decode_every_kind_of_jpeg_as_pil_would(tmp_path):
 
     for index, (name, data) in enumerate(samples.items()):
         if name == "truncated":
-            with pytest.raises(OSError, match=f"cannot decode image 00000004.jpg of shard {path}"):
+            named = f"image 00000004.jpg of shard {path}: not an image kbench can read"
+            with pytest.raises(UnreadableImage, match=named):
                 shard[index]
             continue
         image, label = shard[index]
