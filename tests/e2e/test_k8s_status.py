@@ -129,6 +129,10 @@ def test_cancelled_and_removed_pairs_are_finished_and_status_exits_3(cluster, kb
     assert again.exit_code == 0, again.output
     assert f"{cancelled}: created" in again.output and f"{removed}: created" in again.output
     assert status(kbench)[1][cancelled] == ("pending", "waiting for pods")
+    # The resubmission took the cancel mark away: once this Job is gone too, the pair reads as
+    # gone (its Job removed before a result), not as the earlier cancel.
+    batch.delete_namespaced_job(job_name(RUN, cancelled), NS)
+    assert status(kbench)[1][cancelled][0] == "gone"
 
 
 def test_cancel_needs_names_or_all(cluster, kbench):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import re
 import subprocess
@@ -14,6 +13,7 @@ import sys
 
 import pytest
 from support.builders import assert_written
+from support.training import warmup_then_cosine
 
 from kbench import records
 from kbench.storage import open_store, read_json
@@ -26,17 +26,6 @@ def store_uri(request, tmp_path):
     if request.param == "local":
         return str(tmp_path / "store")
     return request.getfixturevalue("s3_env").uri(f"{request.node.name}/runs")
-
-
-def warmup_then_cosine(lr: float, warmup: float, epochs: int, steps: int) -> list[float]:
-    """The recipe's learning rate at the end of each epoch, as written down: linear warmup over
-    the first `warmup` of ALL the run's steps, then a cosine to zero at its very last step."""
-    total = epochs * steps
-    warm = round(warmup * total)
-    return [
-        lr * 0.5 * (1 + math.cos(math.pi * (e * steps - warm) / (total - warm)))
-        for e in range(1, epochs + 1)
-    ]
 
 
 def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch, kbench):

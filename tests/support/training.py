@@ -3,6 +3,7 @@ local backend starts them: for the tests that stop, kill and restart a job."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 
@@ -59,3 +60,14 @@ def wait_for_checkpoint(store, run_id: str, epoch: int, process: subprocess.Pope
 def outcome(store, run_id: str) -> tuple[list[dict], dict]:
     epochs = read_json(store, records.pair_key(run_id, PAIR, records.METRICS))["epochs"]
     return epochs, read_json(store, records.pair_key(run_id, PAIR, records.RESULT))
+
+
+def warmup_then_cosine(lr: float, warmup: float, epochs: int, steps: int) -> list[float]:
+    """The recipe's learning rate at the end of each epoch, as written down: linear warmup over
+    the first `warmup` of ALL the run's steps, then a cosine to zero at its very last step."""
+    total = epochs * steps
+    warm = round(warmup * total)
+    return [
+        lr * 0.5 * (1 + math.cos(math.pi * (e * steps - warm) / (total - warm)))
+        for e in range(1, epochs + 1)
+    ]

@@ -81,8 +81,11 @@ def test_all_differs_from_study_only_where_the_readme_says(kbench):
     assert differences == readme_differences()
 
 
-def loader_indices(samples: int, batch_size: int, world: int) -> list[list[list[int]]]:
-    """The batches of each process for one epoch, as the training loop builds them."""
+def loader_indices(
+    samples: int, batch_size: int, world: int, split: str = "train"
+) -> list[list[list[int]]]:
+    """The batches of each process for one epoch (or one evaluation), as the training loop
+    builds them."""
     config = load_grid("all").pair("flowers102_clip-vit-b32").config
     config.batch_size, config.workers = batch_size, 0
 
@@ -97,9 +100,10 @@ def loader_indices(samples: int, batch_size: int, world: int) -> list[list[list[
     batches = []
     for rank in range(world):
         job = Job(None, "run", "pair", rank, world, torch.device("cpu"))
-        train, epochs, _ = build_loaders(config, splits, job)
+        train, epochs, evaluation = build_loaders(config, splits, job)
         epochs.set_epoch(1)
-        batches.append([images.tolist() for images, _ in train])
+        loader = train if split == "train" else evaluation
+        batches.append([images.tolist() for images, _ in loader])
     return batches
 
 
@@ -114,6 +118,16 @@ def test_a_last_batch_of_one_image_joins_the_one_before():
     (batches,) = loader_indices(samples=513, batch_size=256, world=1)
     assert [len(b) for b in batches] == [256, 257]  # BatchNorm cannot train on one image
     assert sorted(i for b in batches for i in b) == list(range(513))
+
+
+@pytest.mark.parametrize(("samples", "world"), [(37, 2), (1000, 3), (6, 4)])
+def test_each_sample_is_evaluated_by_one_process_exactly_once(samples, world):
+    """Each process evaluates its own share, none padded or repeated, so the counts summed over
+    processes (and the predictions gathered from them) cover the split exactly once."""
+    ranks = loader_indices(samples, batch_size=world, world=world, split="eval")
+    shares = [[i for batch in rank for i in batch] for rank in ranks]
+    assert sorted(i for share in shares for i in share) == list(range(samples))
+    assert [len(s) for s in shares] == [len(range(r, samples, world)) for r in range(world)]
 
 
 STUDY_RUN = "study-published"
