@@ -1,6 +1,7 @@
 """Steps per epoch, total steps and warmup steps of every pair of a grid, on the nine datasets'
-real training-split sizes, counted by iterating the trainer's own batch sampler (not computed
-from a formula) for each process of a `--world`-process job.
+real training-split sizes (less the validation hold-out where a pair chooses on one), counted by
+iterating the trainer's own batch sampler (not computed from a formula) for each process of a
+`--world`-process job.
 
     python bench/steps_per_epoch.py                       # grids all and study, 1 process
     python bench/steps_per_epoch.py --world 8 --json
@@ -17,21 +18,24 @@ from torch.utils.data import DistributedSampler
 
 from kbench.jobs.loaders import EpochBatches
 from kbench.jobs.optim import warmup_steps
-from kbench.spec import load_grid
+from kbench.registry import dataset_info
+from kbench.spec import HOLDOUT, TrainConfig, load_grid
+from kbench.splits import choose_splits, holdout
 
-# Training images of each dataset's train split as kbench loads it (torchvision's splits; DTD
-# partition 1; FGVC-Aircraft trainval; WILDS' official train splits).
-TRAIN_IMAGES = {
-    "cifar10": 50_000,
-    "cifar100": 50_000,
-    "dtd": 1_880,
-    "fgvc-aircraft": 6_667,
-    "flowers102": 1_020,
-    "food101": 75_750,
-    "stl10": 5_000,
-    "fmow": 76_863,
-    "iwildcam": 129_809,
-}
+FGVC_TRAINVAL = 6_667  # FGVC-Aircraft's trainval: its train split (3,334) and val (3,333)
+
+
+def train_images(config: TrainConfig) -> int:
+    """The images a pair trains on: its training split's (the registry's published size), less
+    the hold-out where it validates on one (drawn as for a balanced split: CIFAR, STL10 and
+    Food101 are)."""
+    info = dataset_info(config.dataset)
+    roles = choose_splits(config, (*info.train_splits, *info.val_splits, *info.eval_splits))
+    images = FGVC_TRAINVAL if roles.train == "trainval" else info.train_size
+    assert images is not None
+    if roles.val == HOLDOUT:
+        images -= len(holdout([i % info.num_classes for i in range(images)]))
+    return images
 
 
 def count(images: int, batch_size: int, world: int) -> tuple[int, int]:
@@ -60,7 +64,7 @@ def main() -> None:
     for grid in ["all"] if args.quick else args.grids:
         for pair in load_grid(grid).pairs:
             config = pair.config
-            images = TRAIN_IMAGES[config.dataset]
+            images = train_images(config)
             steps, seen = count(images, config.batch_size, args.world)
             total = steps * config.epochs
             rows.append(

@@ -176,7 +176,8 @@ def real_batches(config: TrainConfig, feed, device, place: Placement):
         templates=["{}"],
         groups=(),
     )
-    loader, batches, _ = build_loaders(config, splits, Job(None, "bench", "bench", 0, 1, device))
+    loaders = build_loaders(config, splits, Job(None, "bench", "bench", 0, 1, device))
+    loader, batches = loaders.train, loaders.batches
     epoch = 0
     while True:
         batches.set_epoch(epoch)

@@ -25,11 +25,12 @@ def collect(store, run_id, namespace, context, out_dir) -> None:
     results = gather(store, run, backend.states(store, run))
     paths = write_report(results, out_dir or f"kbench-reports/{run.run_id}")
     complete = sum(1 for p in results["pairs"] if p["state"] == PairState.SUCCEEDED.value)
-    o = results["overall"]
+    t = results["overall"]["top1"]
+    adjusted = f" (Holm-adjusted for {t['tests']} datasets)" if t["tests"] > 1 else ""
     click.echo(
         f"run {run.run_id}: {complete} of {len(results['pairs'])} pairs complete; "
-        f"in top-1 CLIP wins {o['clip_wins']}, ResNet wins {o['resnet_wins']}, "
-        f"{o['ties'] + o['unclear'] + o['undecided']} without a clear winner or undecided"
+        f"in top-1 CLIP wins {t['clip_wins']}, ResNet wins {t['resnet_wins']}{adjusted}, "
+        f"{t['unclear'] + t['undecided']} without a clear winner or undecided"
     )
     for dataset in results["datasets"]:
         if dataset["verdict"]:

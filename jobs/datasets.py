@@ -20,7 +20,8 @@ from kbench.jobs.synthetic import SyntheticShapes
 from kbench.jobs.wilds_datasets import FileList
 from kbench.records import StagedCopy
 from kbench.registry import ModelInfo, dataset_info, prompts, readable
-from kbench.spec import TrainConfig
+from kbench.spec import HOLDOUT, TrainConfig
+from kbench.splits import choose_splits, holdout, recorded_holdout
 from kbench.storage import Store
 
 DATA_ROOT_ENV = "KBENCH_DATA_ROOT"
@@ -52,12 +53,15 @@ class Source:
 @dataclass
 class Splits:
     train: Dataset
-    eval: Dataset  # samples are (image, label) or, with groups, (image, label, group)
+    eval: Dataset  # the test split: samples (image, label) or, with groups, (image, label, group)
     eval_split: str  # which split the eval numbers come from, for the records
     classes: list[str]  # in label order, as the prompts spell them
     templates: list[str]
     groups: tuple[str, ...]  # the worst-group metric's groups (FMoW's regions), or none
     staging: StagedCopy | None = None  # how the staged copy was prepared
+    # The validation split (select_on: val), and its name: a published split's, or "holdout"
+    val: Dataset | None = None
+    val_split: str | None = None
 
 
 # What decoding a broken image raises: PIL's OSError (truncated, unidentified), SyntaxError (some
@@ -124,34 +128,60 @@ def normalization(info: ModelInfo) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 def build_splits(config: TrainConfig, info: ModelInfo, store: Store | None = None) -> Splits:
-    """The dataset's train and eval splits with the model's transforms: from the store's staged
-    shards when the dataset was staged there (`kbench data stage`), else from its loader."""
+    """The dataset's splits with the model's transforms, in their roles (`choose_splits`): from
+    the store's staged shards when the dataset was staged there (`kbench data stage`), else
+    from its loader. A hold-out validation split leaves the training split here, the same
+    images whichever model or seed (the manifest's, else drawn as staging draws it)."""
     train_tf, eval_tf = build_transforms(info, config.augment)
     dataset = dataset_info(config.dataset)
     manifest = shards.staged_manifest(store, config) if store is not None else None
     if store is not None and manifest is not None:
-        eval_split = choose_eval_split(config, list(manifest["splits"]))
-        train_split = manifest["train_split"]
-        loaded: Mapping[str, Dataset] = shards.load(store, manifest, [train_split, eval_split])
+        roles = choose_splits(config, list(manifest["splits"]))
+        needed = [s for s in (roles.train, roles.test, roles.val) if s not in (None, HOLDOUT)]
+        loaded: Mapping[str, Dataset] = shards.load(store, manifest, needed)
         classes, templates = manifest["classes"], manifest["templates"]
         staging: StagedCopy | None = {
             "frac": manifest["frac"],
             "max_short_side": manifest.get("max_short_side"),
         }
+        recorded = manifest.get("holdout")
     else:
-        staging = None
+        staging, recorded = None, None
         loaded = raw_splits(Source.of(config, info))
-        eval_split, train_split = choose_eval_split(config, list(loaded)), dataset.train_split
+        roles = choose_splits(config, list(loaded))
         classes, templates = class_names(config.dataset, loaded), prompts(config.dataset)[1]
+    train: Dataset = loaded[roles.train]
+    val: Dataset | None = None
+    if roles.val == HOLDOUT:
+        where = f"{config.dataset} {roles.train}"
+        held = recorded_holdout(recorded, roles.train, size(train), where)
+        if held is None:
+            held = holdout(labels_of(train), where, classes)
+        kept = sorted(set(range(size(train))) - set(held))
+        train, val = Subset(train, kept), Subset(train, held)
+    elif roles.val is not None:
+        val = loaded[roles.val]
     return Splits(
-        train=_limit(Transformed(loaded[train_split], train_tf), config.train_limit),
-        eval=_limit(Transformed(loaded[eval_split], eval_tf), config.eval_limit),
-        eval_split=eval_split,
+        train=_limit(Transformed(train, train_tf), config.train_limit),
+        eval=_limit(Transformed(loaded[roles.test], eval_tf), config.eval_limit),
+        eval_split=roles.test,
         classes=classes,
         templates=config.templates or templates,
         groups=dataset.groups,
         staging=staging,
+        val=None if val is None else _limit(Transformed(val, eval_tf), config.eval_limit),
+        val_split=roles.val,
     )
+
+
+def labels_of(dataset: Dataset) -> list[int]:
+    """Every sample's label in order, without reading an image where the dataset keeps its
+    labels (torchvision's datasets, ImageFolder, WILDS' files, the shards, the shapes)."""
+    for name in ("targets", "labels", "_labels"):
+        found = getattr(dataset, name, None)
+        if found is not None:
+            return [int(label) for label in found]
+    return [int(dataset[i][1]) for i in range(size(dataset))]
 
 
 def raw_splits(source: Source, download: bool = False) -> Mapping[str, Dataset]:
@@ -168,18 +198,6 @@ def class_names(dataset: str, splits: Mapping[str, Dataset]) -> list[str]:
         assert isinstance(train, ImageFolder)  # kbench.jobs.imagefolder's
         return [readable(name) for name in train.classes]
     return prompts(dataset)[0]
-
-
-def choose_eval_split(config: TrainConfig, available: list[str]) -> str:
-    """The config's eval split, else the first the dataset offers in the study's order."""
-    wanted = [config.eval_split] if config.eval_split else dataset_info(config.dataset).eval_splits
-    chosen = next((split for split in wanted if split in available), None)
-    if chosen is None:
-        raise ConfigError(
-            f"{config.dataset} has no {' or '.join(wanted)} split here "
-            f"(it has {', '.join(available)}): set eval_split to one of them"
-        )
-    return chosen
 
 
 def _limit(dataset: Dataset, limit: int | None) -> Dataset:
@@ -220,7 +238,7 @@ def _torchvision(cls, arguments: Callable[[str], dict] = lambda split: {"split":
 
     def build(source: Source, download: bool = False) -> Mapping[str, Dataset]:
         root, dataset = source.local_root, dataset_info(source.dataset)
-        splits = (dataset.train_split, *dataset.eval_splits)
+        splits = dict.fromkeys((*dataset.train_splits, *dataset.val_splits, *dataset.eval_splits))
         try:
             return {split: cls(root, download=download, **arguments(split)) for split in splits}
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted ..."
@@ -252,8 +270,8 @@ def _torchvision_builders() -> dict:
     }
 
 
-# Split names are the registry's (kbench.registry: train_split, eval_splits); the eval split a
-# run uses is its config's eval_split, by default the one the reference study reports.
+# Split names are the registry's (kbench.registry: train_splits, val_splits, eval_splits); the
+# splits a run uses in which role are `choose_splits`'.
 BUILDERS: dict[str, Callable] = {
     "synthetic": _synthetic,
     "imagefolder": _imagefolder,
@@ -266,6 +284,8 @@ BUILDERS: dict[str, Callable] = {
 def source_file(dataset: Dataset, index: int) -> tuple[Path, int, int | None] | None:
     """The file sample `index` is read from, with its label and group (None: no group); None
     for a dataset that holds its images in memory (CIFAR's, STL10's arrays)."""
+    if isinstance(dataset, Subset):  # a training split less its hold-out, or the hold-out
+        return source_file(dataset.dataset, dataset.indices[index])
     if isinstance(dataset, FileList):  # WILDS
         group = dataset.groups[index] if dataset.groups is not None else None
         return dataset.files[index], dataset.labels[index], group

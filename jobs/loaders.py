@@ -1,7 +1,7 @@
 """The job's data loaders: this process's batches of each epoch (a shard of one shuffled order,
-every sample, seeded so a resumed run augments as an uninterrupted one), the eval split in
-disjoint shards, DataLoader workers that die with their trainer, and batches placed on the
-device as normalised floats."""
+every sample, seeded so a resumed run augments as an uninterrupted one), the test and
+validation splits in disjoint shards, DataLoader workers that die with their trainer, and
+batches placed on the device as normalised floats."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ import functools
 import math
 import os
 import signal
+from dataclasses import dataclass
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, Subset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Sampler,
+    Subset,
+)
 
 from kbench.command import CPUS_ENV
 from kbench.errors import ConfigError
@@ -81,10 +89,16 @@ class EpochBatches(Sampler[list[int]]):
         return steps - 1 if folded else steps
 
 
-def build_loaders(
-    config: TrainConfig, splits: Splits, job: Job
-) -> tuple[DataLoader, EpochBatches, DataLoader]:
-    """The training loader and its batches (set to each epoch), and the evaluation loader."""
+@dataclass(frozen=True)
+class Loaders:
+    train: DataLoader
+    batches: EpochBatches  # the training loader's, set to each epoch
+    test: DataLoader
+    val: DataLoader | None  # None where the run has no validation split
+
+
+def build_loaders(config: TrainConfig, splits: Splits, job: Job) -> Loaders:
+    """The training loader and the evaluation loaders of the test and validation splits."""
     world, rank = job.world, job.rank
     if config.batch_size % world:
         raise ConfigError(
@@ -115,21 +129,24 @@ def build_loaders(
         pin_memory=pin_memory,
         worker_init_fn=worker_init_fn,
     )
-    # Eval: disjoint strided shards without padding, so each sample is counted exactly once.
-    shard = Subset(splits.eval, range(rank, size(splits.eval), world))
-    evaluation = DataLoader(
-        shard,
-        batch_size=2 * per_process,  # no gradients or optimizer state: room for twice the images
-        shuffle=False,
-        # Its own generator: a pass must not draw from the training RNG (each DataLoader pass
-        # draws a seed), or evaluations kept in memory would change the training that follows.
-        generator=torch.Generator().manual_seed(config.seed),
-        persistent_workers=workers > 0,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        worker_init_fn=worker_init_fn,
-    )
-    return train, batches, evaluation
+
+    def evaluation(split: Dataset) -> DataLoader:
+        # Disjoint strided shards without padding, so each sample is counted exactly once.
+        return DataLoader(
+            Subset(split, range(rank, size(split), world)),
+            batch_size=2 * per_process,  # no gradients or optimizer state: room for twice
+            shuffle=False,
+            # Its own generator: a pass must not draw from the training RNG (each DataLoader
+            # pass draws a seed), or evaluations kept in memory would change the training.
+            generator=torch.Generator().manual_seed(config.seed),
+            persistent_workers=workers > 0,
+            num_workers=workers,
+            pin_memory=pin_memory,
+            worker_init_fn=worker_init_fn,
+        )
+
+    val = evaluation(splits.val) if splits.val is not None else None
+    return Loaders(train, batches, evaluation(splits.eval), val)
 
 
 def loader_workers() -> int:

@@ -19,11 +19,14 @@ from kbench.stats import Predictions, from_confusion, worst_group
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One evaluation of the eval split: its metrics, and every sample's predicted class (None
-    for an evaluation reused from an earlier one, whose predictions are kept already)."""
+    """One evaluation of a model: the test split's metrics, every test sample's predicted class
+    (None for an evaluation reused from an earlier one, whose predictions are kept already),
+    the validation split's metrics (where the run has one) and the seconds it took."""
 
     metrics: EvalMetrics
     predictions: Predictions | None = None
+    val: EvalMetrics | None = None
+    seconds: float = 0.0
 
 
 class EvalAccumulator:

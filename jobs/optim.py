@@ -33,19 +33,23 @@ def build_optimizer(
 
 
 def warmup_steps(config: TrainConfig, total_steps: int, quiet: bool = False) -> int:
+    """The warmup's steps: a fraction of the run's, or a count as given. A count longer than
+    the run is kept, as WiSE-FT's cosine_lr keeps it: the run never leaves warmup (the study's
+    500 steps on its small datasets), and the job says so."""
     if config.warmup_steps is None:
         return round(config.warmup * total_steps)
     if config.warmup_steps > total_steps and not quiet:
         print(
             f"warning: warmup_steps={config.warmup_steps} exceeds the run's {total_steps} "
-            f"steps; clamped to {total_steps}",
+            "steps: the learning rate never reaches its base (as WiSE-FT's cosine_lr)",
             flush=True,
         )
-    return min(config.warmup_steps, total_steps)
+    return config.warmup_steps
 
 
 def build_scheduler(config: TrainConfig, optimizer, total_steps: int):
-    """Linear warmup, then cosine decay to zero (or constant), stepped once per batch."""
+    """Linear warmup, `base * (step + 1) / warmup` at step `step`, then cosine decay to zero
+    (or constant), stepped once per batch: WiSE-FT's cosine_lr."""
     warmup = warmup_steps(config, total_steps)
 
     def factor(step: int) -> float:

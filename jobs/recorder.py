@@ -13,6 +13,8 @@ import math
 import time
 from typing import Any, Literal
 
+from typing_extensions import NotRequired
+
 from kbench import records
 from kbench.jobs.metrics import Evaluation
 from kbench.pairs import PairRecords, per_gpu, result_record, value
@@ -24,7 +26,9 @@ from kbench.records import (
     ResultRecord,
     StagedCopy,
     SummaryRecord,
+    ValRecord,
     WiseFtPoint,
+    metrics_of,
     utc_now,
 )
 from kbench.registry import dataset_info
@@ -32,6 +36,14 @@ from kbench.spec import TrainConfig
 from kbench.storage import Store, write_json
 
 PROGRESS_EVERY_S = 5.0
+
+
+class Evaluated(EvalMetrics):
+    """An evaluation as records hold it: the test split's metrics and headline, and the
+    validation split's evaluation where the run has one."""
+
+    headline: float
+    val: NotRequired[ValRecord]
 
 
 class Recorder:
@@ -43,6 +55,7 @@ class Recorder:
         config: TrainConfig,
         *,
         eval_split: str,
+        val_split: str | None = None,  # the validation split's name (select_on: val)
         staging: StagedCopy | None = None,  # how the staged copy of the data was prepared
         steps: int,  # training steps per epoch
         images: int,  # images trained per epoch, all processes together
@@ -54,7 +67,8 @@ class Recorder:
         self.enabled = rank == 0
         self.steps, self.images = steps, images
         self.headline_metric = dataset_info(config.dataset).headline
-        self.split, self.world, self.gpus, self.staging = eval_split, world, gpus, staging
+        self.split, self.val_split = eval_split, val_split
+        self.world, self.gpus, self.staging = world, gpus, staging
         self.epochs: list[EpochRecord] = []
         self.predicted: dict[str, Any] = {}  # evaluation name -> each sample's predicted class
         self._samples: tuple[Any, Any] | None = None  # the (labels, groups) they are of
@@ -158,24 +172,14 @@ class Recorder:
             first = next(iter(stored.values()))
             self._samples = (first.labels, first.groups)
 
-    def metrics(self, epoch: int) -> EvalMetrics | None:
-        """The evaluation recorded for `epoch` (on every process alike), or None."""
+    def evaluation(self, epoch: int) -> Evaluation | None:
+        """The evaluation recorded for `epoch` (on every process alike), or None; its
+        predictions are kept already."""
         record = next((r for r in self.epochs if r["epoch"] == epoch), None)
         if record is None:
             return None
-        metrics: EvalMetrics = {
-            "samples": record["samples"],
-            "top1": record["top1"],
-            "top5": record["top5"],
-            "mean_per_class": record["mean_per_class"],
-            "macro_f1": record["macro_f1"],
-            "loss": record["loss"],
-        }
-        if "worst_region" in record:
-            metrics["worst_region"] = record["worst_region"]
-        if "per_group" in record:
-            metrics["per_group"] = record["per_group"]
-        return metrics
+        val = record.get("val")
+        return Evaluation(metrics_of(record), None, metrics_of(val) if val else None)
 
     def epoch(
         self,
@@ -190,11 +194,10 @@ class Recorder:
         self._keep_predictions(f"epoch_{epoch}", evaluation.predictions)
         images_per_s = self.images_per_s(seconds)
         record: EpochRecord = {
-            **evaluation.metrics,
+            **self._evaluated(evaluation),
             "epoch": epoch,
             "split": self.split,
             "headline_metric": self.headline_metric,
-            "headline": self._headline(evaluation.metrics),
             "train_loss": train_loss,
             "lr": lr,
             "epoch_seconds": seconds,
@@ -203,6 +206,7 @@ class Recorder:
             "world_size": self.world,
             "gpus": self.gpus,
             "time": utc_now(),
+            "eval_seconds": evaluation.seconds,
         }
         if self.staging is not None:
             record["data"] = self.staging
@@ -217,6 +221,22 @@ class Recorder:
                 f"{images_per_s:.0f} img/s",
                 flush=True,
             )
+
+    def _evaluated(self, evaluation: Evaluation) -> Evaluated:
+        """What an epoch record and a WiSE-FT point hold of an evaluation: the test split's
+        metrics and headline, and the validation split's where there is one."""
+        found: Evaluated = {
+            **evaluation.metrics,
+            "headline": self._headline(evaluation.metrics),
+        }
+        if evaluation.val is not None and self.val_split is not None:
+            val: ValRecord = {
+                **evaluation.val,
+                "split": self.val_split,
+                "headline": self._headline(evaluation.val),
+            }
+            found["val"] = val
+        return found
 
     def _headline(self, metrics: EvalMetrics) -> float:
         headline = value(metrics, self.headline_metric)
@@ -243,11 +263,7 @@ class Recorder:
             curve = []
             for alpha, evaluation in wise_ft:
                 self._keep_predictions(f"alpha_{alpha:.1f}", evaluation.predictions, write=False)
-                point: WiseFtPoint = {
-                    **evaluation.metrics,
-                    "alpha": alpha,
-                    "headline": self._headline(evaluation.metrics),
-                }
+                point: WiseFtPoint = {**self._evaluated(evaluation), "alpha": alpha}
                 curve.append(point)
             self._write_predictions()  # once for the whole curve
         summary = result_record(

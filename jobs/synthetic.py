@@ -31,14 +31,14 @@ class SyntheticShapes(Dataset):
         self.split, self.image_size, self.seed = split, image_size, seed
         self.classes = prompts("synthetic")[0]
         self.size = SPLITS[split]
+        self.targets = [index % len(self.classes) for index in range(self.size)]
 
     def __len__(self) -> int:
         return self.size
 
     def __getitem__(self, index: int):
-        label = index % len(self.classes)  # balanced classes
-        image = self.draw(index, label)
-        return image, label
+        label = self.targets[index]  # balanced classes
+        return self.draw(index, label), label
 
     def draw(self, index: int, label: int) -> Image.Image:
         rng = np.random.default_rng([self.seed, list(SPLITS).index(self.split), index])

@@ -34,7 +34,7 @@ from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError, Kb
 from kbench.jobs import checkpoint
 from kbench.jobs.datasets import Splits, build_splits, normalization, size
 from kbench.jobs.distributed import Job, mean_across_processes, setup_distributed
-from kbench.jobs.eval_cache import EvalBatches
+from kbench.jobs.eval_cache import Budget, EvalBatches, default_budget
 from kbench.jobs.loaders import EpochBatches, Placement, build_loaders, own_words
 from kbench.jobs.metrics import EvalAccumulator, Evaluation
 from kbench.jobs.models import ImageClassifier, build_model
@@ -90,8 +90,9 @@ def train(job: Job) -> None:
     zero_shot = copy_weights(model) if family == "clip" else None
     torch.manual_seed(config.seed + job.rank)  # after building: each process augments differently
 
-    train_loader, batches, eval_loader = build_loaders(config, splits, job)
-    steps = len(train_loader)
+    loaders = build_loaders(config, splits, job)
+    batches = loaders.batches
+    steps = len(loaders.train)
     optimizer = build_optimizer(config, model, job.device)
     scheduler = build_scheduler(config, optimizer, total_steps=config.epochs * steps)
     # The same weights, wrapped for training: DDP averages gradients, compile fuses kernels.
@@ -105,6 +106,7 @@ def train(job: Job) -> None:
         job.pair,
         config,
         eval_split=splits.eval_split,
+        val_split=splits.val_split,
         staging=splits.staging,
         steps=steps,
         images=len(batches.sampler) * job.world,
@@ -112,10 +114,15 @@ def train(job: Job) -> None:
         world=job.world,
         gpus=gpus,
     )
-    # Decoded once, then kept on the device when it fits: 20 evaluations of the same images.
-    eval_batches = EvalBatches(eval_loader, job.device)
+    # Each decoded once, then kept on the device when it fits: 20 evaluations of the same images.
+    budget = Budget(default_budget(job.device))  # the two splits' together
     evaluate_model = functools.partial(
-        evaluate, loader=eval_batches, splits=splits, config=config, place=place
+        evaluate,
+        test=EvalBatches(loaders.test, job.device, budget),
+        val=EvalBatches(loaders.val, job.device, budget) if loaders.val is not None else None,
+        splits=splits,
+        config=config,
+        place=place,
     )
 
     uploader = checkpoint.Uploader()  # the next epoch trains while one uploads
@@ -125,7 +132,7 @@ def train(job: Job) -> None:
         recorder.epoch(0, evaluate_model(model))
     for epoch in range(first_epoch, config.epochs + 1):
         seconds, train_loss = train_one_epoch(
-            wrapped, train_loader, batches, optimizer, scheduler, config, epoch, recorder, place
+            wrapped, loaders.train, batches, optimizer, scheduler, config, epoch, recorder, place
         )
         recorder.progress("eval", epoch, steps, images_per_s=recorder.images_per_s(seconds))
         recorder.epoch(
@@ -141,7 +148,7 @@ def train(job: Job) -> None:
     wise_ft = None
     if zero_shot is not None:
         recorder.progress("eval", config.epochs, steps)
-        ends = {0.0: recorder.metrics(0), 1.0: recorder.metrics(config.epochs)}
+        ends = {0.0: recorder.evaluation(0), 1.0: recorder.evaluation(config.epochs)}
         wise_ft = wise_ft_curve(model, zero_shot, evaluate_model, ends)
     parameters = sum(p.numel() for p in model.parameters())
     recorder.finish(
@@ -196,17 +203,34 @@ def train_one_epoch(
     return seconds, mean_across_processes(loss_sum / len(loader))
 
 
-@torch.inference_mode()
 def evaluate(
     model: ImageClassifier,
     *,
-    loader: Iterable,
+    test: Iterable,
+    val: Iterable | None,
     splits: Splits,
     config: TrainConfig,
     place: Placement,
 ) -> Evaluation:
-    """The model's metrics on the eval split, each process its shard, summed over all, and
-    every sample's predicted class."""
+    """The model on the test split (its metrics and every sample's predicted class) and on the
+    validation split where the run has one (its metrics), each process its shard, summed over
+    all."""
+    started = time.perf_counter()
+    found = evaluate_split(model, test, splits, config, place)
+    chosen_on = evaluate_split(model, val, splits, config, place) if val is not None else None
+    return Evaluation(
+        found.compute(),
+        found.predictions(size(splits.eval)),
+        chosen_on.compute() if chosen_on else None,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@torch.inference_mode()
+def evaluate_split(
+    model: ImageClassifier, loader: Iterable, splits: Splits, config: TrainConfig, place: Placement
+) -> EvalAccumulator:
+    """One split's counts, summed over the processes."""
     model.eval()
     accumulator = EvalAccumulator(len(splits.classes), place.device, splits.groups)
     for images, labels, *groups in loader:  # a group per sample where the dataset has groups
@@ -215,7 +239,7 @@ def evaluate(
             logits = model(images)
         accumulator.update(logits, labels, groups[0].to(place.device) if groups else None)
     accumulator.all_reduce()
-    return Evaluation(accumulator.compute(), accumulator.predictions(size(splits.eval)))
+    return accumulator
 
 
 def save_checkpoint(

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from kbench.jobs.metrics import Evaluation
-from kbench.records import EvalMetrics
 
 ALPHAS = [i / 10 for i in range(11)]
 
@@ -29,7 +28,7 @@ def wise_ft_curve(
     model: nn.Module,
     zero_shot: dict[str, torch.Tensor],
     evaluate: Callable[[nn.Module], Evaluation],
-    known: dict[float, EvalMetrics | None] | None = None,
+    known: dict[float, Evaluation | None] | None = None,
 ) -> list[tuple[float, Evaluation]]:
     """(alpha, evaluation) per alpha, evaluated except those `known` (alpha 0 and 1 are the
     zero-shot and the fine-tuned weights exactly, evaluated already as epoch 0 and the last
@@ -38,9 +37,9 @@ def wise_ft_curve(
     fine_tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
     curve = []
     for alpha in ALPHAS:
-        metrics = (known or {}).get(alpha)
-        if metrics is not None:
-            curve.append((alpha, Evaluation(metrics)))
+        evaluated = (known or {}).get(alpha)
+        if evaluated is not None:
+            curve.append((alpha, evaluated))
             continue
         model.load_state_dict(interpolate(zero_shot, fine_tuned, alpha))
         curve.append((alpha, evaluate(model)))

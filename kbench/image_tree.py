@@ -10,7 +10,8 @@ from pathlib import Path
 
 from kbench.errors import ConfigError
 from kbench.registry import dataset_info
-from kbench.spec import Pair
+from kbench.spec import HOLDOUT, Pair
+from kbench.splits import choose_splits, lonely_class
 from kbench.storage import open_store
 
 # What torchvision's ImageFolder reads (torchvision.datasets.folder.IMG_EXTENSIONS).
@@ -77,24 +78,36 @@ def check_layout(layout: Layout, where: str) -> list[str]:
     return found
 
 
-def check_data(data: str) -> None:
+def check_data(data: str) -> Layout:
     """An imagefolder's `data` as a run names it, a local folder or an S3 prefix, checked as a
-    pod will read it (an S3 prefix by one listing of its keys)."""
+    pod will read it (an S3 prefix by one listing of its keys); its layout."""
     if data.startswith("s3://"):
         keys = open_store(data).list("")
         if not keys:
             raise ConfigError(f"nothing under {data}: upload train/<class>/<image> and val/ there")
-        check_layout(key_layout(keys), data)
+        layout = key_layout(keys)
     elif not Path(data).is_dir():
         raise ConfigError(f"{data} does not exist: lay it out as train/<class>/<image>")
     else:
-        check_layout(local_layout(Path(data)), data)
+        layout = local_layout(Path(data))
+    check_layout(layout, data)
+    return layout
 
 
 def check_imagefolders(pairs: list[Pair]) -> None:
-    """The folders the pairs read (each once), refused in one line that names a pair."""
-    for data, pair in {p.config.data: p.name for p in pairs if p.config.data}.items():
+    """The folders the pairs read (each listed once), refused in one line that names a pair;
+    and, for a pair that validates on a hold-out of train/, two images in every class."""
+    layouts: dict[str, Layout] = {}
+    for pair in pairs:
+        data = pair.config.data
+        if not data:
+            continue
         try:
-            check_data(data)
+            if data not in layouts:
+                layouts[data] = check_data(data)
+            if choose_splits(pair.config, list(layouts[data])).val == HOLDOUT:
+                lonely = [c for c, images in layouts[data]["train"].items() if images < 2]
+                if lonely:
+                    raise ConfigError(lonely_class(f"{data}/train/{lonely[0]}/"))
         except ConfigError as e:
-            raise ConfigError(f"pair {pair}: data: {e}") from None
+            raise ConfigError(f"pair {pair.name}: data: {e}") from None

@@ -8,13 +8,21 @@ Torch-free: the client and the training job share it.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from statistics import mean
-from typing import TypeGuard
+from typing import Literal, TypeGuard
 
-from kbench.records import Environment, EpochRecord, ProgressRecord, ResultRecord, WiseFtPoint
+from kbench.records import (
+    Environment,
+    EpochRecord,
+    ProgressRecord,
+    ResultRecord,
+    Selection,
+    WiseFtPoint,
+)
 from kbench.spec import TrainConfig
 
 
@@ -82,7 +90,8 @@ class PairRecords:
 
     @property
     def best(self) -> EpochRecord | None:
-        return best_epoch(self.epochs)
+        """The epoch the pair's config chooses (select_on), by the dataset's own metric."""
+        return chosen_epoch(self.epochs, self.config.select_on)
 
     @property
     def images_per_s(self) -> float | None:
@@ -95,13 +104,41 @@ class PairRecords:
         return sum(e["epoch_seconds"] for e in self.epochs)
 
 
-def best_epoch(epochs: list[EpochRecord], metric: str = "headline") -> EpochRecord | None:
-    """The fine-tuned best by `metric` (the headline, or e.g. "top1"): the trained epoch
-    (>= 1) with the highest value, the first of equals. Epoch 0 (CLIP's zero-shot head) is
-    reported on its own, never as the best of fine-tuning; a NaN (diverged) epoch is never the
-    best. None before any epoch trained, or when every trained epoch diverged."""
-    scored = [(e, v) for e in epochs if e["epoch"] >= 1 and finite(v := value(e, metric))]
+def chosen_epoch(
+    epochs: list[EpochRecord], select_on: str, metric: str = "headline"
+) -> EpochRecord | None:
+    """The fine-tuned epoch a run reports, chosen by `metric` (the headline, or e.g. "top1")
+    on the split `select_on` names: the trained epoch (>= 1) with the highest value on the
+    validation split (`val`), or on the test split (`test`: the study's way, optimistic), the
+    first of equals; or the last trained epoch (`last`: no choice). Epoch 0 (CLIP's zero-shot
+    head) is reported on its own, never as fine-tuning's; a diverged epoch (NaN) is never
+    chosen. None before any epoch trained, or when every trained epoch diverged."""
+    trained = [e for e in epochs if e["epoch"] >= 1 and finite(value(e, metric))]
+    if select_on == "last":
+        return trained[-1] if trained else None
+    scored = [(e, v) for e in trained if finite(v := selected_value(e, select_on, metric))]
     return max(scored, key=lambda found: found[1])[0] if scored else None
+
+
+def chosen_alpha(
+    curve: list[WiseFtPoint], select_on: str, metric: str = "headline"
+) -> WiseFtPoint | None:
+    """WiSE-FT's point a run reports, chosen as its epoch is (`chosen_epoch`); `last`: alpha 1,
+    the fine-tuned end."""
+    points = [p for p in curve if finite(value(p, metric))]
+    if select_on == "last":
+        return next((p for p in points if p["alpha"] == 1.0), None)
+    scored = [(p, v) for p in points if finite(v := selected_value(p, select_on, metric))]
+    return max(scored, key=lambda found: found[1])[0] if scored else None
+
+
+def selected_value(record: EpochRecord | WiseFtPoint, select_on: str, metric: str) -> float | None:
+    """What a record scores on the split that chooses: its validation split's `metric` (None
+    where it has none: an older kbench's record), or its test split's."""
+    if select_on == "val":
+        chosen_on = record.get("val")
+        return value(chosen_on, metric) if chosen_on is not None else None
+    return value(record, metric)
 
 
 def zero_shot(epochs: list[EpochRecord], metric: str = "headline") -> float | None:
@@ -147,6 +184,17 @@ def result_record(
     if last is None:
         raise ValueError(f"{records.pair}: a result needs an evaluated epoch")
     config = records.config
+    alpha = chosen_alpha(wise_ft, config.select_on) if wise_ft else None
+    chosen_on = best.get("val") if best and config.select_on == "val" else None
+    selection: Selection = {
+        "select_on": typing.cast(Literal["val", "test", "last"], config.select_on),
+        "split": {"val": chosen_on["split"] if chosen_on else None, "test": last["split"]}.get(
+            config.select_on
+        ),
+        "metric": headline_metric,
+        "epoch": best["epoch"] if best else None,
+        "alpha": alpha["alpha"] if alpha else None,
+    }
     return {
         "pair": records.pair,
         "dataset": config.dataset,
@@ -164,6 +212,7 @@ def result_record(
         "gpus": gpus,
         "environment": environment,
         "start": start,
+        "selection": selection,
     }
 
 

@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import io
 import re
+import typing
 import zipfile
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -80,6 +81,23 @@ class EvalMetrics(TypedDict):
     per_group: NotRequired[dict[str, GroupAccuracy]]
 
 
+EVAL_KEYS = frozenset(EvalMetrics.__required_keys__ | EvalMetrics.__optional_keys__)
+
+
+def metrics_of(record: EvalMetrics) -> EvalMetrics:
+    """An evaluation's metrics alone, from any record that holds them (an epoch's, a
+    validation split's, a WiSE-FT point's)."""
+    return typing.cast(EvalMetrics, {k: v for k, v in record.items() if k in EVAL_KEYS})
+
+
+class ValRecord(EvalMetrics):
+    """The validation split's evaluation, beside an epoch's (or a WiSE-FT point's) on the test
+    split: what `select_on: val` chooses by."""
+
+    split: str  # a published split's name, or "holdout": held out of the training split
+    headline: float
+
+
 class StagedCopy(TypedDict):
     """Trained on a staged copy (kbench data stage): the fraction of each split it holds and
     the short side its images were reduced to (None: as they came)."""
@@ -105,6 +123,8 @@ class EpochRecord(EvalMetrics):
     gpus: Count  # 0 on a CPU
     time: str  # ISO 8601, UTC
     data: NotRequired[StagedCopy]
+    eval_seconds: NotRequired[float]  # evaluating the test and validation splits
+    val: NotRequired[ValRecord]  # the validation split's evaluation (select_on: val)
 
 
 class ProgressRecord(TypedDict):
@@ -126,6 +146,18 @@ class WiseFtPoint(EvalMetrics):
 
     alpha: float
     headline: float
+    val: NotRequired[ValRecord]
+
+
+class Selection(TypedDict):
+    """What chose what, in result.json: the split the pair chose on and its choices. The
+    values a result reports (best, the report's numbers) are the test split's at them."""
+
+    select_on: Literal["val", "test", "last"]
+    split: str | None  # the split chosen on: its name, "holdout", or None (last: no choice)
+    metric: str  # the dataset's headline metric
+    epoch: Positive | None  # the chosen epoch (None: every trained epoch diverged)
+    alpha: float | None  # WiSE-FT's chosen alpha (CLIP; None for ResNet)
 
 
 class Environment(TypedDict):
@@ -159,6 +191,7 @@ class ResultRecord(TypedDict):
     gpus: Count
     environment: Environment
     start: NotRequired[str | None]  # the weights it started from; absent: an older kbench
+    selection: NotRequired[Selection]  # absent: an older kbench, which chose on the test split
 
 
 class SummaryRecord(TypedDict):

@@ -29,12 +29,16 @@ class DatasetInfo:
     # The literature's metric for this dataset (the study's own table is top-1 throughout).
     headline: str
     source: str  # where the real loader comes from
-    train_split: str = "train"
-    # Splits a run may evaluate on; the first is the one the study reports.
+    # Its splits by role. The splits a run may train on, the first by default (FGVC-Aircraft's
+    # trainval is train + val, as the study trained it); its published validation splits, the
+    # first by default (none: kbench.splits holds part of the training split out); the splits
+    # a run may be scored on (its test split), the first the one the study reports.
+    train_splits: tuple[str, ...] = ("train",)
+    val_splits: tuple[str, ...] = ()
     eval_splits: tuple[str, ...] = ("test",)
     # Groups of the worst-group headline (FMoW's regions), in the order records list them.
     groups: tuple[str, ...] = ()
-    # Images in the full training split (the datasets' published sizes); None: not known
+    # Images in its smallest training split (the datasets' published sizes); None: not known
     # before the data is read (a user's folder). A batch larger than this is refused at submit.
     train_size: int | None = None
 
@@ -86,7 +90,10 @@ AUGMENTATIONS = {
     "none": "the eval preprocessing (resize, centre crop), the weights' own: no augmentation",
 }
 
-WILDS_EVAL_SPLITS = ("test", "val", "id_test", "id_val")
+# WILDS: out-of-distribution test and validation splits (later years, unseen camera traps), and
+# in-distribution ones; the study reports the OOD test split.
+WILDS_VAL_SPLITS = ("val", "id_val")
+WILDS_EVAL_SPLITS = ("test", "id_test")
 
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
@@ -98,7 +105,7 @@ DATASETS: dict[str, DatasetInfo] = {
             47,
             TOP1,
             "torchvision DTD (partition 1)",
-            eval_splits=("test", "val"),
+            val_splits=("val",),
             train_size=1_880,
         ),
         DatasetInfo(
@@ -106,26 +113,26 @@ DATASETS: dict[str, DatasetInfo] = {
             100,
             MEAN_PER_CLASS,
             "torchvision FGVCAircraft (variant)",
-            train_split="trainval",
-            train_size=6_667,
+            train_splits=("train", "trainval"),
+            val_splits=("val",),
+            train_size=3_334,
         ),
         DatasetInfo(
             "flowers102",
             102,
             MEAN_PER_CLASS,
             "torchvision Flowers102",
-            eval_splits=("test", "val"),
+            val_splits=("val",),
             train_size=1_020,
         ),
         DatasetInfo("food101", 101, TOP1, "torchvision Food101", train_size=75_750),
         DatasetInfo("stl10", 10, TOP1, "torchvision STL10", train_size=5_000),
-        # WILDS: "test" and "val" are out-of-distribution (later years, unseen camera traps),
-        # "id_test" and "id_val" in-distribution; the study reports the OOD test split.
         DatasetInfo(
             "fmow",
             62,
             WORST_REGION,
             "wilds fmow (official split)",
+            val_splits=WILDS_VAL_SPLITS,
             eval_splits=WILDS_EVAL_SPLITS,
             # WILDS' regions; worst-region accuracy leaves out the region "Other", as WILDS does.
             groups=("Africa", "Americas", "Asia", "Europe", "Oceania"),
@@ -136,6 +143,7 @@ DATASETS: dict[str, DatasetInfo] = {
             182,
             MACRO_F1,
             "wilds iwildcam",
+            val_splits=WILDS_VAL_SPLITS,
             eval_splits=WILDS_EVAL_SPLITS,
             train_size=129_809,
         ),
@@ -146,13 +154,16 @@ DATASETS: dict[str, DatasetInfo] = {
             "coloured shapes drawn from a seed (smoke runs, tests)",
             train_size=5_000,
         ),
-        # Your own images: `data` holds train/<class>/<image> and val/ (or test/) alike.
+        # Your own images: `data` holds train/<class>/<image> and test/ or val/ alike. With both,
+        # val/ is the validation split and test/ the test split; with one, it is the test split
+        # (kbench.splits.choose_splits).
         DatasetInfo(
             "imagefolder",
             0,
             TOP1,
             "a class/image folder tree, local or under s3://",
-            eval_splits=("val", "test"),
+            val_splits=("val",),
+            eval_splits=("test", "val"),
         ),
     ]
 }

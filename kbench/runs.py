@@ -217,6 +217,8 @@ def _config(config: Any, pair: str, where: str) -> TrainConfig:
             names = {pair_name(dataset, model, seed) for seed in (None, data.get("seed"))}
     if pair not in names:
         raise StoreError(f"{where} is not the config of {pair}")
+    if "select_on" not in data:  # an older kbench's run, which chose on the test split
+        data = {**data, "select_on": "test"}
     try:
         return TrainConfig.from_dict(data, where)
     except ConfigError as e:

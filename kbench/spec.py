@@ -30,6 +30,10 @@ from kbench.registry import (
 )
 
 OPTIMIZERS = ("adamw", "sgd")
+# The split that chooses the best epoch and WiSE-FT's alpha: the validation split, the test split
+# (the reference study's way: optimistic), or none (the last epoch, the fine-tuned end).
+SELECT_ON = ("val", "test", "last")
+HOLDOUT = "holdout"  # a val_split held out of the training split (kbench.splits)
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("bf16", "fp32")
 
@@ -59,7 +63,13 @@ class TrainConfig:
     train_limit: int | None = None  # use at most this many training samples (smoke runs)
     eval_limit: int | None = None
     data: str | None = None  # imagefolder: a local folder or s3://bucket/prefix
-    eval_split: str | None = None  # None: the split the study reports (kbench.registry)
+    # Which split chooses (SELECT_ON), and the splits by role; None: the dataset's own default
+    # (kbench.registry: its first training split, its first published validation split or else
+    # a hold-out of the training split, the test split the study reports).
+    select_on: str = "val"
+    train_split: str | None = None
+    val_split: str | None = None
+    eval_split: str | None = None
     # CLIP prompts, "{}" for the class; None: the dataset's own set. In a grid also the name of
     # a built-in set (registry.PROMPT_SETS: `simple`) or a file, one prompt per line.
     templates: list[str] | None = None
@@ -101,15 +111,11 @@ class TrainConfig:
                 f"{where}: data: "
                 + (need if self.data is None else "only the imagefolder dataset reads `data`")
             )
-        splits = DATASETS[self.dataset].eval_splits
-        if self.eval_split is not None and self.eval_split not in splits:
-            raise ConfigError(
-                f"{where}: eval_split: {self.dataset} has {', '.join(splits)}, "
-                f"got {self.eval_split!r}"
-            )
+        self._validate_splits(where)
         if self.templates is not None and not all("{}" in t for t in self.templates):
             raise ConfigError(f"{where}: templates: every template needs {{}} for the class name")
         checks = [
+            ("select_on", self.select_on in SELECT_ON, f"one of {', '.join(SELECT_ON)}"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
             ("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
@@ -137,6 +143,27 @@ class TrainConfig:
             raise ConfigError(
                 f"{where}: batch_size: {self.batch_size} is larger than the {min(sizes)}"
                 f"{limit} training images of {self.dataset}: every epoch would be one partial step"
+            )
+
+    def _validate_splits(self, where: str) -> None:
+        """Each split one the dataset has, in its role; the validation split never trained on."""
+        info = DATASETS[self.dataset]
+        roles = [
+            ("train_split", self.train_split, info.train_splits),
+            ("val_split", self.val_split, (*info.val_splits, HOLDOUT)),
+            ("eval_split", self.eval_split, info.eval_splits),
+        ]
+        for key, split, known in roles:
+            if split is not None and split not in known:
+                raise ConfigError(
+                    f"{where}: {key}: {self.dataset} has {', '.join(known)}, got {split!r}"
+                )
+        train = self.train_split or info.train_splits[0]
+        val = self.val_split or (info.val_splits[0] if info.val_splits else HOLDOUT)
+        if self.select_on == "val" and train == "trainval" and val == "val":
+            raise ConfigError(
+                f"{where}: train_split: {self.dataset}'s trainval holds val, the validation "
+                "split: train on train, or set select_on: test (as the study) or last"
             )
 
 

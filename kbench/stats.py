@@ -78,13 +78,15 @@ class Predictions:
 
 @dataclass(frozen=True)
 class Difference:
-    """A minus B in points, with its 95% interval; McNemar's p on top-1."""
+    """A minus B in points, with its 95% interval and the bootstrap's two-sided p (the test
+    the interval is: p < 0.05 where it excludes 0); McNemar's p on top-1 with one run a side."""
 
     difference: float
     low: float
     high: float
     p_value: float | None  # McNemar's exact test, on top-1 only
     seeds: int  # evaluations a side the difference averages
+    p_bootstrap: float = 1.0  # twice the share of draws on the far side of 0, at least 1/draws
 
     @property
     def clear(self) -> bool:
@@ -122,7 +124,25 @@ def compare(
     tail = 100 * (1 - CONFIDENCE) / 2
     low, high = np.percentile(draws, [tail, 100 - tail])
     p_value = mcnemar(a[0], b[0]) if metric == "top1" and len(a) == len(b) == 1 else None
-    return Difference(float(estimate), float(low), float(high), p_value, max(len(a), len(b)))
+    # A two-sided bootstrap p: twice the smaller share of draws on either side of 0, never
+    # below one draw's share (the resolution of RESAMPLES draws).
+    far = min(np.mean(draws <= 0), np.mean(draws >= 0))
+    p_bootstrap = float(min(1.0, max(2 * far, 1 / len(draws))))
+    seeds = max(len(a), len(b))
+    return Difference(float(estimate), float(low), float(high), p_value, seeds, p_bootstrap)
+
+
+def holm(p_values: Sequence[float], alpha: float = 1 - CONFIDENCE) -> list[bool]:
+    """Holm-Bonferroni: which of several tests reject at family-wise level `alpha`. The
+    smallest p is held to alpha / m, the next to alpha / (m - 1), ..., until one fails; that
+    one and every larger p do not reject."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, index in enumerate(order):
+        if p_values[index] > alpha / (len(p_values) - rank):
+            break
+        rejected[index] = True
+    return rejected
 
 
 def check_paired(evaluations: Sequence[Predictions]) -> None:

@@ -13,6 +13,10 @@ from markupsafe import Markup, escape
 WIDTH, HEIGHT = 520, 300
 LEFT, RIGHT, TOP, BOTTOM = 52, 150, 16, 40  # margins: the legend sits on the right
 COLOURS = ["#1f6fb4", "#d9711c", "#2a9d4b", "#b8336a", "#6a51a3", "#666666"]
+# A reference's colour beside its series': a lighter tint of the same hue.
+TINTS = dict(
+    zip(COLOURS, ["#8fb7da", "#ecb88e", "#95cea5", "#dc99b5", "#b4a8d1", "#b3b3b3"], strict=True)
+)
 
 
 @dataclass
@@ -20,7 +24,9 @@ class Series:
     name: str
     points: Sequence[tuple[float, float | None]]  # (x, y); y None or NaN: a point skipped
     marked: dict[float, str] = field(default_factory=dict)  # x -> label of a special point
-    dashed: bool = False  # a reference beside the data (the study's published points)
+    # A reference beside the data (the study's published points): dashed, hollow diamonds, a
+    # lighter tint of the series before it, in the legend too
+    reference: bool = False
 
 
 def line_chart(
@@ -71,7 +77,7 @@ def line_chart(
     colours = _colours(series)
     for i, s in enumerate(series):
         colour = colours[i]
-        dash = ' stroke-dasharray="5 4"' if s.dashed else ""
+        dash = ' stroke-dasharray="5 4"' if s.reference else ""
         points = [(px(x), py(y)) for x, y in s.points if _finite(y)]
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
@@ -89,17 +95,14 @@ def line_chart(
                     f'<text x="{cx + 8:.1f}" y="{cy - 8:.1f}" class="mark">{escape(label)}</text>'
                 )
             else:
-                fill = "white" if s.dashed else colour
-                parts.append(
-                    f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{fill}" stroke="{colour}" '
-                    f'data-y="{y:.6g}"/>'
-                )
+                parts.append(_marker(cx, cy, colour, s.reference, f' data-y="{y:.6g}"'))
         legend_y = TOP + 14 + 18 * i
         legend_x = WIDTH - RIGHT + 12
         parts.append(
             f'<line x1="{legend_x}" x2="{legend_x + 20}" y1="{legend_y - 4}" '
             f'y2="{legend_y - 4}" stroke="{colour}" stroke-width="3"{dash}/>'
         )
+        parts.append(_marker(legend_x + 10, legend_y - 4, colour, s.reference))
         parts.append(
             f'<text x="{legend_x + 26}" y="{legend_y}" class="legend">{escape(s.name)}</text>'
         )
@@ -107,12 +110,27 @@ def line_chart(
     return Markup("\n".join(parts))
 
 
+def _marker(x: float, y: float, colour: str, reference: bool, extra: str = "") -> str:
+    """A point: a filled circle, or a reference's hollow diamond."""
+    if reference:
+        diamond = f"{x:.1f},{y - 5:.1f} {x + 5:.1f},{y:.1f} {x:.1f},{y + 5:.1f} {x - 5:.1f},{y:.1f}"
+        return (
+            f'<polygon points="{diamond}" fill="white" stroke="{colour}" stroke-width="2" '
+            f'class="reference"{extra}/>'
+        )
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}" stroke="{colour}"{extra}/>'
+
+
 def _colours(series: list[Series]) -> list[str]:
-    """A colour per series; a dashed reference takes the colour of the series before it."""
+    """A colour per series; a reference takes a lighter tint of the series before it."""
     colours: list[str] = []
+    own: list[str] = []  # the series' own colours, references left out
     for s in series:
-        same = s.dashed and colours
-        colours.append(colours[-1] if same else COLOURS[len(set(colours)) % len(COLOURS)])
+        if s.reference and own:
+            colours.append(TINTS[own[-1]])
+        else:
+            own.append(COLOURS[len(own) % len(COLOURS)])
+            colours.append(own[-1])
     return colours
 
 

@@ -1,21 +1,24 @@
 """A run's records, read and turned into the one results dict that every renderer uses: a row
-per pair (its state, flags, best epochs, intervals), the datasets' comparisons
-(kbench.report.compare), the per-epoch table and the published study beside the run."""
+per pair (its state, flags, the epochs its run chose, intervals), the datasets' comparisons and
+the overall tally (kbench.report.compare), the per-epoch table and the published study beside
+the run."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kbench import records, stats
-from kbench.pairs import Outcome, PairRecords, PairState, best_epoch, finite, pair_state
+from kbench.pairs import Outcome, PairRecords, PairState, chosen_epoch, finite, pair_state
 from kbench.pairs import zero_shot as zero_shot_of
-from kbench.records import StagedCopy
+from kbench.records import EpochRecord, StagedCopy
 from kbench.registry import DATASETS, TOP1, model_family
 from kbench.report import published
-from kbench.report.compare import compare_dataset, tally, top1_at
+from kbench.report.compare import compare_dataset, epoch_hours, tally, top1_at, verdict
 from kbench.runs import Run, read_pairs
+from kbench.spec import TrainConfig
 from kbench.stats import Predictions
 from kbench.storage import Store
 
@@ -63,17 +66,23 @@ def build_results(
     datasets = []
     for name in dict.fromkeys(p["dataset"] for p in pairs):  # grid order
         datasets.append(compare_dataset(name, [p for p in pairs if p["dataset"] == name], kept))
+    top1 = tally(datasets, TOP1)
     overall = {
         "datasets": len(datasets),
         "metric": TOP1,  # what the count is in: the study's metric
-        **tally(d["top1"] for d in datasets),
-        "headline": tally(d["headline"] for d in datasets),  # each dataset's own metric
+        "top1": top1,
+        "headline": tally(datasets, "headline"),  # each dataset's own metric
         # Who "CLIP" and "ResNet" are: each family's first model in the grid
         "sides": {
             side: list(dict.fromkeys(d[f"{side}_model"] for d in datasets if d[f"{side}_model"]))
             for side in ("clip", "resnet")
         },
+        # What chose the epochs and alphas: one of SELECT_ON, or "mixed"
+        "select_on": _one_or_mixed(p["select_on"] for p in pairs),
+        "seeds": max((d["seeds"] for d in datasets), default=0),
     }
+    for d in datasets:  # after the tally, which says which differences hold once adjusted
+        d["verdict"] = verdict(d, top1["tests"])
     header, rows = _epoch_table(pairs)
     meta = {k: v for k, v in run.to_dict().items() if k != "document"}
     return _no_nan(
@@ -88,19 +97,31 @@ def build_results(
     )
 
 
+def _one_or_mixed(values: Iterable[str]) -> str | None:
+    found = set(values)
+    return found.pop() if len(found) == 1 else ("mixed" if found else None)
+
+
 def _pair(found: PairRecords, backend: Outcome | None, predictions: PairPredictions | None) -> dict:
     config, epochs, result = found.config, found.epochs, found.result
     model = config.model
     family = model_family(model)
     metric = epochs[0]["headline_metric"] if epochs else _headline_metric(config.dataset)
-    best, best_top1 = found.best, best_epoch(epochs, TOP1)
+    chosen = found.best  # by the dataset's metric, on the split the config chooses on
+    chosen_top1 = chosen_epoch(epochs, config.select_on, TOP1)
     gpus = epochs[-1]["gpus"] if epochs else 0
     outcome = pair_state(found, backend)
     state = outcome.state.value
+    zero_shot_top1 = zero_shot_of(epochs, TOP1)
+    finished = outcome.state is PairState.SUCCEEDED  # a run cut short is judged by no number
+    judged = chosen_top1 if finished else None
+    unreliable = _did_not_learn(config, found.pair, judged, zero_shot_top1)
 
     flags = []
-    if outcome.state is not PairState.SUCCEEDED:
+    if not finished:
         flags.append(f"{state}: {outcome.detail}" if outcome.detail else state)
+    if unreliable:
+        flags.append(f"left out of averages and the tally: {unreliable}")
     nan_epochs = [e["epoch"] for e in epochs if not finite(e["headline"])]
     if nan_epochs:
         flags.append(f"diverged: {metric} is NaN at epoch {', '.join(map(str, nan_epochs))}")
@@ -115,9 +136,11 @@ def _pair(found: PairRecords, backend: Outcome | None, predictions: PairPredicti
     if isinstance(predictions, str):
         flags.append(f"no intervals: {predictions}")
     top1_interval = None
-    if isinstance(predictions, dict) and best_top1:
-        kept = predictions.get(f"epoch_{best_top1['epoch']}")
+    if isinstance(predictions, dict) and chosen_top1:
+        kept = predictions.get(f"epoch_{chosen_top1['epoch']}")
         top1_interval = stats.accuracy_interval(kept) if kept else None
+    hours = sum(epoch_hours(e) for e in epochs)
+    val = next((e["val"] for e in epochs if "val" in e), None)
 
     return {
         "pair": found.pair,
@@ -126,31 +149,53 @@ def _pair(found: PairRecords, backend: Outcome | None, predictions: PairPredicti
         "family": family,
         "state": state,
         "headline_metric": metric,
+        "select_on": config.select_on,
+        "val_split": val["split"] if val else None,  # what it chose on (select_on: val)
         "epochs_done": len(found.trained),
         "epochs_total": config.epochs,
         "zero_shot": found.zero_shot,  # headline metric
-        "zero_shot_top1": zero_shot_of(epochs, TOP1),
-        "best": best["headline"] if best else None,
-        "best_epoch": best["epoch"] if best else None,
-        "best_top1": best_top1[TOP1] if best_top1 else None,
-        "best_top1_epoch": best_top1["epoch"] if best_top1 else None,
-        # 95% (Wilson) interval of the best top-1, from the pair's predictions
-        "best_top1_interval": top1_interval,
+        "zero_shot_top1": zero_shot_top1,
+        # On the test split, at the epoch the run chose (by its metric; by top-1)
+        "chosen": chosen["headline"] if chosen else None,
+        "chosen_epoch": chosen["epoch"] if chosen else None,
+        "chosen_top1": chosen_top1[TOP1] if chosen_top1 else None,
+        "chosen_top1_epoch": chosen_top1["epoch"] if chosen_top1 else None,
+        # 95% (Wilson) interval of the chosen top-1, from the pair's predictions
+        "chosen_top1_interval": top1_interval,
+        "unreliable": unreliable,  # why it is left out of averages and the tally, if it is
         "last": epochs[-1]["headline"] if epochs else None,
-        "gpu_hours": found.train_seconds * gpus / 3600,
-        "train_hours": found.train_seconds / 3600,
+        "gpu_hours": hours * gpus,  # training and evaluating
+        "hours": hours,
         "gpus": gpus,
         "images_per_s": found.images_per_s,
         "parameters": result["parameters"] if result else None,
         "start": result.get("start") if result else None,  # the weights it started from
         "wise_ft": result.get("wise_ft") if result else None,
-        "per_group": best.get("per_group") if best else None,  # FMoW: regions, best epoch
+        "per_group": chosen.get("per_group") if chosen else None,  # FMoW: regions
         "environment": result.get("environment") if result else None,
         "published": published.study_points(config, found.pair),  # epoch -> study's top-1
+        "differs_from_study": published.differences(config),
         "flags": flags,
         "config": config.to_dict(),
         "epochs": epochs,
     }
+
+
+def _did_not_learn(
+    config: TrainConfig, pair: str, chosen: EpochRecord | None, zero_shot_top1: float | None
+) -> str | None:
+    """Why a pair cannot speak for its model, if it cannot: fine-tuning left it below its own
+    zero-shot head, or near chance (under twice it), or the study's own text calls the pair
+    it replays unreliable."""
+    if chosen is not None and zero_shot_top1 is not None and chosen[TOP1] < zero_shot_top1:
+        return (
+            f"did not learn: fine-tuned top-1 {100 * chosen[TOP1]:.2f}% is below its "
+            f"zero-shot {100 * zero_shot_top1:.2f}%"
+        )
+    classes = DATASETS[config.dataset].num_classes if config.dataset in DATASETS else 0
+    if chosen is not None and classes and chosen[TOP1] < 2 / classes:
+        return f"near chance: top-1 {100 * chosen[TOP1]:.2f}% over {classes} classes"
+    return published.unreliable(config, pair)
 
 
 def _staging_flags(data: StagedCopy | None) -> list[str]:
@@ -193,8 +238,21 @@ def _published_table(pairs: list[dict]) -> dict | None:
             cells.append(
                 {"epoch": epoch, "run": ours, "published": theirs, "difference": difference}
             )
-        rows.append({"pair": p["pair"], "cells": cells, "note": table["notes"].get(p["pair"])})
-    return {"source": table["source"], "epochs": table["epochs"], "pairs": rows}
+        rows.append(
+            {
+                "pair": p["pair"],
+                "cells": cells,
+                "note": table["notes"].get(p["pair"]),
+                "differs": p["differs_from_study"],  # settings other than the study's
+            }
+        )
+    caveats = {d: published.caveat(d) for d in dict.fromkeys(p["dataset"] for p in shown)}
+    return {
+        "source": table["source"],
+        "epochs": table["epochs"],
+        "pairs": rows,
+        "caveats": {d: text for d, text in caveats.items() if text},
+    }
 
 
 def _headline_metric(dataset: str) -> str:

@@ -30,6 +30,47 @@ def study_table() -> dict[str, Any]:
     return _load("study_published.json")
 
 
+def unreliable(config: TrainConfig, pair: str) -> str | None:
+    """Why the study's own text calls this pair unreliable, when a run replays it (its
+    settings are the study's); None otherwise."""
+    table = study_table()
+    name = pair_name(config.dataset, config.model)
+    if name in table["unreliable"] and name == pair and not differences(config):
+        return table["unreliable_note"]
+    return None
+
+
+def caveat(dataset: str) -> str | None:
+    """What keeps a dataset's numbers from comparing with the study's, in words."""
+    found: str | None = study_table()["caveats"].get(dataset)
+    return found
+
+
+# Settings that change speed only, and that a replay may set as it likes.
+SPEED_ONLY = ("seed", "workers", "precision", "channels_last", "compile")
+
+
+def differences(config: TrainConfig) -> list[str]:
+    """The settings of a pair that differ from the study's for the same pair (grid `study`),
+    e.g. "warmup_steps None (study: 500)"; [] for a replay, or a pair the study did not train."""
+    study = _study_configs().get(pair_name(config.dataset, config.model))
+    if study is None:
+        return []
+    ours, theirs = config.to_dict(), study.to_dict()
+    return [
+        f"{key} {ours[key]} (study: {theirs[key]})"
+        for key in theirs
+        if key not in SPEED_ONLY and ours.get(key) != theirs[key]
+    ]
+
+
+@cache
+def _study_configs() -> dict[str, TrainConfig]:
+    from kbench.spec import load_grid
+
+    return {p.name: p.config for p in load_grid("study").pairs}
+
+
 def study_points(config: TrainConfig, pair: str) -> dict[int, float]:
     """The study's published top-1 of this pair by epoch; {} where the study did not train
     this pair the way it did: its dataset x model with pretrained weights, scored on the split

@@ -15,8 +15,26 @@ import jinja2
 
 from kbench.registry import TOP1
 from kbench.report.charts import Series, line_chart
+from kbench.report.compare import p_text
 
 TEMPLATES = resources.files("kbench.report").joinpath("templates")
+
+# What chose each pair's epoch and WiSE-FT's alpha (overall.select_on), said first.
+CHOICES = {
+    "val": "Every choice (each pair's epoch, WiSE-FT's alpha) was made on a validation split: "
+    "the dataset's published one, else a tenth of its training images held out. The test "
+    "split chose nothing, and every number below is the test split's, at those choices.",
+    "test": "Chosen on the test split, as the study did: optimistic. Each pair's epoch and "
+    "WiSE-FT's alpha were picked on the split they are scored on, so every chosen number is "
+    "biased upwards (select_on: val chooses on a validation split instead).",
+    "last": "Nothing was chosen: every pair at its last epoch, WiSE-FT at alpha 1 "
+    "(select_on: last).",
+    "mixed": "The pairs chose on different splits (see their settings): compare with care.",
+}
+SEED_NOTE = (
+    "One seed per pair: the intervals cover the noise of the test samples only, not the "
+    "randomness of training (a grid's seeds: 3 adds it)."
+)
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
@@ -69,8 +87,9 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     # An interval in points after a difference; a proportion's in percent after a value.
     env.filters["ci"] = lambda i: "" if not i else f" [{i[0]:+.2f}, {i[1]:+.2f}]"
     env.filters["pct_ci"] = lambda i: "" if not i else f" [{_pct(i[0])}, {_pct(i[1])}]"
-    env.filters["p_value"] = lambda p: "" if p is None else f"{p:.2g}"
+    env.filters["p_value"] = lambda p: "" if p is None else p_text(p).removeprefix("= ")
     env.filters["sides"] = _sides
+    env.filters["settings"] = settings
     return env
 
 
@@ -92,7 +111,47 @@ def _sides(sides: dict[str, list[str]]) -> str:
 def _context(results: dict[str, Any]) -> dict[str, Any]:
     pairs = {p["pair"]: p for p in results["pairs"]}
     environments = [p["environment"] for p in results["pairs"] if p["environment"]]
-    return {**results, "by_pair": pairs, "environment": environments[0] if environments else None}
+    overall = results["overall"]
+    return {
+        **results,
+        "by_pair": pairs,
+        "environment": environments[0] if environments else None,
+        "choices": CHOICES.get(overall["select_on"]),
+        "seed_note": SEED_NOTE if overall["seeds"] == 1 else None,
+    }
+
+
+def settings(config: dict[str, Any]) -> str:
+    """A pair's settings in a line, those that apply (momentum for SGD only, a warmup as it
+    was given, the splits and limits where set), for a table that needs no scrolling."""
+    lr = f"{config['optimizer']} lr {config['lr']:g}"
+    if config["head_lr"] not in (None, config["lr"]):
+        lr += f" (head {config['head_lr']:g})"
+    if config["warmup_steps"] is not None:
+        warmup = f"{config['warmup_steps']} warmup steps"
+    else:
+        warmup = f"warmup {config['warmup']:.0%}"
+    parts = [
+        f"{config['epochs']} epochs",
+        f"batch {config['batch_size']}",
+        lr,
+        f"momentum {config['momentum']:g}" if config["optimizer"] == "sgd" else "",
+        f"weight decay {config['weight_decay']:g}",
+        f"grad clip {config['grad_clip']:g}" if config["grad_clip"] is not None else "",
+        f"{config['schedule']}, {warmup}",
+        f"augment {config['augment']}",
+        f"{len(config['templates'])} prompt(s) of the grid's" if config["templates"] else "",
+        f"chosen on {config['select_on']}",
+        *(f"{key} {config[key]}" for key in OPTIONAL_KEYS if config[key] is not None),
+        "pretrained" if config["pretrained"] else "random init",
+        f"seed {config['seed']}",
+        f"{config['precision']}" + (", compiled" if config["compile"] else ""),
+    ]
+    return ", ".join(part for part in parts if part)
+
+
+# Shown only where a config sets them
+OPTIONAL_KEYS = ("train_split", "val_split", "eval_split", "train_limit", "eval_limit", "data")
 
 
 def _charts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -109,7 +168,7 @@ def _charts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             epochs.append(Series(p["model"], points, marked=marked))
             if p["published"]:
                 study = sorted((int(e), _pct_value(v)) for e, v in p["published"].items())
-                epochs.append(Series(f"{p['model']} (study)", study, dashed=True))
+                epochs.append(Series(f"{p['model']} (study)", study, reference=True))
         chart = {"epochs": line_chart(epochs, "epoch", "top-1 (%)", f"epochs-{i}")}
         wise = [
             Series(p["model"], [(w["alpha"], _pct_value(w[TOP1])) for w in p["wise_ft"]])

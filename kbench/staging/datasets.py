@@ -24,6 +24,7 @@ datasets with the loaders the pods use for a local copy (kbench.jobs.datasets).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tarfile
@@ -41,10 +42,19 @@ from tqdm import tqdm
 
 from kbench import __version__
 from kbench.errors import ConfigError, unreadable
-from kbench.jobs.datasets import DECODE_ERRORS, Source, class_names, raw_splits, size, source_file
+from kbench.jobs.datasets import (
+    DECODE_ERRORS,
+    Source,
+    class_names,
+    labels_of,
+    raw_splits,
+    size,
+    source_file,
+)
 from kbench.records import dataset_key, staged_name, utc_now
 from kbench.registry import dataset_info, prompts
 from kbench.spec import local_data_path
+from kbench.splits import described, holdout
 from kbench.staged import file_sha256
 from kbench.storage import Store, write_json
 
@@ -84,7 +94,7 @@ def stage_dataset(
         splits,
         classes=class_names(name, splits),
         templates=prompts(name)[1],
-        train_split=info.train_split,
+        train_split=info.train_splits[0],
         groups=info.groups,
         source=f"{info.source} from {data or os.path.abspath(source.local_root)}",
         frac=frac,
@@ -128,6 +138,13 @@ def stage(
         "created": utc_now(),
     }
     chosen = {split: _subset(size(dataset), frac, seed) for split, dataset in splits.items()}
+    # The validation hold-out of the training split, for runs of a dataset without a published
+    # validation split: drawn here, once, and recorded (kbench.splits). A class of one image
+    # leaves none recorded: a run that would need one is refused as it starts.
+    labels = labels_of(splits[train_split])
+    with contextlib.suppress(ConfigError):
+        held = holdout([labels[i] for i in chosen[train_split]], f"{name} {train_split}")
+        manifest["holdout"] = {"split": train_split, **described(held)}
     uploaded: dict[str, int] = {}
     bar = tqdm(
         total=sum(map(len, chosen.values())),

@@ -40,8 +40,15 @@ def test_steps_per_epoch_counts_every_image_of_the_real_split_sizes():
     assert len(rows) == 36
     flowers = rows[("all", "flowers102_clip-vit-b32")]
     assert (flowers["steps_per_epoch"], flowers["images_per_epoch"]) == (2, 1020)
-    rescued = rows[("study", "flowers102_clip-vit-b32")]  # batch 128: 8 steps, all in warmup
-    assert (rescued["steps_per_epoch"], rescued["warmup_steps"]) == (8, rescued["total_steps"])
+    rescued = rows[("study", "flowers102_clip-vit-b32")]  # batch 128: 80 steps, all in warmup
+    assert (rescued["steps_per_epoch"], rescued["total_steps"], rescued["warmup_steps"]) == (
+        8,
+        80,
+        500,
+    )
+    # CIFAR10 has no published validation split: `all` holds a tenth out, `study` none
+    cifar = rows[("all", "cifar10_resnet50")], rows[("study", "cifar10_resnet50")]
+    assert [r["train_images"] for r in cifar] == [45_000, 50_000]
     assert all(r["images_per_epoch"] >= r["train_images"] for r in rows.values())
 
 

@@ -32,10 +32,14 @@ def test_same_tree_under_an_s3_prefix(image_tree, s3_env, scratch):
     remote = build_splits(imagefolder_config(uri), model_info("clip-tiny"))
     local = build_splits(imagefolder_config(str(image_tree)), model_info("clip-tiny"))
     assert remote.classes == local.classes
-    assert remote.train.dataset.targets == local.train.dataset.targets
-    cached = Path(remote.train.dataset.samples[0][0])
+    # train/ less the hold-out validation split (val/ is this tree's test split): the same
+    # images held out wherever the tree is read from
+    remote_tree, local_tree = remote.train.dataset.dataset, local.train.dataset.dataset
+    assert remote_tree.targets == local_tree.targets
+    assert remote.val.dataset.indices == local.val.dataset.indices
+    cached = Path(remote_tree.samples[0][0])
     assert cached.is_relative_to(scratch)  # the node's scratch disk
-    assert cached.read_bytes() == Path(local.train.dataset.samples[0][0]).read_bytes()
+    assert cached.read_bytes() == Path(local_tree.samples[0][0]).read_bytes()
     before = cached.stat().st_mtime_ns
     build_splits(
         imagefolder_config(uri), model_info("clip-tiny")
@@ -56,7 +60,8 @@ def test_a_staged_tree_serves_runs_whose_data_is_that_folder(image_tree, s3_env,
         imagefolder_config(str(image_tree)), model_info("clip-tiny"), open_store(uri)
     )
     assert (staged.classes, staged.eval_split) == (local.classes, "val")
-    assert staged.train.dataset.targets == local.train.dataset.targets
+    assert staged.train.dataset.dataset.targets == local.train.dataset.dataset.targets
+    assert staged.val.dataset.indices == local.val.dataset.indices  # the staged hold-out's
     assert len(staged.eval) == len(local.eval) == 24
     with pytest.raises(ConfigError, match="no train/ folder in"):  # another folder is not it
         build_splits(
@@ -99,7 +104,8 @@ def test_a_truncated_jpeg_is_named_in_one_line_and_fails_its_pair(
     broken.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # cut mid-scan
     grid = tmp_path / "mine.yaml"
     grid.write_text(
-        "datasets: [imagefolder]\nmodels: {clip-tiny: {epochs: 1, batch_size: 73}}\n"
+        # every training image in one step: 73, less the 6 held out to validate on
+        "datasets: [imagefolder]\nmodels: {clip-tiny: {epochs: 1, batch_size: 67}}\n"
         f"defaults: {{data: {json.dumps(str(image_tree))}, workers: {workers}}}\n"
     )
     store = str(tmp_path / "store")

@@ -56,8 +56,8 @@ def test_a_misspelled_record_key_in_the_report_fails_the_type_check(copy):
     assert run(check, copy).returncode == 0
     gather = copy / "kbench" / "report" / "gather.py"
     text = gather.read_text()
-    assert text.count('"best_epoch": best["epoch"] if best else None,') == 1
-    gather.write_text(text.replace('best["epoch"] if best', 'best["epochs"] if best'))
+    assert text.count('"chosen_epoch": chosen["epoch"] if chosen else None,') == 1
+    gather.write_text(text.replace('chosen["epoch"] if chosen', 'chosen["epochs"] if chosen'))
     found = run(check, copy)
     assert found.returncode == 1, found.stdout
     assert 'TypedDict "EpochRecord" has no key "epochs"' in found.stdout

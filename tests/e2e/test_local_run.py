@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 from support.builders import assert_written
 from support.training import warmup_then_cosine
 
@@ -72,8 +73,15 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch, kbench):
         assert [r["lr"] for r in epochs if r["epoch"] >= 1] == pytest.approx(expected, abs=1e-12)
         result_record = read_json(store, key(records.RESULT))
         assert_written(records.ResultRecord, result_record)
-        # The fine-tuned best: over the trained epochs; zero-shot is reported on its own.
-        assert result_record["best"] == max(r["headline"] for r in epochs if r["epoch"] >= 1)
+        # The epoch chosen on the validation split (a hold-out of the synthetic training
+        # split) among the trained ones, reported by its test value; zero-shot on its own.
+        assert all(r["val"]["split"] == "holdout" and r["val"]["samples"] == 500 for r in epochs)
+        chosen = max((r for r in epochs if r["epoch"] >= 1), key=lambda r: r["val"]["headline"])
+        assert (result_record["best_epoch"], result_record["best"]) == (
+            chosen["epoch"],
+            chosen["headline"],
+        )
+        assert result_record["selection"]["split"] == "holdout"
         assert (result_record["zero_shot"] is None) == (first_epoch == 1)
         if first_epoch == 0:  # CLIP: the WiSE-FT curve runs from zero-shot to fine-tuned
             curve = result_record["wise_ft"]
@@ -103,13 +111,12 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch, kbench):
     assert all(cell for row in rows[2:] for cell in row)
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| epoch | synthetic_clip-tiny | synthetic_resnet-tiny |" in markdown
-    # The summary row: top-1, the difference with its interval and a winner (or "no clear
-    # winner"), then the literature metric (top-1 here too).
+    # The summary rows: top-1, the difference with its interval and a winner (or "no clear
+    # winner"); then the literature metric (top-1 here too).
     difference = r"[+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\]"
-    summary = (
-        rf"\n\| synthetic \| [\d.]+ \| [\d.]+ \| [\d.]+ \| {difference} \| [a-z -]+ \| top1 \|"
-    )
-    assert re.search(summary, markdown), markdown
+    row = rf"\| [\d.]+ \| [\d.]+ \| [\d.]+ \| {difference} \| [a-z -]+ \|\n"
+    assert re.search(rf"\n\| synthetic {row}", markdown), markdown
+    assert re.search(rf"\n\| synthetic \| top1 {row}", markdown), markdown
     for epoch in range(7):
         assert f"\n| {epoch} | " in markdown
 
@@ -121,16 +128,21 @@ def test_smoke_study_end_to_end(store_uri, tmp_path, monkeypatch, kbench):
 
 
 def test_a_failing_pair_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch, kbench):
-    """A problem only the job can find (a submit checks that `data` has train/, not what each
-    folder holds): that pair fails with the job's own one line, the other trains."""
+    """A problem only the job can find (a submit checks the tree's folders and files, not what
+    each file holds): that pair fails with the job's own one line, the other trains."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "mine" / "train" / "cat").mkdir(parents=True)  # and no val/ or test/
+    for split in ("train", "val"):
+        (tmp_path / "mine" / split / "cat").mkdir(parents=True)
+    for i in range(4):  # 3 to train on, 1 held out to validate on
+        Image.new("RGB", (8, 8), "red").save(tmp_path / "mine" / "train" / "cat" / f"{i}.png")
+    (tmp_path / "mine" / "val" / "cat" / "x.jpg").write_bytes(b"this is not a JPEG")
+    unreadable = f"{tmp_path / 'mine'}/val/cat/x.jpg: not an image kbench can read ("
     grid = tmp_path / "grid.yaml"
     grid.write_text(
         "datasets: [synthetic, imagefolder]\n"
         "models: {resnet-tiny: {epochs: 1}}\n"
         "defaults: {train_limit: 64, eval_limit: 50}\n"
-        "overrides: {imagefolder_resnet-tiny: {data: mine}}\n"
+        "overrides: {imagefolder_resnet-tiny: {data: mine, batch_size: 2}}\n"
     )
     store = str(tmp_path / "store")
     result = kbench(
@@ -138,7 +150,7 @@ def test_a_failing_pair_is_reported_and_the_rest_still_runs(tmp_path, monkeypatc
     )
     assert result.exit_code == 3  # a pair did not succeed
     assert "imagefolder_resnet-tiny: FAILED after" in result.output
-    assert f"no val/ or test/ folder in {tmp_path / 'mine'}" in result.output
+    assert unreadable in result.output
     assert "1 of 2 pairs succeeded" in result.output
     assert result.output.rstrip().endswith("1 pair(s) did not succeed: imagefolder_resnet-tiny")
 
@@ -146,7 +158,7 @@ def test_a_failing_pair_is_reported_and_the_rest_still_runs(tmp_path, monkeypatc
     states = {p["pair"]: (p["state"], p["detail"]) for p in status["pairs"]}
     assert states["synthetic_resnet-tiny"] == ("succeeded", "")
     assert states["imagefolder_resnet-tiny"][0] == "failed"
-    assert states["imagefolder_resnet-tiny"][1].startswith("no val/ or test/ folder in")
+    assert states["imagefolder_resnet-tiny"][1].startswith(unreadable)
     # the launcher passes the job's bad-config code through torchrun
     local = read_json(
         open_store(store),
@@ -270,10 +282,13 @@ def test_two_seeds_of_the_smoke_study_report_with_intervals(tmp_path, monkeypatc
     dataset = results["datasets"][0]
     assert dataset["seeds"] == 2
     pairs = {p["pair"]: p for p in results["pairs"]}
-    clip_mean = (pairs[names[0]]["best_top1"] + pairs[names[1]]["best_top1"]) / 2
+    clip_mean = (pairs[names[0]]["chosen_top1"] + pairs[names[1]]["chosen_top1"]) / 2
     assert dataset["top1"]["clip"] == pytest.approx(clip_mean)
     low, high = dataset["top1"]["interval"]
     assert low <= dataset["top1"]["difference"] <= high
-    assert dataset["top1"]["p_value"] is None  # McNemar compares two runs, not four
+    assert dataset["top1"]["mcnemar_p"] is None  # McNemar compares two runs, not four
+    assert 0 < dataset["top1"]["p_value"] <= 1  # the bootstrap's, over samples and seeds
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "One seed per pair" not in markdown  # the intervals carry training's randomness
     assert dataset["verdict"] in collected.output
     print(collected.output)  # the closing note quotes it

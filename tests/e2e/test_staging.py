@@ -80,8 +80,9 @@ def test_stage_then_read_like_a_pod(staged, dataset, monkeypatch):
             assert store.read(shard["key"] + ".sha256").decode() == shard["sha256"]
 
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(root / "gone"))  # pods have no local copy
-    splits = build_splits(study_config(dataset), model_info("resnet50"), store)
-    train_split = dataset_info(dataset).train_split
+    # The layout alone (some fakes have a class of one image: no hold-out can be drawn)
+    splits = build_splits(study_config(dataset, select_on="last"), model_info("resnet50"), store)
+    train_split = dataset_info(dataset).train_splits[0]
     assert (len(splits.train), len(splits.eval)) == (len(raw[train_split]), len(raw["test"]))
     staged_test = splits.eval.dataset  # the shards, before the model's transforms
     for i in range(len(raw["test"])):
@@ -106,20 +107,48 @@ def test_rerun_uploads_nothing_and_a_corrupt_or_missing_shard_is_fetched_again(s
     first, store, root = staged("cifar10")
     assert first.exit_code == 0, first.output
     assert "train: 30 samples in 8 shard(s), 8 uploaded, 0 already there" in first.output
+    holdout = read_json(store, "datasets/cifar10/manifest.json")["holdout"]
     again, _, _ = staged("cifar10")
     assert "train: 30 samples in 8 shard(s), 0 uploaded, 8 already there" in again.output
     assert again.exit_code == 0
+    assert read_json(store, "datasets/cifar10/manifest.json")["holdout"] == holdout  # stable
 
     monkeypatch.setenv("KBENCH_DATA_ROOT", str(root / "gone"))
-    splits = build_splits(study_config("cifar10"), model_info("resnet50"), store)
+    config = study_config("cifar10", select_on="last")  # no hold-out: the shards as they are
+    splits = build_splits(config, model_info("resnet50"), store)
     shard = Path(splits.train.dataset.items[0][0])
     good = shard.read_bytes()
     shard.write_bytes(b"corrupt" + good[7:])
     other = Path(splits.eval.dataset.items[0][0])
     other.unlink()
-    again = build_splits(study_config("cifar10"), model_info("resnet50"), store)
+    again = build_splits(config, model_info("resnet50"), store)
     assert shard.read_bytes() == good and len(again.train) == len(splits.train)
     assert other.exists() and len(again.eval) == len(splits.eval)
+
+
+def test_the_holdout_is_recorded_where_the_data_is_staged_and_read_from_there(staged, monkeypatch):
+    """CIFAR10 has no published validation split: staging draws the hold-out of its training
+    split once and records it (which images, how many, the seed); a pod validates on exactly
+    those, for every model and seed, and never trains on them; a local copy draws the same."""
+    result, store, root = staged("cifar10")
+    assert result.exit_code == 0, result.output
+    recorded = read_json(store, "datasets/cifar10/manifest.json")["holdout"]
+    assert {k: recorded[k] for k in ("split", "fraction", "cap", "seed", "samples")} == {
+        "split": "train",
+        "fraction": 0.1,
+        "cap": 5000,
+        "seed": 0,
+        "samples": 6,  # one of each of the fake's 6 classes (5 images each)
+    }
+    monkeypatch.setenv("KBENCH_DATA_ROOT", str(root))
+    local = build_splits(study_config("cifar10"), model_info("resnet50"))  # from the local copy
+    monkeypatch.setenv("KBENCH_DATA_ROOT", str(root / "gone"))  # pods have no local copy
+    for model, seed in [("resnet50", 0), ("resnet50", 1), ("clip-vit-b32", 2)]:
+        splits = build_splits(study_config("cifar10", seed=seed), model_info(model), store)
+        held, kept = splits.val.dataset.indices, splits.train.dataset.indices
+        assert (splits.val_split, list(held)) == ("holdout", recorded["indices"])
+        assert set(held).isdisjoint(kept) and len(held) + len(kept) == 30
+    assert list(local.val.dataset.indices) == recorded["indices"]
 
 
 def test_an_interrupted_stage_resumes_with_the_missing_shards(staged):

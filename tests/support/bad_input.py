@@ -79,6 +79,16 @@ def imagefolder_with_an_imageless_class(tmp: Path, holds: str | None) -> str:
     return str(root)
 
 
+def imagefolder_of_one_image_a_class(tmp: Path) -> str:
+    """train/cat/ and val/cat/ with one image each: val/ is the test split, and no hold-out of
+    train/ can validate every class."""
+    root = tmp / "pictures"
+    for split in ("train", "val"):
+        (root / split / "cat").mkdir(parents=True)
+        (root / split / "cat" / "ok.png").write_bytes(_png())
+    return str(root)
+
+
 def imagefolder_with_a_truncated_jpeg(tmp: Path) -> str:
     """A tree whose train/cat/big.jpg passes a header check but is cut short in its data."""
     import io
@@ -347,6 +357,21 @@ CASES = [
         ],
         CONFIG,
         "pictures/train/dog/ holds no image (.jpg, .jpeg, .png",
+    ),
+    Case(
+        "imagefolder with a class of one image, to choose on a hold-out of it",
+        lambda t: [
+            "submit",
+            "--grid",
+            grid(
+                t,
+                "datasets: [imagefolder]\ndefaults: {data: "
+                f"'{imagefolder_of_one_image_a_class(t)}'}}",
+            ),
+            *STORE,
+        ],
+        CONFIG,
+        "pictures/train/cat/ has one image, and a validation split is held out of every class",
     ),
     # flags
     Case(

@@ -8,6 +8,7 @@ import types
 import typing
 from typing import Any, get_type_hints
 
+import numpy as np
 from typing_extensions import is_typeddict
 
 from kbench import records
@@ -22,6 +23,7 @@ from kbench.records import (
 )
 from kbench.runs import Run, create_run
 from kbench.spec import TrainConfig, load_recipe, parse_grid
+from kbench.stats import Predictions
 from kbench.storage import write_json
 
 ENVIRONMENT: records.Environment = {
@@ -54,9 +56,12 @@ def epoch_record(
     seconds: float = 360.0,
     samples: int = 1000,
     gpus: int = 4,
+    val: float | None = -1.0,
     **more: Any,
 ) -> EpochRecord:
-    """Epoch `n` with `headline` as every accuracy (top-1, mean per class, macro-F1)."""
+    """Epoch `n` with `headline` as every accuracy (top-1, mean per class, macro-F1) on the
+    test split, and `val` on a validation split held out of training (default: the same as
+    the test split's; None: no validation split)."""
     record: EpochRecord = {
         **metrics(headline, samples),
         "top5": 0.99,
@@ -73,7 +78,11 @@ def epoch_record(
         "world_size": gpus or 1,
         "gpus": gpus,
         "time": TIME,
+        "eval_seconds": 0.0,
     }
+    if val is not None:
+        chosen_on = headline if val == -1.0 else val
+        record["val"] = {**metrics(chosen_on, 100), "split": "holdout", "headline": chosen_on}
     return typing.cast(EpochRecord, {**record, **more})
 
 
@@ -113,6 +122,13 @@ def result_record(
         "gpus": epochs[-1]["gpus"],
         "environment": ENVIRONMENT,
         "start": "random init",
+        "selection": {
+            "select_on": "val",
+            "split": "holdout",
+            "metric": epochs[-1]["headline_metric"],
+            "epoch": best["epoch"] if best else None,
+            "alpha": None,
+        },
     }
 
 
@@ -186,10 +202,12 @@ FOUR_MODELS = "datasets: [synthetic]\nmodels: [clip-tiny, resnet-tiny, clip-vit-
 
 
 def job_recorder(store, run_id: str, pair) -> Recorder:
-    """The Recorder a pair's training loop writes through: rank 0 of one CPU process."""
+    """The Recorder a pair's training loop writes through: rank 0 of one CPU process, with a
+    validation split held out of training where the pair chooses on one."""
+    val_split = "holdout" if pair.config.select_on == "val" else None
     return Recorder(
-        store, run_id, pair.name, pair.config, eval_split="test", steps=4, images=400,
-        rank=0, world=1, gpus=0,
+        store, run_id, pair.name, pair.config, eval_split="test", val_split=val_split, steps=4,
+        images=400, rank=0, world=1, gpus=0,
     )  # fmt: skip
 
 
@@ -208,12 +226,26 @@ def train_pair(store, run_id: str, pair, headlines: dict[int, float]) -> Recorde
         seconds = 0.0 if epoch == 0 else 2.0
         recorder.epoch(
             epoch,
-            Evaluation(metrics(top1)),
+            Evaluation(metrics(top1), val=metrics(top1)),
             train_loss=None if epoch == 0 else 1.0,
             seconds=seconds,
         )
     recorder.finish(parameters=10, wise_ft=None, environment=ENVIRONMENT)
     return recorder
+
+
+def scored(labels, right: int, first: int = 0, val: float | None = None) -> Evaluation:
+    """An evaluation of the test split `labels` (metrics and predictions): samples `first` to
+    `first + right` right, the rest one class off (of 10); the validation split's top-1 `val`
+    (default: the test split's)."""
+    index = np.arange(len(labels))
+    predicted = np.where((first <= index) & (index < first + right), labels, (labels + 1) % 10)
+    top1 = right / len(labels)
+    return Evaluation(
+        metrics(top1, len(labels)),
+        Predictions(labels, predicted),
+        val=metrics(top1 if val is None else val, 50),
+    )
 
 
 def marked(model: Any, value: float) -> dict:

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from kbench.jobs.datasets import Splits, build_splits, normalization
@@ -44,18 +45,23 @@ def placement(config: TrainConfig, device: torch.device) -> Placement:
 
 def main(out: str) -> None:
     rank, world, device = setup_distributed()
-    found = config()
-    splits = splits_of(found)
-    model = linear_model(splits)
-    _, _, loader = build_loaders(found, splits, Job(None, "r", "p", rank, world, device))
-    place = placement(found, device)
-    with torch.no_grad():  # LazyLinear takes its shape from a first image
-        model(place(*next(iter(loader))[:2])[0])
-    evaluation = evaluate(
-        model, loader=EvalBatches(loader, device), splits=splits, config=found, place=place
-    )
-    if rank == 0 and evaluation.predictions is not None:
-        np.save(out, evaluation.predictions.predicted)
+    try:
+        found = config()
+        splits = splits_of(found)
+        model = linear_model(splits)
+        loader = build_loaders(found, splits, Job(None, "r", "p", rank, world, device)).test
+        place = placement(found, device)
+        with torch.no_grad():  # LazyLinear takes its shape from a first image
+            model(place(*next(iter(loader))[:2])[0])
+        test = EvalBatches(loader, device)
+        evaluation = evaluate(model, test=test, val=None, splits=splits, config=found, place=place)
+        if rank == 0 and evaluation.predictions is not None:
+            np.save(out, evaluation.predictions.predicted)
+    finally:
+        # As the trainer ends: a process that exits with its group still up may find a peer
+        # gone first, and gloo aborts it (SIGABRT, seen once with 3 processes on 2 CPUs)
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -126,12 +126,15 @@ def fake_fgvc(root, dataset):
     names = FGVC_AIRCRAFT_VARIANTS
     base.mkdir(parents=True)
     (base / "variants.txt").write_text("\n".join(names) + "\n")
-    for split, count in [("trainval", TRAIN), ("test", TEST)]:
-        lines = []
+    written = {}
+    for split, count in [("train", TRAIN), ("val", 2), ("test", TEST)]:
+        written[split] = []
         for i in range(count):
             image = f"{split}{i:04d}"
             image_file(base / "images" / f"{image}.jpg", i)
-            lines.append(f"{image} {names[(i * 7) % len(names)]}")
+            written[split].append(f"{image} {names[(i * 7) % len(names)]}")
+    written["trainval"] = written["train"] + written["val"]  # as the real files: their union
+    for split, lines in written.items():
         (base / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
     return TRAIN, TEST
 

@@ -48,11 +48,11 @@ def test_wise_ft_reuses_the_evaluations_of_its_two_ends():
         evaluated.append(m.weight.mean().item())
         return Evaluation(metrics(evaluated[-1]))
 
-    known = {0.0: metrics(0.25), 1.0: metrics(0.75)}  # epoch 0's and the last epoch's
+    # epoch 0's and the last epoch's, as the recorder gives them back: no predictions
+    known = {0.0: Evaluation(metrics(0.25)), 1.0: Evaluation(metrics(0.75), val=metrics(0.7))}
     curve = wise_ft_curve(model, zero_shot, evaluate, known)
     assert len(evaluated) == 9
-    assert (curve[0][1].metrics, curve[-1][1].metrics) == (known[0.0], known[1.0])
-    assert curve[0][1].predictions is None  # kept already, as epoch 0's
+    assert (curve[0][1], curve[-1][1]) == (known[0.0], known[1.0])
     assert len(wise_ft_curve(model, zero_shot, evaluate, {0.0: None, 1.0: None})) == 11
     assert len(evaluated) == 9 + 11  # ends not recorded: evaluated
 
@@ -65,14 +65,29 @@ def test_an_epoch_records_evaluation_is_what_evaluate_returned():
         {**load_recipe("clip-tiny"), "dataset": "synthetic", "model": "clip-tiny"}
     )
     recorder = Recorder(
-        None, "r", "p", config, eval_split="test", steps=1, images=1, rank=1, world=2, gpus=0
+        None,
+        "r",
+        "p",
+        config,
+        eval_split="test",
+        val_split="holdout",
+        steps=1,
+        images=1,
+        rank=1,
+        world=2,
+        gpus=0,
     )
     first = metrics(0.5, samples=10, macro_f1=0.4, loss=1.25)
-    recorder.epoch(0, Evaluation(first))
+    val = metrics(0.45, samples=5, macro_f1=0.4, loss=1.5)
+    recorder.epoch(0, Evaluation(first, val=val))
     recorder.epoch(1, Evaluation({**first, "top1": 0.7}), train_loss=0.3, lr=0.1, seconds=2.0)
-    assert recorder.metrics(0) == first
-    assert recorder.metrics(1) == {**first, "top1": 0.7}
-    assert recorder.metrics(2) is None
+    assert recorder.evaluation(0) == Evaluation(first, val=val)
+    assert recorder.evaluation(1) == Evaluation({**first, "top1": 0.7})
+    assert recorder.evaluation(2) is None
+    assert (recorder.epochs[0]["val"]["split"], recorder.epochs[0]["val"]["headline"]) == (
+        "holdout",
+        0.45,
+    )
     for record in recorder.epochs:
         assert_written(records.EpochRecord, record)
 

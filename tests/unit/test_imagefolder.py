@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from support.fake_datasets import imagefolder_config
 
 from kbench.cli.main import cli
-from kbench.errors import ConfigError
-from kbench.jobs.datasets import build_splits
+from kbench.errors import ConfigError, UnreadableImage
+from kbench.jobs.datasets import build_splits, labels_of
 from kbench.registry import model_info
 from kbench.spec import load_grid, parse_grid
 
@@ -19,8 +19,11 @@ from kbench.spec import load_grid, parse_grid
 def test_local_tree(image_tree):
     splits = build_splits(imagefolder_config(str(image_tree)), model_info("clip-tiny"))
     assert splits.classes == ["crème brûlée", "golden retriever", "tabby cat"]
-    assert (len(splits.train), len(splits.eval), splits.eval_split) == (72, 24, "val")
-    assert sorted(set(splits.train.dataset.targets)) == [0, 1, 2]
+    # val/ is the only held-out folder: it is the test split, and validation is a hold-out of
+    # train/ (2 of each class's 24 images)
+    assert (len(splits.train), len(splits.eval), splits.eval_split) == (66, 24, "val")
+    assert (len(splits.val), splits.val_split) == (6, "holdout")
+    assert sorted(set(labels_of(splits.train.dataset))) == [0, 1, 2]
     path, label = splits.eval.dataset.samples[0]
     assert Path(path).parent.name == "crème_brûlée" and label == 0
     assert "{}" in splits.templates[0]
@@ -29,6 +32,30 @@ def test_local_tree(image_tree):
         model_info("clip-tiny"),
     )
     assert custom.templates == ["a photo of my {}."]
+
+
+def test_a_broken_image_is_named_whether_trained_on_or_held_out(image_tree):
+    broken = image_tree / "train" / "tabby_cat" / "000.png"
+    broken.write_bytes(b"not a PNG")
+    splits = build_splits(imagefolder_config(str(image_tree)), model_info("clip-tiny"))
+    found = 0
+    for part in (splits.train, splits.val):
+        subset = part.dataset  # Transformed(Subset(ImageFolder))
+        paths = [subset.dataset.samples[i][0] for i in subset.indices]
+        if str(broken) in paths:
+            found += 1
+            with pytest.raises(UnreadableImage, match=f"^{broken}: not an image kbench can read"):
+                part[paths.index(str(broken))]
+    assert found == 1
+
+
+def test_a_tree_with_val_and_test_folders_validates_on_val(image_tree):
+    import shutil
+
+    shutil.copytree(image_tree / "val", image_tree / "test")
+    splits = build_splits(imagefolder_config(str(image_tree)), model_info("clip-tiny"))
+    assert (splits.eval_split, splits.val_split) == ("test", "val")
+    assert (len(splits.train), len(splits.val), len(splits.eval)) == (72, 24, 24)
 
 
 @pytest.mark.parametrize(

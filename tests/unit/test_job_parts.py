@@ -104,12 +104,12 @@ def test_optimizer_groups_carry_backbone_and_head_rates():
     assert len(head["params"]) == 2  # weight and bias of the head, nothing else
 
 
-def test_warmup_is_a_fraction_and_absolute_steps_are_clamped(capsys):
+def test_warmup_is_a_fraction_or_a_count_kept_as_given(capsys):
     config = smoke_config("clip-tiny", warmup=0.1)
     assert warmup_steps(config, total_steps=30) == 3  # Flowers102-sized runs still warm up briefly
-    config.warmup_steps = 500  # WiSE-FT's fixed count, on a 30-step run
-    assert warmup_steps(config, total_steps=30) == 30
-    assert "warmup_steps=500 exceeds the run's 30 steps; clamped" in capsys.readouterr().out
+    config.warmup_steps = 500  # WiSE-FT's fixed count, on a 30-step run: as its cosine_lr does
+    assert warmup_steps(config, total_steps=30) == 500
+    assert "warmup_steps=500 exceeds the run's 30 steps" in capsys.readouterr().out
 
 
 def test_schedule_warms_up_then_decays_to_zero():
@@ -172,7 +172,7 @@ def test_the_eval_split_is_decoded_once_when_it_fits():
     over the budget, or a first pass cut short, is read again every time."""
     from torch.utils.data import DataLoader, Dataset
 
-    from kbench.jobs.eval_cache import EvalBatches
+    from kbench.jobs.eval_cache import Budget, EvalBatches
 
     class Counted(Dataset):
         reads = 0
@@ -206,6 +206,12 @@ def test_the_eval_split_is_decoded_once_when_it_fits():
     next(iter(cut))  # an evaluation that stopped after one batch
     assert cut.cached is None
     assert sum(len(b[1]) for b in cut) == 10 and cut.cached is not None
+
+    # The test and validation splits share one budget: what one keeps, the other cannot
+    shared = Budget(10 * 56 + 5 * 56)  # the split, and half of it again (56 bytes a sample)
+    test, val = EvalBatches(loader, cpu, shared), EvalBatches(loader, cpu, shared)
+    list(test), list(val)
+    assert test.cached is not None and val.cached is None and shared.bytes == 5 * 56
 
 
 @pytest.mark.parametrize("budget", [0, 56, 559, 560, 10_000])

@@ -19,6 +19,7 @@ from support.builders import (
     metrics,
     new_run,
     result_record,
+    scored,
     train_pair,
 )
 
@@ -26,9 +27,8 @@ from kbench import records
 from kbench.cli.main import cli
 from kbench.jobs.metrics import Evaluation
 from kbench.jobs.recorder import Recorder
-from kbench.pairs import Outcome, PairRecords, PairState, best_epoch, pair_state
+from kbench.pairs import Outcome, PairRecords, PairState, chosen_epoch, pair_state
 from kbench.spec import load_grid
-from kbench.stats import Predictions
 from kbench.storage import open_store, read_json, write_json
 
 NAN = float("nan")
@@ -50,19 +50,20 @@ def test_result_json_and_the_report_name_the_same_best_epoch_when_zero_shot_is_b
 
     assert (result["best_epoch"], result["best"]) == (2, 0.85)  # fine-tuned best, not epoch 0
     assert result["zero_shot"] == 0.90  # zero-shot, reported on its own
-    assert report[clip.name]["best_epoch"] == result["best_epoch"]
-    assert report[clip.name]["best"] == result["best"]
+    assert report[clip.name]["chosen_epoch"] == result["best_epoch"]
+    assert report[clip.name]["chosen"] == result["best"]
     assert report[clip.name]["zero_shot"] == result["zero_shot"]
     resnet_result = read_json(store, records.pair_key("best", resnet.name, records.RESULT))
-    assert report[resnet.name]["best_epoch"] == resnet_result["best_epoch"] == 2
+    assert report[resnet.name]["chosen_epoch"] == resnet_result["best_epoch"] == 2
 
 
 def test_a_pair_whose_every_trained_epoch_diverged_has_no_best():
     epochs = [epoch_record(0, 0.4), epoch_record(1, NAN)]
-    assert best_epoch(epochs) is None
-    assert best_epoch(epochs[:1]) is None  # zero-shot alone is not a fine-tuned best
-    best = best_epoch([*epochs, epoch_record(2, 0.3)])
-    assert best is not None and best["epoch"] == 2
+    for select_on in ("val", "test", "last"):
+        assert chosen_epoch(epochs, select_on) is None
+        assert chosen_epoch(epochs[:1], select_on) is None  # zero-shot is not fine-tuning's
+        chosen = chosen_epoch([*epochs, epoch_record(2, 0.3)], select_on)
+        assert chosen is not None and chosen["epoch"] == 2
 
 
 @pytest.mark.parametrize(
@@ -127,14 +128,6 @@ def test_a_pair_trained_on_a_reduced_staged_copy_says_so_in_its_records_and_repo
     assert any(f.startswith("images stored at a short side of at most 448 px") for f in flags)
 
 
-def evaluation(labels, right: int, first: int = 0) -> Evaluation:
-    """An evaluation's metrics and predictions: samples `first` to `first + right` right, the
-    rest one class off."""
-    index = np.arange(len(labels))
-    predicted = np.where((first <= index) & (index < first + right), labels, (labels + 1) % 10)
-    return Evaluation(metrics(right / len(labels), len(labels)), Predictions(labels, predicted))
-
-
 @pytest.mark.parametrize(("resnet_right", "winner"), [(150, "no clear winner"), (100, "clip-tiny")])
 def test_the_report_names_a_winner_only_when_the_interval_excludes_zero(
     tmp_path, resnet_right, winner, collect
@@ -151,12 +144,12 @@ def test_the_report_names_a_winner_only_when_the_interval_excludes_zero(
     ):
         recorder = job_recorder(store, "sure", pair)
         for epoch, right in by_epoch.items():
-            recorder.epoch(epoch, evaluation(labels, right, first), seconds=float(epoch > 0))
+            recorder.epoch(epoch, scored(labels, right, first), seconds=float(epoch > 0))
         wise_ft = None
         if pair is clip:  # alphas between the ends evaluated; 0 and 1 are epochs 0 and 3
-            ends = {0.0: recorder.metrics(0), 1.0: recorder.metrics(3)}
+            ends = {0.0: recorder.evaluation(0), 1.0: recorder.evaluation(3)}
             wise_ft = [
-                (a / 10, Evaluation(ends[a / 10]) if a in (0, 10) else evaluation(labels, 150 + a))
+                (a / 10, ends[a / 10] if a in (0, 10) else scored(labels, 150 + a))
                 for a in range(11)
             ]
         recorder.finish(parameters=10, wise_ft=wise_ft, environment=ENVIRONMENT)
@@ -181,8 +174,8 @@ def test_the_report_names_a_winner_only_when_the_interval_excludes_zero(
     only_clip, only_resnet = 20 + max(0, 156 - resnet_end), max(0, resnet_end - 156)
     n, k = only_clip + only_resnet, max(only_clip, only_resnet)
     by_hand = min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n)
-    assert top1["p_value"] == pytest.approx(by_hand)
-    assert (top1["p_value"] < 0.05) == (winner == "clip-tiny")
+    assert top1["mcnemar_p"] == pytest.approx(by_hand)
+    assert (top1["mcnemar_p"] < 0.05) == (winner == "clip-tiny") and not top1["borderline"]
     # At equal epochs (3): CLIP right on samples 0-150, ResNet on 20-170 (the same count: no
     # clear winner) or on 20-120 (CLIP 25 points ahead).
     equal = dataset["equal_epochs"]
@@ -196,7 +189,7 @@ def test_the_report_names_a_winner_only_when_the_interval_excludes_zero(
     assert dataset["wise_ft"]["alpha"] == 0.9
     assert dataset["wise_ft"]["difference"] == pytest.approx(4.5)
     pairs = {p["pair"]: p for p in results["pairs"]}
-    low, high = pairs[clip.name]["best_top1_interval"]
+    low, high = pairs[clip.name]["chosen_top1_interval"]
     assert low < 156 / 200 < high
     assert "How sure" in (out / "report.md").read_text()
 
@@ -209,10 +202,11 @@ def test_pairs_scored_on_different_samples_get_no_interval_and_the_report_says_w
     for pair, labels in zip(pairs, (np.arange(200) % 10, np.arange(200) % 7), strict=True):
         recorder = job_recorder(store, "unpaired", pair)
         for epoch in range(0 if pair.config.model == "clip-tiny" else 1, 4):
-            recorder.epoch(epoch, evaluation(labels, 100 + epoch), seconds=1.0)
+            recorder.epoch(epoch, scored(labels, 100 + epoch), seconds=1.0)
         recorder.finish(parameters=10, wise_ft=None, environment=ENVIRONMENT)
     dataset = collect(store, tmp_path / "report")[1]["datasets"][0]
     assert dataset["top1"]["interval"] is None
     assert dataset["verdict"].endswith(
-        "(no interval: the two sides were not evaluated on the same samples): tie"
+        "(no interval: the two sides were not evaluated on the same samples): undecided"
     )
+    assert dataset["top1"]["winner"] is None  # no interval, no winner: never a threshold rule

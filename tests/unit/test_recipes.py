@@ -14,7 +14,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from kbench.jobs import models
 from kbench.jobs.datasets import build_transforms, normalization
-from kbench.jobs.optim import build_optimizer, warmup_steps
+from kbench.jobs.optim import build_optimizer, build_scheduler, warmup_steps
 from kbench.registry import model_info, prompts
 from kbench.spec import load_grid
 
@@ -61,8 +61,33 @@ def test_clip_optimizer_and_warmup():
     total = config.epochs * math.ceil(FLOWERS102_TRAIN / config.batch_size)
     assert total == 20
     assert warmup_steps(config, total) <= 1
-    config.warmup_steps = 500
-    assert warmup_steps(config, total) == total  # clamped (and warned)
+
+
+def wise_ft_cosine_lr(base_lr: float, warmup_length: int, steps: int, step: int) -> float:
+    """WiSE-FT's cosine_lr (src/models/utils.py), the rate it assigns at `step`: a linear ramp
+    base * (step + 1) / warmup_length, then a cosine from the base to zero over what is left."""
+    if step < warmup_length:
+        return base_lr * (step + 1) / warmup_length
+    e, es = step - warmup_length, steps - warmup_length
+    return 0.5 * (1 + np.cos(np.pi * e / es)) * base_lr
+
+
+@pytest.mark.parametrize("steps", [40, 1000])  # DTD's 40 steps never leave the 500-step ramp
+def test_the_study_grids_learning_rate_is_wise_fts_at_every_step(steps):
+    config = load_grid("study").pair("dtd_clip-vit-b32").config
+    assert (config.warmup_steps, config.schedule, config.epochs) == (500, "cosine", 10)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=config.lr)
+    scheduler = build_scheduler(config, optimizer, total_steps=steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [wise_ft_cosine_lr(config.lr, 500, steps, step) for step in range(steps)]
+    assert rates == pytest.approx(expected, rel=1e-12, abs=0)
+    if steps == 40:
+        assert max(rates) == pytest.approx(config.lr * 40 / 500)  # 8% of the base rate
 
 
 def test_resnet50_head_and_optimizer():

@@ -19,30 +19,41 @@ NAN = float("nan")
 
 def test_results_table_winners_and_flags(report_run, tmp_path, collect):
     output, results = collect(report_run, tmp_path / "report")
-    assert "run study: 4 of 6 pairs complete; in top-1 CLIP wins 1, ResNet wins 0" in output
+    assert "run study: 4 of 6 pairs complete; in top-1 CLIP wins 0, ResNet wins 0, 3" in output
 
     datasets = {d["dataset"]: d for d in results["datasets"]}
-    assert datasets["cifar10"]["top1"]["winner"] == "clip-vit-b32"
+    # CLIP is 2 points ahead, but these records kept no predictions: no interval, no winner
     assert datasets["cifar10"]["top1"]["difference"] == pytest.approx(2.0)
+    assert datasets["cifar10"]["top1"]["winner"] is None
+    assert datasets["cifar10"]["verdict"] == (
+        "cifar10: CLIP - ResNet top-1 +2.00 points (no interval: the pairs kept no "
+        "predictions): undecided"
+    )
     assert datasets["cifar10"]["zero_shot"] == 0.905
     assert datasets["dtd"]["top1"]["winner"] is None  # ResNet still running
     assert datasets["flowers102"]["top1"]["winner"] is None  # CLIP failed
     assert datasets["flowers102"]["headline_metric"] == "mean_per_class"
+    assert not datasets["flowers102"]["left_out"]  # a failed run is judged by no number
     tally = {
-        "clip_wins": 1,
+        "clip_wins": 0,
         "resnet_wins": 0,
-        "ties": 0,
-        "unclear": 0,  # no predictions in these records: no intervals
-        "undecided": 2,
+        "unclear": 0,
+        "undecided": 3,
+        "tests": 0,  # no predictions in these records: no intervals to test
+        "unadjusted": {"clip_wins": 0, "resnet_wins": 0},
+        "left_out": [],
         "mean_difference": pytest.approx(2.0),
+        "mean_over": 1,
     }
     sides = {"clip": ["clip-vit-b32"], "resnet": ["resnet50"]}
     assert results["overall"] == {
         "datasets": 3,
         "metric": "top1",
-        **tally,
+        "top1": tally,
         "headline": tally,
         "sides": sides,
+        "select_on": "val",
+        "seeds": 1,
     }
 
     pairs = {p["pair"]: p for p in results["pairs"]}
@@ -59,7 +70,7 @@ def test_results_table_winners_and_flags(report_run, tmp_path, collect):
     assert pairs["flowers102_clip-vit-b32"]["state"] == "failed"
     assert "CUDA out of memory" in pairs["flowers102_clip-vit-b32"]["flags"][0]
     flowers = pairs["flowers102_resnet50"]
-    assert flowers["best"] == 0.85 and flowers["best_epoch"] == 4  # NaN is never the best
+    assert flowers["chosen"] == 0.85 and flowers["chosen_epoch"] == 4  # NaN is never chosen
     assert "diverged: mean_per_class is NaN at epoch 2" in flowers["flags"]
     assert "no record for epoch 3" in flowers["flags"]
 
@@ -76,12 +87,13 @@ def test_results_table_winners_and_flags(report_run, tmp_path, collect):
 def test_markdown_and_csv(report_run, tmp_path, collect):
     collect(report_run, tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "| cifar10 | 90.50 | 97.00 | 95.00 | +2.00 | clip-vit-b32 | top1 | 90.50 |" in markdown
-    assert "| dtd | 30.00 |  |  |  | undecided | top1 | 30.00 |  |  |  | undecided |" in markdown
+    assert "| cifar10 | 90.50 | 97.00 | 95.00 | +2.00 | undecided |" in markdown
+    assert "| dtd | top1 | 30.00 |  |  |  | undecided |" in markdown
     assert (
-        "(the study's metric):** CLIP wins 1, ResNet wins 0, 0 without a clear winner, "
-        "0 tie(s), 2 undecided of 3" in markdown
+        "(the study's metric):** CLIP wins 0, ResNet wins 0, 0 without a clear winner, "
+        "3 undecided (pending, or no interval) of 3 dataset(s). Mean difference" in markdown
     )
+    assert markdown.index("**Every choice") < markdown.index("**Overall")  # what chose, first
     assert "| flowers102_clip-vit-b32 | failed | 1/10 |" in markdown
     assert "| 4 |  |  |  |  |  | 85.00 |" in markdown
     csv_rows = (tmp_path / "report" / "results.csv").read_text().splitlines()
@@ -159,7 +171,7 @@ def test_fmow_shows_each_region_at_each_models_best_epoch(tmp_path, collect):
         {"group": "Oceania", "samples": 0, "clip": None, "resnet": None},
     ]
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "### fmow: accuracy per group, at each model's best epoch" in markdown
+    assert "### fmow: accuracy per group, at each model's chosen epoch" in markdown
     assert "| Africa | 10 | 40.00 | 35.00 |" in markdown
     assert (
         '<td class="text">Europe</td><td>30</td>'
@@ -187,3 +199,20 @@ def test_a_second_model_of_a_family_is_shown_not_averaged_into_the_comparison(tm
         "Compared: CLIP is clip-vit-b32; ResNet is resnet50"
         in (tmp_path / "out" / "report.md").read_text()
     )
+
+
+def test_the_studys_published_points_are_told_apart_from_the_run_in_the_legend_too():
+    """Marker and colour, not the dash alone: hollow diamonds in a lighter tint of the run's
+    colour, on the plot and in the legend."""
+    import re
+
+    from kbench.report.charts import COLOURS, TINTS, Series, line_chart
+
+    run = Series("resnet50", [(1, 60.0), (2, 62.0), (3, 64.0)])
+    study = Series("resnet50 (study)", [(1, 59.0), (3, 63.0)], reference=True)
+    svg = str(line_chart([run, study], "epoch", "top-1 (%)", "c"))
+    diamonds = re.findall(r'<polygon [^>]*stroke="([^"]+)"[^>]*class="reference"', svg)
+    assert diamonds == [TINTS[COLOURS[0]]] * 3  # two points and the legend's
+    circles = re.findall(r'<circle [^>]*fill="([^"]+)"', svg)
+    assert circles == [COLOURS[0]] * 4  # three points and the legend's, filled
+    assert TINTS[COLOURS[0]] != COLOURS[0]

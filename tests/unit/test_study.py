@@ -8,17 +8,20 @@ import fnmatch
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from support.builders import ENVIRONMENT, job_recorder, metrics, write_pair
 from support.builders import epoch_record as epoch
-from support.builders import write_pair
 
 from kbench.jobs.distributed import Job
 from kbench.jobs.loaders import build_loaders
+from kbench.jobs.metrics import Evaluation
 from kbench.registry import fill_template, prompts
 from kbench.report.published import study_table
 from kbench.runs import Run, create_run
 from kbench.spec import load_grid
+from kbench.stats import Predictions
 from kbench.storage import open_store
 
 README = Path(__file__).parents[2] / "README.md"
@@ -96,13 +99,13 @@ def loader_indices(
         def __getitem__(self, i):
             return i, 0
 
-    splits = type("Splits", (), {"train": Indices(), "eval": Indices()})()
+    splits = type("Splits", (), {"train": Indices(), "eval": Indices(), "val": None})()
     batches = []
     for rank in range(world):
         job = Job(None, "run", "pair", rank, world, torch.device("cpu"))
-        train, epochs, evaluation = build_loaders(config, splits, job)
-        epochs.set_epoch(1)
-        loader = train if split == "train" else evaluation
+        loaders = build_loaders(config, splits, job)
+        loaders.batches.set_epoch(1)
+        loader = loaders.train if split == "train" else loaders.test
         batches.append([images.tolist() for images, _ in loader])
     return batches
 
@@ -173,15 +176,19 @@ def test_a_run_off_the_published_numbers_shows_by_how_much(tmp_path, collect):
 
 
 def test_on_equal_footing_the_longer_run_loses_its_edge(tmp_path, collect):
-    """Fed the study's numbers, ResNet50 wins DTD best against best (64.31 vs 61.70) only
-    through its 10 more epochs: at epoch 10 it is 61.81 against 61.70."""
+    """Fed the study's numbers, ResNet50 leads DTD chosen against chosen (64.31 vs 61.70) only
+    through its 10 more epochs: at epoch 10 it is 61.81 against 61.70, 2 of 1,880 images. The
+    published table kept no predictions: no interval, so no winner either way."""
     _, results = collect(published_run(tmp_path), tmp_path / "report")
     dtd = next(d for d in results["datasets"] if d["dataset"] == "dtd")
     assert (dtd["top1"]["resnet"], dtd["top1"]["clip"]) == (0.6431, 0.617)
-    assert dtd["top1"]["winner"] == "resnet50"
+    assert dtd["top1"]["winner"] is None
     equal = dtd["equal_epochs"]
     assert (equal["epoch"], equal["resnet"], equal["clip"]) == (10, 0.6181, 0.617)
     assert equal["difference"] == pytest.approx(-0.11)
+    assert equal["winner"] is None and equal["unfinished"] == [
+        "resnet50 at epoch 10 of 20: its schedule had not finished"
+    ]
     # Every record here took one hour on 4 GPUs: CLIP's 3 epochs cost 12 GPU-hours, in which
     # ResNet50 reached its 3rd record, epoch 10.
     hours = dtd["equal_gpu_hours"]
@@ -189,24 +196,51 @@ def test_on_equal_footing_the_longer_run_loses_its_edge(tmp_path, collect):
     assert results["overall"]["metric"] == "top1"
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "**Overall, in top-1 (the study's metric):**" in markdown
-    assert "| dtd | 10 | 61.70 | 61.81 | -0.11 | resnet50 | 12.00 |" in markdown
+    assert "| dtd | 10 | 61.70 | 61.81 | -0.11 | undecided | resnet50 at epoch 10 of 20" in markdown
+
+
+def test_a_replay_of_the_study_says_first_that_it_chose_on_the_test_split(tmp_path, collect):
+    _, results = collect(published_run(tmp_path), tmp_path / "report")
+    assert results["overall"]["select_on"] == "test"
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    first = markdown.split("\n\n")[2]  # after the title and the run's line
+    assert first.startswith("**Chosen on the test split, as the study did: optimistic.")
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert '<p class="choices" id="choices">Chosen on the test split, as the study did' in html
+    # The two CLIP pairs the study called unreliable are marked, and kept out of the mean
+    left_out = {d["dataset"] for d in results["overall"]["top1"]["left_out"]}
+    assert left_out == {"fgvc-aircraft", "flowers102"}
+    assert results["overall"]["top1"]["mean_over"] == 7
 
 
 def test_top1_and_the_literature_metric_each_have_a_winner(tmp_path, collect):
+    """Each metric is compared on its own, its winner from its own paired interval: CLIP ahead
+    in top-1, ResNet in mean per-class accuracy (Flowers102's metric)."""
     store = open_store(str(tmp_path / "store"))
     grid = load_grid("all")
     create_run(store, Run.new("metrics", grid, "local"), grid.pairs)
-    for model, top1, per_class in [("clip-vit-b32", 0.80, 0.60), ("resnet50", 0.70, 0.65)]:
-        record = epoch(1, per_class, "mean_per_class")
-        record["top1"] = top1
-        write_pair(store, "metrics", f"flowers102_{model}", [record])
+    # 400 samples of 2 classes, 360 of class 0: CLIP gets all of class 0 and none of class 1
+    # (top-1 90%, mean per class 50%), ResNet 320 of class 0 and all of class 1 (90%, 94.4%)
+    labels = np.array([0] * 360 + [1] * 40)
+    for model, predicted in [
+        ("clip-vit-b32", np.zeros(400, dtype=int)),
+        ("resnet50", np.array([0] * 320 + [1] * 80)),
+    ]:
+        right = predicted == labels
+        top1, per_class = right.mean(), (right[:360].mean() + right[360:].mean()) / 2
+        recorder = job_recorder(store, "metrics", grid.pair(f"flowers102_{model}"))
+        found = metrics(top1, 400, mean_per_class=per_class)
+        recorder.epoch(1, Evaluation(found, Predictions(labels, predicted), val=found), seconds=1)
+        recorder.finish(parameters=10, wise_ft=None, environment=ENVIRONMENT)
     _, results = collect(store, tmp_path / "report")
     flowers = next(d for d in results["datasets"] if d["dataset"] == "flowers102")
-    assert flowers["top1"]["winner"] == "clip-vit-b32"
+    assert flowers["top1"]["difference"] == pytest.approx(0.0)
+    assert flowers["top1"]["winner"] == "no clear winner"
+    assert flowers["headline"]["difference"] == pytest.approx(100 * (0.5 - (320 / 360 + 1) / 2))
     assert flowers["headline"]["winner"] == "resnet50"
     table = results["table"]
     column = table["header"].index("flowers102_clip-vit-b32")
-    assert table["rows"][0][column] == 0.80  # the per-epoch table is top-1
+    assert table["rows"][0][column] == 0.90  # the per-epoch table is top-1
 
 
 def test_fmow_prompts_keep_wisefts_underscores():
