@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything kbench does on a GPU, in one go, for a GPU machine lent for a few minutes:
 #   1. the smoke grid end to end through the local backend (torchrun, bf16, channels_last for
-#      ResNet), compile off;
+#      ResNet), compile off, choosing on a validation hold-out (select_on: val);
 #   2. bench/train_step.py: fp32 eager vs kbench vs kbench+compile, and the real input path;
 #   3. the smoke grid again with compile on; the report of both runs;
 #   4. a DDP step over NCCL with compile (bench/ddp_check.py).
@@ -37,8 +37,13 @@ for run in gpu-eager gpu-compile; do
 import json, pathlib, sys
 for path in sorted(pathlib.Path(sys.argv[1], "runs", sys.argv[2]).glob("*/result.json")):
     r = json.loads(path.read_text())
-    keep = {k: r.get(k) for k in ("pair", "gpus", "environment", "best", "best_epoch", "final", "train_seconds")}
-    print(path.parent.name, json.dumps(keep)[:600])
+    keep = {k: r.get(k) for k in ("pair", "gpus", "environment", "best", "best_epoch", "final", "train_seconds", "selection")}
+    print(path.parent.name, json.dumps(keep)[:700])
+    # What evaluating the test and validation splits cost each epoch (the validation pass is
+    # the hold-out of the synthetic training split)
+    epochs = json.loads((path.parent / "metrics.json").read_text())["epochs"]
+    print("  eval_seconds", [round(e.get("eval_seconds", 0), 2) for e in epochs],
+          "val samples", epochs[-1].get("val", {}).get("samples"))
 PY
   kbench collect --store "$store" --run "$run" --out-dir "$work/report-$run" > /dev/null && echo "report: report-$run"
 done
