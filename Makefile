@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo check test test-fast goldens chromium clean
+.PHONY: demo check test test-fast goldens chromium kubectl clean
 
 # A virtual environment with kbench (editable), the training stack and the test tools.
 # Rebuilt when pyproject.toml changes.
@@ -31,7 +31,7 @@ test-fast: check
 	$(BIN)/pytest tests/unit
 
 # Both tiers, as CI runs them; the 25 slowest tests are listed at the end.
-test: check chromium
+test: check chromium kubectl
 	$(BIN)/pytest --durations=25 tests/unit tests/e2e
 
 # Rewrite the golden manifests in tests/golden after an intended change; review the diff.
@@ -41,6 +41,10 @@ goldens: $(VENV)/.installed
 # Headless Chromium renders the HTML report in the tests (Debian's package; needs root).
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# kubectl applies render's output in the Role test (Debian's package when none is installed).
+kubectl:
+	@command -v kubectl >/dev/null || (apt-get update -qq && apt-get install -y -qq kubernetes-client)
 
 clean:
 	rm -rf $(VENV) kbench-runs kbench-reports kbench-logs

@@ -44,8 +44,13 @@ from .output import print_documents, table, to_yaml
 )
 @click.option(
     "--dry-run",
-    is_flag=True,
-    help="Print the plan (each pair's config and command; for kubernetes the manifests) and stop.",
+    type=click.Choice(["client", "server"]),
+    is_flag=False,
+    flag_value="client",
+    default=None,
+    help="Print the plan (each pair's config and command; for kubernetes the manifests) and "
+    "stop. --dry-run=server first makes every check a submit makes, for kubernetes the API "
+    "server's own dry run of every manifest; nothing is created or recorded.",
 )
 @click.option(
     "-o",
@@ -56,7 +61,7 @@ from .output import print_documents, table, to_yaml
 )
 def submit(grid_ref, backend_name, store, run_id, dry_run, output, **options) -> None:
     """Train every dataset x model pair of a grid and record the results in the store."""
-    from kbench.backends import Options, open_backend, send
+    from kbench.backends import Options, open_backend, send, verify
     from kbench.runs import Run, new_run_id
     from kbench.spec import load_grid
 
@@ -65,6 +70,10 @@ def submit(grid_ref, backend_name, store, run_id, dry_run, output, **options) ->
     flags = cluster_flags(options)
     backend = open_backend(backend_name, grid, Options(cluster=flags, **options))
     plan = backend.plan(run, grid.pairs, store.uri)
+    if dry_run == "server":
+        for warning in verify(backend, plan, store):
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"run {run.run_id}: every check passed; nothing was created", err=True)
     if dry_run:
         print_documents(plan.documents, output)
         return

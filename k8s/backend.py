@@ -2,9 +2,11 @@
 (JobSet restarts the pods as a gang and owns their DNS).
 
 Its plan is the run's manifests, rendered and strictly validated once; `submit` sends exactly
-those. Requests stay few and constant: `states` is two list calls (Jobs or JobSets, and Pods,
-selected by the run's labels) whatever the grid size; `submit` one list call plus one create
-per pair.
+those, once as a server-side dry run (k8s/admission.py) and then for real, both with strict
+field validation. Requests stay few: `states` is two list calls (Jobs or JobSets, and Pods,
+selected by the run's labels) whatever the grid size, and one list of Kueue's Workloads while a
+pair is queued; `submit` one list call, one dry-run
+create per new pair (eight at a time), then one create per pair.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from kbench.spec import Grid, Pair
 from kbench.staged import require_staged, require_weights
 from kbench.storage import Store, connect_timeout_s, write_json
 
+from .admission import STRICT, dry_run, refuse
 from .api import api_errors, api_message, connect
+from .blockers import failed_creates, not_admitted_by_kueue
 from .render import (
+    INSTALL_JOBSET,
     JOBSET_GROUP,
     JOBSET_VERSION,
     PAIR_LABEL,
@@ -41,19 +46,14 @@ from .settings import DEFAULT_NAMESPACE, ClusterSettings, settings_for
 from .state import (
     as_job,
     attempt_order,
-    event_time,
     finished,
     job_state,
     labels_of,
     pod_creator,
+    queued,
 )
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-JOBSET_RELEASE = "v0.12.0"  # the JobSet release whose CRD kbench validates against
-INSTALL_JOBSET = (
-    "kubectl apply --server-side -f https://github.com/kubernetes-sigs/jobset/releases/"
-    f"download/{JOBSET_RELEASE}/manifests.yaml"
-)
 
 
 class KubernetesBackend:
@@ -111,7 +111,7 @@ class KubernetesBackend:
             documents=manifests,
         )
 
-    def check(self, store: Store, plan: Plan) -> None:
+    def check(self, store: Store, plan: Plan) -> list[str]:
         self.client()
         require_staged(store, plan.pairs)  # pods read datasets from the store only
         # or an imagefolder under s3:// directly: as they will find it
@@ -122,6 +122,14 @@ class KubernetesBackend:
         # refuses this user, or lacks JobSet) leaves no run behind. Its answer is the submit's
         # list of Jobs.
         self._existing = {job.metadata.name for job in self._jobs(plan.run.run_id)}
+        # The server's yes before anything exists: every object submit will create, as a dry
+        # run (those on the cluster already passed when they were created; --replace
+        # recreates them from the same manifests).
+        new = [m for m in plan.documents if m["metadata"]["name"] not in self._existing]
+        namespace = self.settings.namespace
+        admission = dry_run(self.client, namespace, new, jobsets=self.gang)
+        refuse(admission, len(new))
+        return admission.warnings
 
     # ------------------------------------------------------------------------------ clients
 
@@ -186,10 +194,10 @@ class KubernetesBackend:
         with self._errors("create", self._resource, manifest["metadata"]["name"]):
             if self.gang:
                 self._custom().create_namespaced_custom_object(
-                    JOBSET_GROUP, JOBSET_VERSION, ns, "jobsets", manifest
+                    JOBSET_GROUP, JOBSET_VERSION, ns, "jobsets", manifest, field_validation=STRICT
                 )
             else:
-                self._batch().create_namespaced_job(ns, manifest)
+                self._batch().create_namespaced_job(ns, manifest, field_validation=STRICT)
 
     def _delete(self, job: str) -> None:
         ns = self.settings.namespace
@@ -250,7 +258,8 @@ class KubernetesBackend:
     def states(self, store: Store, run: Run) -> dict[str, Outcome]:
         """Every pair's state with what blocks it, in a fixed number of requests whatever the
         number of pairs: one list of Jobs, one of Pods, one of events only while a Job has no
-        pods to show why, and one of the store's cancel marks only while a pair has no Job."""
+        pods to show why, one of Kueue's Workloads only while a pair is queued, and one of the
+        store's cancel marks only while a pair has no Job."""
         jobs = {labels_of(j).get(PAIR_LABEL): j for j in self._jobs(run.run_id)}
         pods_by_pair: dict[str | None, list] = {}
         for pod in self._pods(run.run_id):
@@ -260,7 +269,10 @@ class KubernetesBackend:
             for pair, job in jobs.items()
             if pair in run.pairs and not pods_by_pair.get(pair) and not finished(job)
         }
-        refusals = self._failed_creates(podless) if podless else {}
+        ns, client = self.settings.namespace, self.client()
+        refusals = failed_creates(client, ns, podless) if podless else {}
+        waiting = any(queued(job) for pair, job in jobs.items() if pair in run.pairs)
+        reasons, unknown = not_admitted_by_kueue(client, ns) if waiting else ({}, "")
         jobless = any(pair not in jobs for pair in run.pairs)
         cancelled = cancelled_pairs(store, run.run_id) if jobless else set()
         kind = "JobSet" if self.gang else "Job"
@@ -269,7 +281,8 @@ class KubernetesBackend:
             job = jobs.get(pair)
             if job is not None:
                 refused = refusals.get(pod_creator(job), [])
-                states[pair] = job_state(job, pods_by_pair.get(pair, []), refused)
+                why = reasons.get((kind, job.metadata.name), unknown)
+                states[pair] = job_state(job, pods_by_pair.get(pair, []), refused, why)
             elif pair in cancelled:
                 states[pair] = Outcome(PairState.CANCELLED)
             else:  # pair_state keeps a pair with a result succeeded: TTL removes finished Jobs
@@ -279,25 +292,6 @@ class KubernetesBackend:
                     f"`kbench submit --backend kubernetes --run-id {run.run_id}` creates it again",
                 )
         return states
-
-    def _failed_creates(self, jobs: set[str]) -> dict[str, list[str]]:
-        """Job name -> why the Job controller could not create its pods (admission webhooks,
-        quotas, Pod Security), from the namespace's FailedCreate events, oldest first."""
-        with self._errors("list", "events"):
-            events = (
-                self._core()
-                .list_namespaced_event(
-                    self.settings.namespace,
-                    field_selector="involvedObject.kind=Job,reason=FailedCreate",
-                )
-                .items
-            )
-        refusals: dict[str, list[str]] = {}
-        for event in sorted(events, key=event_time):
-            involved = event.involved_object
-            if event.reason == "FailedCreate" and involved and involved.name in jobs:
-                refusals.setdefault(involved.name, []).append(event.message or "")
-        return refusals
 
     def logs(
         self,

@@ -10,9 +10,9 @@ from typing import Any
 from kbench.errors import KbenchError
 from kbench.spec import Grid
 
-from .api import api_message, http_problem
-from .backend import INSTALL_JOBSET, KubernetesBackend
-from .render import JOBSET_GROUP, JOBSET_VERSION
+from .api import http_problem
+from .backend import KubernetesBackend
+from .render import INSTALL_JOBSET, JOBSET_GROUP, JOBSET_VERSION, KUEUE_GROUP, KUEUE_VERSION
 from .settings import ClusterSettings
 from .setup import calls
 
@@ -144,35 +144,31 @@ OLDEST = (1, 28)
 
 
 def _admission(client: Any, settings: ClusterSettings, store_uri: str, grid: Grid | None) -> Check:
-    """A server-side dry run (dryRun=All) of one pair's Job: admission webhooks, Pod
-    Security, quotas and Kueue's webhook answer now, and nothing is created."""
-    from kubernetes import client as k8s
-    from kubernetes.client.exceptions import ApiException
-
+    """A server-side dry run (dryRun=All, strict field validation) of one pair's Job or
+    JobSet, as submit sends every one: admission webhooks, Pod Security, quotas, Kueue's
+    webhook and the installed JobSet's schema answer now, and nothing is created."""
     from kbench.spec import load_grid
 
+    from .admission import dry_run
     from .render import render_run
 
     pair = (grid or load_grid("smoke")).pairs[0]
     (manifest,) = render_run("doctor", [pair], settings, store_uri)
-    kind, ns = manifest["kind"], settings.namespace
-    try:
-        if kind == "JobSet":  # JobSet's webhook answers for it; its Job's pods are checked later
-            k8s.CustomObjectsApi(client).create_namespaced_custom_object(
-                JOBSET_GROUP, JOBSET_VERSION, ns, "jobsets", manifest, dry_run="All"
-            )
-        else:
-            k8s.BatchV1Api(client).create_namespaced_job(ns, manifest, dry_run="All")
-    except ApiException as e:
-        if e.status == 403 and "cannot create resource" in str(e.body):
+    kind = manifest["kind"]
+    found = dry_run(lambda: client, settings.namespace, [manifest], jobsets=kind == "JobSet")
+    if found.refused:
+        (refusal,) = found.refused
+        if "cannot create resource" in refusal:
             return Check("admission", None, f"not allowed to create {kind}s: see permissions")
         return Check(
             "admission",
             False,
-            f"the API server would refuse a pair's {kind} ({e.status}): {api_message(e)}",
-            "change what it names (security context: run_as_user; resources; labels)",
+            f"the API server would refuse a pair's {kind}: {refusal}",
+            "change what it names (security context: run_as_user; resources; labels), or "
+            "upgrade what the message names",
         )
-    return Check("admission", True, f"a pair's {kind} passes a server-side dry run (dryRun=All)")
+    warned = f"; warnings: {'; '.join(found.warnings)}" if found.warnings else ""
+    return Check("admission", True, f"a pair's {kind} passes a strict server-side dry run{warned}")
 
 
 def _jobset(client: Any, namespace: str) -> Check:
@@ -244,7 +240,7 @@ def _queue(client: Any, settings: ClusterSettings) -> Check:
     return _exists(
         "queue",
         lambda: k8s.CustomObjectsApi(client).get_namespaced_custom_object(
-            "kueue.x-k8s.io", "v1beta1", ns, "localqueues", name
+            KUEUE_GROUP, KUEUE_VERSION, ns, "localqueues", name
         ),
         f"Kueue LocalQueue {name!r} in {ns!r}",
         f"kbench setup -n {ns} --queue {name} (an example), or ask for the queue's name",

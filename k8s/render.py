@@ -30,13 +30,23 @@ PAIR_LABEL = "kbench.dev/pair"
 DATASET_LABEL = "kbench.dev/dataset"
 MODEL_LABEL = "kbench.dev/model"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Kueue's current API (served from Kueue v0.15; v1beta1 is deprecated and stops being served).
+KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 RENDEZVOUS_PORT = 29500
-# Pod hostnames must stay DNS labels (63 characters): a Job's are "<job>-<index>", a JobSet's
-# "<jobset>-node-0-<index>"; leave room for the index.
+# A name must leave room for what the controllers derive from it (`derived_names`): a Job's
+# pod hostnames "<job>-<index>", DNS labels of 63 characters at most (the Job controller).
 MAX_JOB_NAME = 56
-MAX_JOBSET_NAME = 52
 REPLICATED_JOB = "node"  # the JobSet's one replicated Job
+POD_SUFFIX = "-abcde"  # the 5 random characters of a pod's name, as JobSet's webhook counts them
 JOBSET_GROUP, JOBSET_VERSION = "jobset.x-k8s.io", "v1alpha2"
+JOBSET_RELEASE = "v0.12.0"  # the JobSet release whose CRD kbench validates against
+INSTALL_JOBSET = (
+    "kubectl apply --server-side -f https://github.com/kubernetes-sigs/jobset/releases/"
+    f"download/{JOBSET_RELEASE}/manifests.yaml"
+)
+# The oldest JobSet that knows every field kbench renders: its failure policy's rules match the
+# Job's failure message (onJobFailureMessagePatterns), from v0.10.0.
+OLDEST_JOBSET = "v0.10.0"
 
 _ENV = jinja2.Environment(
     loader=jinja2.FunctionLoader(
@@ -61,8 +71,24 @@ def dns_name(*parts: str, limit: int = MAX_JOB_NAME) -> str:
 
 
 def job_name(run_id: str, pair: str, nodes: int = 1) -> str:
-    """The name of a pair's Job (one node) or JobSet (several)."""
-    return dns_name("kb", run_id, pair, limit=MAX_JOB_NAME if nodes == 1 else MAX_JOBSET_NAME)
+    """The name of a pair's Job (one node) or JobSet (several), short enough for every name
+    the controllers derive from it (`derived_names`)."""
+    if nodes == 1:
+        return dns_name("kb", run_id, pair, limit=MAX_JOB_NAME)
+    longest_suffix = len(f"-{REPLICATED_JOB}-0-{nodes - 1}{POD_SUFFIX}")
+    return dns_name("kb", run_id, pair, limit=63 - longest_suffix)
+
+
+def derived_names(name: str, nodes: int) -> list[str]:
+    """The longest names the controllers make of a Job's or JobSet's name, each of which must be
+    a DNS label of 63 characters at most: an Indexed Job's pod hostname "<job>-<index>"; for a
+    JobSet (its validating webhook, pkg/webhooks/jobset_webhook.go) its child Job
+    "<jobset>-<replicatedJob>-<jobIndex>" and that Job's pod name with its 5 random characters,
+    at the last job and pod index (DNS-1035: starting with a letter)."""
+    if nodes == 1:
+        return [f"{name}-0"]
+    child = f"{name}-{REPLICATED_JOB}-0"
+    return [child, f"{child}-{nodes - 1}{POD_SUFFIX}", f"{child}-{nodes - 1}"]
 
 
 def run_selector(run_id: str) -> str:

@@ -6,23 +6,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from .render import MANAGED_BY, render_template
+from .render import KUEUE_GROUP, KUEUE_VERSION, MANAGED_BY, render_template
 from .settings import ClusterSettings
 
 NAME = "kbench"
 
-# Every API call the kbench client makes, and nothing else (a test derives the calls from the
-# requests kbench sends and checks both ways).
+# Every API call the kbench client and the README's kubectl commands make (`kubectl apply -f`
+# of render's output: get, then create or patch), and nothing else: a test derives the calls
+# from the requests both send and checks both ways.
 RULES = [
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "delete", "list"]},
+    {
+        "apiGroups": ["batch"],
+        "resources": ["jobs"],
+        "verbs": ["create", "delete", "get", "list", "patch"],
+    },
     {
         "apiGroups": ["jobset.x-k8s.io"],
         "resources": ["jobsets"],
-        "verbs": ["create", "delete", "list"],
+        "verbs": ["create", "delete", "get", "list", "patch"],
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+    # `status` reads why Kueue has not admitted a queued pair from its Workload.
+    {"apiGroups": [KUEUE_GROUP], "resources": ["workloads"], "verbs": ["list"]},
 ]
 
 
@@ -74,4 +81,5 @@ def _model(settings: ClusterSettings, users: list[str], groups: list[str]) -> di
         # platform's own (a `default-flavor`, say), and the queue admits this namespace only.
         "cluster_queue": f"kbench-{settings.namespace}",
         "flavor": f"kbench-{settings.namespace}",
+        "kueue_api": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
     }

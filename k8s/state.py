@@ -57,9 +57,12 @@ def labels_of(obj: Any) -> dict[str, str]:
     return obj.metadata.labels or {}
 
 
-def job_state(job: Any, pods: list, refusals: list[str] | None = None) -> Outcome:
-    """A pair's state from its Job, its pods and the Job's FailedCreate events, with what
-    blocks it in the words of whoever blocks it (scheduler, kubelet, admission, Kueue)."""
+def job_state(
+    job: Any, pods: list, refusals: list[str] | None = None, not_admitted: str = ""
+) -> Outcome:
+    """A pair's state from its Job, its pods, the Job's FailedCreate events and (queued) why
+    Kueue has not admitted it, with what blocks it in the words of whoever blocks it
+    (scheduler, kubelet, admission, Kueue)."""
     status = job.status or _EmptyStatus()
     conditions = conditions_held(job)
     if "Complete" in conditions:
@@ -68,8 +71,9 @@ def job_state(job: Any, pods: list, refusals: list[str] | None = None) -> Outcom
         return Outcome(PairState.FAILED, reason_of(conditions["Failed"]))
     if job.spec.suspend:
         queue = labels_of(job).get(QUEUE_LABEL)
-        waiting = f"Kueue queue {queue!r}" if queue else "admission"
-        return Outcome(PairState.QUEUED, f"waiting for {waiting} (suspended)")
+        if not queue:
+            return Outcome(PairState.QUEUED, "waiting for admission (suspended)")
+        return Outcome(PairState.QUEUED, f"waiting for Kueue queue {queue!r}: {not_admitted}")
     restarts = (status.failed or 0) + sum(
         cs.restart_count or 0 for p in pods for cs in (p.status.container_statuses or [])
     )
@@ -85,6 +89,36 @@ def job_state(job: Any, pods: list, refusals: list[str] | None = None) -> Outcom
     if not pods and refusals:
         return Outcome(PairState.PENDING, f"FailedCreate: {refusals[-1]}")
     return Outcome(PairState.PENDING, "waiting for pods" if not pods else "starting")
+
+
+def queued(job: Any) -> bool:
+    """Suspended for a Kueue queue, not yet admitted."""
+    return bool(job.spec.suspend and labels_of(job).get(QUEUE_LABEL) and not finished(job))
+
+
+# Kueue's Workload conditions that say why it is not admitted, the first that holds wins.
+_NOT_ADMITTED = (("Evicted", "True"), ("QuotaReserved", "False"), ("Admitted", "False"))
+
+
+def not_admitted(workloads: list[dict]) -> dict[tuple[str, str], str]:
+    """(owner kind, owner name) -> why Kueue has not admitted the Workload it made for that Job
+    or JobSet, in Kueue's words (quota, flavors, admission checks)."""
+    reasons = {}
+    for workload in workloads:
+        conditions = {
+            c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []
+        }
+        reason = next(
+            (
+                reason_of(SimpleNamespace(**{k: c.get(k) for k in ("reason", "message")}))
+                for kind, status in _NOT_ADMITTED
+                if (c := conditions.get(kind)) and c.get("status") == status
+            ),
+            "its Workload has no condition yet (Kueue has not looked at it)",
+        )
+        for owner in (workload.get("metadata") or {}).get("ownerReferences") or []:
+            reasons[(owner.get("kind"), owner.get("name"))] = reason
+    return reasons
 
 
 # A container waiting for these is on its way, not stuck.

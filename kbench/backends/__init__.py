@@ -71,9 +71,10 @@ class Backend(Protocol):
     def plan(self, run: Run, pairs: list[Pair], store_uri: str) -> Plan:
         """Everything the submission would create, validated; reads and sends nothing."""
 
-    def check(self, store: Store, plan: Plan) -> None:
+    def check(self, store: Store, plan: Plan) -> list[str]:
         """Raise a KbenchError naming the fix for what would fail once sent (a missing
-        install, an unreachable cluster, data the pods cannot read), before anything is."""
+        install, an unreachable cluster, data the pods cannot read, a manifest the API server
+        refuses), before anything is; return what to warn of, one line each."""
 
     def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
         """Start every pair of the plan; returns pair -> outcome."""
@@ -112,12 +113,19 @@ def check_world(pairs: list[Pair], processes: int) -> None:
 
 def send(backend: Backend, plan: Plan, store: Store, echo: Echo) -> dict[str, Outcome]:
     """Check, record the run, submit: a submission refused by a check leaves nothing behind."""
+    for warning in verify(backend, plan, store):
+        echo(f"warning: {warning}")
+    create_run(store, plan.run, plan.pairs, resubmit=backend.resubmits)
+    return backend.submit(store, plan, echo)
+
+
+def verify(backend: Backend, plan: Plan, store: Store) -> list[str]:
+    """Every check a submission makes before anything exists (`submit --dry-run=server`
+    alone); its warnings."""
     from kbench.staged import require_a_start
 
     require_a_start(store, plan.pairs)
-    backend.check(store, plan)
-    create_run(store, plan.run, plan.pairs, resubmit=backend.resubmits)
-    return backend.submit(store, plan, echo)
+    return backend.check(store, plan)
 
 
 def backend_class(name: str) -> Any:

@@ -85,13 +85,14 @@ class LocalBackend:
         run = dataclasses.replace(run, cluster={"nproc_per_node": self.nproc_per_node})
         return Plan(run=run, pairs=pairs, store_uri=store_uri, documents=[document])
 
-    def check(self, store: Store, plan: Plan) -> None:
+    def check(self, store: Store, plan: Plan) -> list[str]:
         if importlib.util.find_spec("torch") is None:
             raise BackendError(
                 "the local backend trains on this machine and needs the training stack: "
                 "pip install 'kbench[train]'"
             )
         check_imagefolders(plan.pairs)
+        return []
 
     def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
         """Trains the plan's pairs (their configs are in the store); returns when all ended."""

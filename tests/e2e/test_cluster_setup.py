@@ -9,12 +9,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import tomllib
-from support.k8s_emulator import RUN
+import yaml
+from support.k8s_emulator import NAMESPACE, RUN
 
-from kbench.k8s.render import render_run
+from kbench.k8s.render import job_name, render_run
 from kbench.k8s.settings import ClusterSettings
 from kbench.k8s.setup import calls
 from kbench.spec import load_grid
@@ -104,19 +107,24 @@ VERBS = {
 }
 
 
-def test_role_grants_exactly_the_calls_kbench_makes(cluster, kbench):
-    """Every code path that talks to the API, then the calls it made against the Role."""
+def test_role_grants_exactly_the_calls_kbench_makes(cluster, kbench, tmp_path):
+    """Every code path that talks to the API, and the README's `kubectl apply` of render's
+    output, then the calls they made against the Role."""
     made = []
 
-    def counted(call) -> None:
+    def counted(call, *args) -> None:
         before = len(cluster.requests())
-        result = call()
+        result = call(*args)
         assert result.exit_code == 0, result.output
         made.extend(cluster.requests()[before:])
 
     # Single-node pairs (Jobs), then pairs on two nodes (JobSets), each through every verb.
-    counted(lambda: cluster.submit())
-    counted(lambda: cluster.submit("--replace"))
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("queue: gpu-queue\n")
+    counted(lambda: cluster.submit("--profile", str(queue)))
+    counted(lambda: cluster.submit("--profile", str(queue), "--replace"))
+    # A queued pair: status reads Kueue's Workloads.
+    cluster.set_job_status(job_name(RUN, "dtd_resnet50"), {}, suspend=True)
     counted(lambda: kbench("status", "--run", RUN))
     cluster.add_pod("dtd_resnet50", "Running")  # the test's own call, not counted
     cluster.serve_log(b"x\n")
@@ -127,12 +135,34 @@ def test_role_grants_exactly_the_calls_kbench_makes(cluster, kbench):
     counted(lambda: cluster.submit(*gang, "--replace"))
     counted(lambda: kbench("status", "--run", "gang"))
     counted(lambda: kbench("cancel", "--all", "--run", "gang"))
+    # render, then kubectl apply (create), then apply again after an edit (get, patch).
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is missing: `make kubectl` installs Debian's"
+    for nodes in ("1", "2"):
+        folder = tmp_path / f"manifests-{nodes}"
+        render = ("render", "--grid", "smoke", "--run-id", f"applied-{nodes}", "-n", NAMESPACE)
+        counted(kbench, *render, "--nodes", nodes, "--image", "i:1", "--out-dir", folder)
+        for edit in ("", "reviewed"):
+            for path in folder.glob("*.yaml"):  # as a GitOps change would
+                manifest = yaml.safe_load(path.read_text())
+                manifest["metadata"].setdefault("annotations", {})["note"] = edit
+                path.write_text(yaml.safe_dump(manifest))
+            apply = [kubectl, "apply", "--validate=false", "-f", str(folder)]  # no OpenAPI here
+            counted(applied, apply)
 
     used = set()
     for request in made:
+        if not (request.resource and request.resource.plural):
+            continue  # discovery, and kubectl's read of the namespace (see the README)
         resource = request.resource.plural + (
             f"/{request.subresource}" if request.subresource else ""
         )
         used.add((request.resource.group, resource, VERBS[request.action.name]))
     granted = set(calls())
     assert used == granted
+
+
+def applied(command: list[str]) -> Any:
+    """A finished kubectl, as `counted` reads a kbench result."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    return SimpleNamespace(exit_code=done.returncode, output=done.stdout + done.stderr)

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from kubernetes import client as k8s
 from kubernetes import config as kubeconfig
+from support.k8s_emulator import OLD_JOBSET
 
 from kbench.cli.main import cli
 from kbench.records import dataset_key
@@ -125,8 +126,9 @@ def test_all_green(doctor_cluster):
         )
         for r in reviews
     } >= {("create", "jobs"), ("list", "pods"), ("get", "pods")}
-    (dry_run,) = doctor_cluster.requests("POST", "/jobs")
-    assert dry_run.url.query["dryRun"] == "All"  # nothing created
+    (dry_run,) = doctor_cluster.requests("POST", "/jobs", dry_run=True)
+    assert dry_run.url.query["fieldValidation"] == "Strict"
+    assert doctor_cluster.requests("POST", "/jobs") == []  # nothing created
     assert dry_run.data["metadata"]["namespace"] == NS
 
 
@@ -213,12 +215,26 @@ def test_admission_refusing_a_pair_says_why(doctor_cluster):
         'admission webhook "validate.kyverno.svc" denied the request: '
         "require-team-label: label 'team' is required"
     )
-    doctor_cluster.fail("post", "batch/v1/jobs", 400, refusal)
+    doctor_cluster.emulator.refusals["*"] = (400, refusal)  # to any dry run
     result = doctor()
     assert result.exit_code == 1
     checks = lines(result.output)
-    assert checks["admission"].endswith(
-        f"the API server would refuse a pair's Job (400): {refusal}"
+    assert "the API server would refuse a pair's Job: job kb-doctor-" in checks["admission"]
+    assert checks["admission"].endswith(f": {refusal} (400)")
+
+
+def test_a_jobset_older_than_kbenchs_failure_policy_is_refused_with_the_fix(doctor_cluster):
+    """What strict field validation answers for a JobSet CRD without the rule's
+    onJobFailureMessagePatterns (added in v0.10.0): the fix is to upgrade JobSet."""
+    answer_access_reviews(doctor_cluster, denied=set())
+    doctor_cluster.emulator.refusals["*"] = (400, OLD_JOBSET)
+    result = doctor("--nodes", "2")
+    assert result.exit_code == 1
+    admission = lines(result.output)["admission"]
+    assert admission.startswith("FAIL") and OLD_JOBSET in admission
+    assert "the installed JobSet predates v0.10.0" in admission
+    assert "upgrade it (kubectl apply --server-side -f https://github.com/kubernetes-sigs/" in (
+        admission
     )
 
 
@@ -229,7 +245,7 @@ def test_pairs_on_several_nodes_need_jobset(doctor_cluster):
     assert present.exit_code == 0, present.output
     checks = lines(present.output)
     assert checks["jobset"].startswith("ok") and "is installed" in checks["jobset"]
-    (dry_run,) = doctor_cluster.requests("POST", "/jobsets")  # the admission check's
+    (dry_run,) = doctor_cluster.requests("POST", "/jobsets", dry_run=True)  # admission's
     assert dry_run.url.query["dryRun"] == "All" and dry_run.data["kind"] == "JobSet"
     # A cluster without JobSet's CRD answers its paths as any unknown path: 404.
     doctor_cluster.fail(

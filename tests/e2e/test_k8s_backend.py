@@ -10,7 +10,7 @@ import time
 
 import pytest
 from support.k8s_emulator import NAMESPACE as NS
-from support.k8s_emulator import RUN, write_kubeconfig
+from support.k8s_emulator import OLD_JOBSET, RUN, write_kubeconfig
 from support.s3server import free_ports
 
 from kbench.k8s.render import job_name
@@ -72,6 +72,68 @@ def test_submit_renders_each_manifest_once_and_sends_exactly_its_plan(cluster, m
     assert result.exit_code == 0, result.output
     assert rendered == ["jobset.yaml.j2"] * 18  # once each
     assert [r.data for r in cluster.requests("POST")] == planned
+
+
+WEBHOOK_NO = (
+    'admission webhook "vjobset.kb.io" denied the request: JobSet name is too long, pod names '
+    "generated for this JobSet will exceed 63 characters"
+)
+
+
+def test_the_server_checks_every_manifest_before_anything_is_created(cluster):
+    """One JobSet of 18 refused by a webhook in the dry run: nothing is created, no run is
+    recorded, and the refusal is shown in the server's words."""
+    refused = job_name(RUN, "fgvc-aircraft_clip-vit-b32", nodes=2)
+    cluster.emulator.refusals[refused] = (403, WEBHOOK_NO)
+    result = cluster.submit("--nodes", "2")
+    assert result.exit_code == 1, result.output
+    assert "the API server refused 1 of 18 object(s) in a dry run; nothing was created" in (
+        result.output
+    )
+    assert f"jobset {refused}: {WEBHOOK_NO} (403)" in result.output
+    assert "Traceback" not in result.output
+    dry = cluster.requests("POST", "/jobsets", dry_run=True)
+    assert len(dry) == 18
+    assert all(r.params.get("fieldValidation") == "Strict" for r in dry)
+    assert cluster.requests("POST") == []  # nothing created
+    store = open_store(os.environ["KBENCH_STORE"])
+    assert store.list(f"runs/{RUN}/") == []  # no run recorded
+
+    # Accepted, with a warning: shown, then every create strict too
+    del cluster.emulator.refusals[refused]
+    cluster.emulator.warnings[refused] = "spec.foo: unknown field, ignored"
+    created = cluster.submit("--nodes", "2")
+    assert created.exit_code == 0, created.output
+    assert f"warning: jobset {refused}: spec.foo: unknown field, ignored" in created.output
+    creates = cluster.requests("POST", "/jobsets")
+    assert len(creates) == 18
+    assert all(r.params.get("fieldValidation") == "Strict" for r in creates)
+
+
+def test_a_jobset_too_old_for_kbenchs_manifests_is_refused_with_the_fix(cluster):
+    cluster.emulator.refusals["*"] = (400, OLD_JOBSET)
+    result = cluster.submit("--nodes", "2")
+    assert result.exit_code == 1
+    assert "the API server refused 18 of 18 object(s) in a dry run; nothing was created" in (
+        result.output
+    )
+    assert "the installed JobSet predates v0.10.0, whose failure policy kbench renders: " in (
+        result.output
+    )
+    assert cluster.requests("POST") == []
+
+
+def test_dry_run_server_checks_without_creating_anything(cluster):
+    result = cluster.submit("--dry-run=server", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["items"]) == 18
+    assert "every check passed; nothing was created" in result.stderr
+    assert len(cluster.requests("POST", "/jobs", dry_run=True)) == 18
+    assert cluster.requests("POST") == []
+    cluster.emulator.refusals[job_name(RUN, "dtd_resnet50")] = (422, 'Job.batch "x" is invalid')
+    refused = cluster.submit("--dry-run=server")
+    assert refused.exit_code == 1 and 'Job.batch "x" is invalid (422)' in refused.output
+    assert cluster.requests("POST") == []
 
 
 def states(kbench) -> dict:

@@ -97,6 +97,51 @@ def test_every_blocked_pair_says_why_in_the_words_of_whoever_blocks_it(cluster, 
     assert " pending " in line and line.endswith(f"Unschedulable: {UNSCHEDULABLE}")
 
 
+QUOTA = (
+    "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in "
+    "flavor kbench-ml, 1 more needed"
+)
+
+
+def test_a_queued_pair_says_why_kueue_has_not_admitted_it(cluster, kbench, tmp_path):
+    """Kueue's reason is on its Workload, read with one more list only while a pair is queued."""
+    profile = tmp_path / "queue.yaml"
+    profile.write_text("queue: gpu-queue\n")
+    assert cluster.submit("--profile", str(profile)).exit_code == 0
+    short, evicted, unseen = PAIRS[:3]
+    for pair in (short, evicted, unseen):
+        cluster.set_job_status(job_name(RUN, pair), {}, suspend=True)  # as Kueue's webhook does
+    quota = {"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": QUOTA}
+    cluster.add_workload(job_name(RUN, short), "Job", [quota])
+    gone = "Preempted to accommodate a workload (UID: u2) due to prioritization in the ClusterQueue"
+    cluster.add_workload(
+        job_name(RUN, evicted),
+        "Job",
+        [
+            {"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": "x"},
+            {"type": "Evicted", "status": "True", "reason": "Preempted", "message": gone},
+        ],
+    )
+    cluster.add_workload("kb-another-run-dtd-clip", "Job", [quota])  # not this run's
+
+    before = len(cluster.requests("GET"))
+    code, seen = status(kbench)
+    workloads = [r for r in cluster.requests("GET")[before:] if "/workloads" in str(r.url)]
+    assert code == 0 and len(workloads) == 1
+    waiting = "waiting for Kueue queue 'gpu-queue': "
+    assert seen[short] == ("queued", f"{waiting}Pending: {QUOTA}")
+    assert seen[evicted] == ("queued", f"{waiting}Preempted: {gone}")
+    assert seen[unseen][0] == "queued"
+    assert seen[unseen][1].startswith(f"{waiting}Kueue has made no Workload for it")
+
+    # Admitted: no pair is queued, and the Workloads are not read.
+    for pair in (short, evicted, unseen):
+        cluster.set_job_status(job_name(RUN, pair), {"active": 1}, suspend=False)
+    before = len(cluster.requests("GET"))
+    assert status(kbench)[1][short] == ("pending", "waiting for pods")
+    assert not [r for r in cluster.requests("GET")[before:] if "/workloads" in str(r.url)]
+
+
 def test_cancelled_and_removed_pairs_are_finished_and_status_exits_3(cluster, kbench):
     assert cluster.submit().exit_code == 0
     done = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}

@@ -3,6 +3,9 @@ background thread, so the real `kubernetes` client talks to it through a real ku
 
 What it does not do (see DESIGN section 8): filter by label selector, run anything, or know
 resources that were not declared; tests move Jobs through their states by patching status.
+kmock stores every create; `DryRunEmulator` teaches it the server-side dry run (a create with
+dryRun=All is answered, or refused as a test says a webhook would, and stores nothing) and the
+API server's reason for a missing object (NotFound).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
+import attrs
 import kmock
 import yaml
 
@@ -42,13 +47,51 @@ RESOURCES = {
     "v1/secrets": _resource("Secret", []),
     "v1/serviceaccounts": _resource("ServiceAccount", []),
     "scheduling.k8s.io/v1/priorityclasses": _resource("PriorityClass", [], namespaced=False),
-    "kueue.x-k8s.io/v1beta1/localqueues": _resource("LocalQueue", []),
+    "kueue.x-k8s.io/v1beta2/localqueues": _resource("LocalQueue", []),
+    "kueue.x-k8s.io/v1beta2/workloads": _resource("Workload", ["status"]),
     "v1/namespaces": _resource("Namespace", [], namespaced=False),
     "v1/nodes": _resource("Node", ["status"], namespaced=False),
     "authorization.k8s.io/v1/selfsubjectaccessreviews": _resource(
         "SelfSubjectAccessReview", [], namespaced=False
     ),
 }
+
+
+@attrs.define(kw_only=True)
+class DryRunEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator with the API server's dry run: a create with dryRun=All answers 201
+    with the object (and a Warning header where `warnings` names it), or the Status of a
+    refusal where `refusals` names it, and stores nothing."""
+
+    # name ("*": any) -> the status and message of the refusal
+    refusals: dict[str, tuple[int, str]] = attrs.field(factory=dict)
+    warnings: dict[str, str] = attrs.field(factory=dict)  # name -> the warning's text
+
+    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if request.method.value != "POST" or request.params.get("dryRun") != "All":
+            try:
+                return await super()._handle(request)
+            except kmock.KubernetesObjectNotFoundError as e:
+                # The API server's reason, by which clients (kubectl 1.20) tell "not found".
+                raise attrs.evolve(e, reason="NotFound", message="not found") from None
+        name = (request.data or {}).get("metadata", {}).get("name", "")
+        refused = self.refusals.get(name) or self.refusals.get("*")
+        if refused:
+            status, message = refused
+            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure"}
+            body |= {"message": message, "code": status}
+            return aiohttp.web.json_response(body, status=status)
+        headers = {"Warning": f'299 - "{self.warnings[name]}"'} if name in self.warnings else {}
+        return aiohttp.web.json_response(request.data, status=201, headers=headers)
+
+
+# What an API server answers, with strict field validation, for a JobSet whose CRD predates
+# the failure policy's onJobFailureMessagePatterns (JobSet < v0.10.0)
+OLD_JOBSET = (
+    'JobSet in version "v1alpha2" cannot be handled as a JobSet: strict decoding error: '
+    'unknown field "spec.failurePolicy.rules[0].onJobFailureMessagePatterns", unknown field '
+    '"spec.failurePolicy.rules[1].onJobFailureMessagePatterns"'
+)
 
 
 NAMESPACE = "ml"  # where the tests' submits go
@@ -126,6 +169,30 @@ class Cluster:
             },
         )
 
+    def add_workload(self, owner: str, kind: str, conditions: list[dict]) -> None:
+        """The Workload Kueue makes for a queued Job or JobSet (owned by it), with the
+        conditions Kueue writes (QuotaReserved, Admitted, Evicted ...)."""
+        from kubernetes import client
+
+        client.CustomObjectsApi(self.api()[0].api_client).create_namespaced_custom_object(
+            "kueue.x-k8s.io",
+            "v1beta2",
+            NAMESPACE,
+            "workloads",
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta2",
+                "kind": "Workload",
+                "metadata": {
+                    "name": f"{kind.lower()}-{owner}-1a2b3",
+                    "ownerReferences": [
+                        {"apiVersion": "batch/v1", "kind": kind, "name": owner, "uid": "u"}
+                    ],
+                },
+                "spec": {"queueName": "gpu-queue"},
+                "status": {"conditions": conditions},
+            },
+        )
+
     def add_event(self, job: str, reason: str, message: str) -> None:
         """A Warning event about a Job, as its controller reports FailedCreate."""
         _, core = self.api()
@@ -142,11 +209,16 @@ class Cluster:
             },
         )
 
-    def requests(self, method: str | None = None, path_part: str = "") -> list:
+    def requests(
+        self, method: str | None = None, path_part: str = "", dry_run: bool = False
+    ) -> list:
+        """The requests served, those that change something (or, `dry_run`, their dry runs)."""
         return [
             r
             for r in list(self.emulator)
-            if (method is None or r.method.value == method) and path_part in str(r.url)
+            if (method is None or r.method.value == method)
+            and path_part in str(r.url)
+            and (r.params.get("dryRun") == "All") == dry_run
         ]
 
     def serve_log(self, text: bytes) -> None:
@@ -190,7 +262,7 @@ def kubernetes_emulator(folder: Path, without: tuple[str, ...] = ()) -> Iterator
     ready, stop, box = threading.Event(), threading.Event(), {}
 
     async def serve() -> None:
-        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+        async with DryRunEmulator() as emulator, kmock.Server(emulator) as server:
             for name, resource in RESOURCES.items():
                 if name not in without:
                     emulator.resources[name] = resource

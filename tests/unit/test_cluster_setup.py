@@ -3,13 +3,17 @@ the set-up manifests' schema, and a Role that grants exactly the API calls kbenc
 
 from __future__ import annotations
 
+import dataclasses
+
 import yaml
 from click.testing import CliRunner
+from kubernetes.utils import parse_quantity
 
 from kbench.cli.main import cli
-from kbench.k8s.render import validate
+from kbench.k8s.render import render_run, validate
 from kbench.k8s.settings import ClusterSettings
 from kbench.k8s.setup import secret_template, setup_manifests
+from kbench.spec import load_grid
 
 
 def test_setup_manifests_pass_strict_validation():
@@ -58,3 +62,35 @@ def test_kbench_setup_prints_them():
     assert [d["kind"] for d in yaml.safe_load_all(template.output)] == ["Secret"]
     default = next(yaml.safe_load_all(CliRunner().invoke(cli, ["setup"]).output))
     assert default["metadata"]["name"] == ClusterSettings().namespace == "kbench"  # one default
+
+
+def test_the_kueue_example_can_admit_every_pod_kbench_renders():
+    """Kueue admits a pod only if its ClusterQueue covers every resource the pod requests, with
+    quota for it: the example covers what every built-in grid's pods request, at 1 and 2 nodes."""
+    settings = ClusterSettings(namespace="ml", queue="gpu-queue", gpus_per_node=8)
+    manifests = setup_manifests(settings, [], [], kueue=True)
+    assert {m["apiVersion"] for m in manifests[-3:]} == {"kueue.x-k8s.io/v1beta2"}
+    (group,) = manifests[-2]["spec"]["resourceGroups"]
+    (flavor,) = group["flavors"]
+    quota = {r["name"]: parse_quantity(r["nominalQuota"]) for r in flavor["resources"]}
+    assert set(group["coveredResources"]) == set(quota)
+    for grid in ("all", "study", "smoke"):
+        for nodes in (1, 2):
+            pods = render_run(
+                "r",
+                load_grid(grid).pairs,
+                dataclasses.replace(settings, nodes=nodes, image="i"),
+                "s3://b",
+            )
+            for manifest in pods:
+                spec = manifest["spec"]
+                template = (
+                    spec["replicatedJobs"][0]["template"]["spec"]["template"]
+                    if manifest["kind"] == "JobSet"
+                    else spec["template"]
+                )
+                for container in template["spec"]["containers"]:
+                    requests = container["resources"]["requests"]
+                    assert set(requests) <= set(quota), manifest["metadata"]["name"]
+                    for name, amount in requests.items():
+                        assert parse_quantity(amount) * nodes <= quota[name], (name, amount)

@@ -16,9 +16,18 @@ from click.testing import CliRunner
 
 from kbench.cli.main import cli
 from kbench.k8s import render as k8s_render
-from kbench.k8s.render import child_job, dns_name, job_name, render_run, to_yaml, validate
+from kbench.k8s.render import (
+    child_job,
+    derived_names,
+    dns_name,
+    job_name,
+    render_run,
+    to_yaml,
+    validate,
+)
 from kbench.k8s.settings import ClusterSettings, resolve
-from kbench.spec import load_grid
+from kbench.runs import new_run_id
+from kbench.spec import load_grid, parse_grid
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 
@@ -224,6 +233,64 @@ def test_names_are_dns_labels_short_enough_for_pod_hostnames():
     assert long == job_name(run, pair)
     assert long != job_name(run, "fgvc-aircraft_resnet50")
     assert dns_name("Kb", "Run_1", "x") == "kb-run-1-x"
+
+
+# The rules as the controllers state them: a DNS-1123 label (an Indexed Job's pod hostname,
+# the Job controller) and a DNS-1035 label (JobSet's webhook: its child Jobs and their pods).
+DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def webhook_refusals(name: str, nodes: int) -> list[str]:
+    """What the Job controller or JobSet's validating webhook (jobset_webhook.go: the longest
+    child Job "<jobset>-<replicatedJob>-<jobIndex>" and pod name
+    "<jobset>-<replicatedJob>-<jobIndex>-<podIndex>" + "-abcde", at the last indices; one
+    replicated Job "node", replicas 1, completions = nodes) would refuse of `name`."""
+    if nodes == 1:
+        checked = [(name, DNS_1123), (f"{name}-0", DNS_1123)]
+    else:
+        job = f"{name}-node-0"
+        checked = [(name, DNS_1035), (job, DNS_1035), (f"{job}-{nodes - 1}-abcde", DNS_1035)]
+    return [n for n, rule in checked if len(n) > 63 or not rule.fullmatch(n)]
+
+
+def test_every_name_passes_the_controllers_rules_at_1_to_999_nodes():
+    """Every pair of the built-in grids, with seeds and library models, under the longest
+    default run ids and a run id of the longest allowed length."""
+    library = (
+        "[clip-vit-b32, resnet50, 'open_clip:ViT-B-16/laion2b_s34b_b88k', "
+        "torchvision:convnext_tiny]"
+    )
+    seeded = parse_grid(
+        f"datasets: [fgvc-aircraft, flowers102]\nmodels: {library}\nseeds: [0, 7, 123456]\n",
+        "g.yaml",
+        "a-grid-with-a-long-name-for-its-seeds",
+    )
+    pairs = [p.name for grid in ("all", "study", "smoke") for p in load_grid(grid).pairs]
+    pairs += [p.name for p in seeded.pairs]
+    run_ids = [new_run_id(name) for name in ("all", "study", "x" * 60)] + ["r" * 40]
+    refused = [
+        (run_id, pair, nodes, webhook_refusals(job_name(run_id, pair, nodes), nodes))
+        for run_id in run_ids
+        for pair in pairs
+        for nodes in (1, 2, 9, 10, 99, 100, 999)
+    ]
+    assert len(refused) == len(run_ids) * len(pairs) * 7 > 1000
+    assert [r for r in refused if r[3]] == []
+    # As the manifests carry them: what render derives agrees with the rules
+    for name, nodes in [(job_name(run_ids[-1], pairs[0], 999), 999), (job_name("r", "p"), 1)]:
+        assert all(len(n) <= 63 for n in derived_names(name, nodes))
+
+
+def test_a_jobset_name_long_enough_for_a_hostname_alone_is_shortened_for_the_webhook():
+    """The old rule (52 characters, room for "-node-0-<index>") let through names whose pod
+    names JobSet's webhook refuses ("...-node-0-1-abcde" over 63)."""
+    for grid in ("all", "study"):  # their default run ids: <grid>-YYYYMMDD-HHMMSS
+        run_id = new_run_id(grid)
+        old = f"kb-{run_id}-fgvc-aircraft-clip-vit-b32"
+        assert len(old) <= 52 and webhook_refusals(old, 2)  # fitted the old limit, refused
+        name = job_name(run_id, "fgvc-aircraft_clip-vit-b32", nodes=2)
+        assert webhook_refusals(name, 2) == [] and len(name) <= 63 - len("-node-0-1-abcde")
 
 
 def test_optional_blocks_are_left_out_when_unset():
