@@ -30,15 +30,24 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from kbench.errors import JOB_ERROR_EXIT_CODE, JOB_ERROR_PREFIX, ConfigError, KbenchError
+from kbench.errors import (
+    JOB_ERROR_EXIT_CODE,
+    JOB_ERROR_PREFIX,
+    PEER_LOST_EXIT_CODE,
+    PREEMPTED_EXIT_CODE,
+    ConfigError,
+    KbenchError,
+)
 from kbench.jobs import checkpoint
 from kbench.jobs.datasets import Splits, build_splits, normalization, size
+from kbench.jobs.deadline import watch_deadline
 from kbench.jobs.distributed import Job, mean_across_processes, setup_distributed
 from kbench.jobs.eval_cache import Budget, EvalBatches, default_budget
 from kbench.jobs.loaders import EpochBatches, Placement, build_loaders, own_words
 from kbench.jobs.metrics import EvalAccumulator, Evaluation
 from kbench.jobs.models import ImageClassifier, build_model
 from kbench.jobs.optim import build_optimizer, build_scheduler
+from kbench.jobs.peers import lost_peer
 from kbench.jobs.recorder import Recorder
 from kbench.jobs.step import autocast, setup_device, train_step, uses_channels_last
 from kbench.jobs.weights import local_weights
@@ -47,8 +56,6 @@ from kbench.records import Environment, load_config
 from kbench.registry import ModelInfo, model_info
 from kbench.spec import TrainConfig
 from kbench.storage import job_retry_s, open_store
-
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a process killed by it
 
 
 class Preempted(BaseException):
@@ -63,6 +70,7 @@ sigterm = {"received": False}
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    watch_deadline()
     rank, world, device = setup_distributed()
     try:
         # A store that stops answering for a while (a restart, a network blip) is waited for:
@@ -332,11 +340,14 @@ def exit_code() -> int:
             return _stopped()
         print(f"kbench.jobs.train: {own_words(e)}", file=sys.stderr, flush=True)
         return 1
-    except Exception:
+    except Exception as e:
         # After a SIGTERM, a peer that stopped first breaks this process's next collective
         # (gloo: "connection closed by peer"): that is the preemption too, not a failure.
         if sigterm["received"]:
             return _stopped()
+        if lost_peer(e):  # not this process's fault: see kbench.jobs.peers
+            print(f"kbench.jobs.train: lost a peer: {own_words(e)}", file=sys.stderr, flush=True)
+            return PEER_LOST_EXIT_CODE
         traceback.print_exc()
         return 1
 

@@ -7,6 +7,7 @@ instead of writing `None` into a manifest), every value written through `tojson`
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import re
@@ -16,8 +17,8 @@ from typing import Any
 import jinja2
 import yaml
 
-from kbench.command import CPUS_ENV, GPUS_ENV, train_command
-from kbench.errors import JOB_ERROR_EXIT_CODE, ConfigError
+from kbench.command import CPUS_ENV, DEADLINE_ENV, GPUS_ENV, train_command
+from kbench.errors import JOB_ERROR_EXIT_CODE, PEER_LOST_EXIT_CODE, ConfigError
 from kbench.registry import model_slug
 from kbench.spec import Pair
 from kbench.storage import STORE_ENV
@@ -158,6 +159,11 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
     }
     if not settings.download_weights:  # weights come from the store: no hub at all
         env["HF_HUB_OFFLINE"] = "1"
+    if settings.time_limit_seconds:  # from now, when the pair is sent: every attempt's limit
+        deadline = dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+            seconds=settings.time_limit_seconds
+        )
+        env[DEADLINE_ENV] = deadline.isoformat(timespec="seconds")
     if settings.s3_endpoint:
         env["AWS_ENDPOINT_URL"] = settings.s3_endpoint
     if settings.s3_region:
@@ -187,6 +193,7 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
         "limits": limits,
         "shm_size": settings.per_pod("shm_size"),
         "config_error_exit_code": JOB_ERROR_EXIT_CODE,
+        "peer_lost_exit_code": PEER_LOST_EXIT_CODE,
     }
 
 

@@ -47,7 +47,10 @@ class ClusterSettings:
     backoff_limit: int = 3  # pod failures (not preemptions) before a single-node Job fails
     max_restarts: int = 3  # gang restarts (not preemptions) before a multi-node JobSet fails
     ttl_seconds_after_finished: int | None = 7 * 24 * 3600
-    active_deadline_seconds: int | None = None
+    active_deadline_seconds: int | None = None  # per attempt (a JobSet's child Job)
+    # A pair's whole life, every attempt and restart together, counted from its submission:
+    # its pods stop at that time, whatever attempt they are in, and the pair fails.
+    time_limit_seconds: int | None = None
     rendezvous_timeout: int = 900  # seconds torchrun waits for every node (slow image pulls)
     # Pods load pretrained weights from the store (`kbench models stage`), offline; true lets
     # them download instead (through `env`'s HTTPS_PROXY or HF_ENDPOINT, if any).
@@ -87,6 +90,9 @@ def resolve(layers: list[Layer]) -> ClusterSettings:
     for key in ("nodes", "gpus_per_node", "backoff_limit", "max_restarts", "rendezvous_timeout"):
         if getattr(settings, key) < (0 if key in ("backoff_limit", "max_restarts") else 1):
             raise ConfigError(f"cluster settings: {key} must be positive")
+    for key in ("active_deadline_seconds", "time_limit_seconds"):
+        if getattr(settings, key) is not None and getattr(settings, key) < 1:
+            raise ConfigError(f"cluster settings: {key} must be positive (or null: none)")
     for key in QUANTITIES:
         value = getattr(settings, key)
         if value is not None and not re.fullmatch(QUANTITY, str(value)):

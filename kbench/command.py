@@ -8,6 +8,8 @@ to each other by tests/test_k8s_contract.py, which runs a rendered pod's command
 
 from __future__ import annotations
 
+import argparse
+
 LAUNCHER = "kbench.jobs.launch"  # torchrun, passing the job's bad-config exit code through
 TRAINER = "kbench.jobs.train"
 
@@ -18,6 +20,17 @@ CPUS_ENV = "KBENCH_CPUS"
 # The GPUs a pod was given: a process that finds CUDA unusable then fails at once (exit 2)
 # instead of holding them while it trains on the CPU.
 GPUS_ENV = "KBENCH_GPUS"
+# When a pair's time limit runs out (ISO 8601, UTC): its processes stop then, every attempt.
+DEADLINE_ENV = "KBENCH_DEADLINE"
+
+
+def trainer_target(args: list[str]) -> tuple[str, str, str]:
+    """The store, run and pair of the trainer's arguments, as `train_command` writes them."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in ("--store", "--run-id", "--pair"):
+        parser.add_argument(flag, required=True)
+    known, _ = parser.parse_known_args(args)
+    return known.store, known.run_id, known.pair
 
 
 def train_command(

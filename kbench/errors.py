@@ -51,3 +51,8 @@ class PairsUnsuccessful(KbenchError):
 # with 2, so whoever launched it (the local backend, a pod's log) can show the reason.
 JOB_ERROR_PREFIX = "kbench.jobs.train: error:"
 JOB_ERROR_EXIT_CODE = 2
+# A process of a multi-node pair whose peer went away (preempted, its node lost) while it was
+# fine itself: its pod is replaced without spending a restart (the gang Job's podFailurePolicy);
+# the peer's own failure decides whether the gang's restart counts.
+PEER_LOST_EXIT_CODE = 3
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a process killed by it: stopped, resumes later

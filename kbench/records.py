@@ -52,6 +52,7 @@ SUMMARY = "summary.json"  # config, epoch records, progress and result: what sta
 RESULT = "result.json"
 LOCAL_STATE = "local.json"
 CANCELLED = "cancelled.json"
+PEER_LOST = "peer-lost-node-{node}.json"  # per node: a pod that lost a peer, at which epoch
 MANIFEST = "manifest.json"
 PREDICTIONS = "predictions.npz"
 PREDICTION_NAME = re.compile(r"epoch_\d+|alpha_[01]\.\d+")
@@ -204,6 +205,14 @@ class SummaryRecord(TypedDict):
     predictions: NotRequired[list[str]]  # the evaluations predictions.npz holds
 
 
+class PeerLostMark(TypedDict):
+    """peer-lost-node-N.json: node N's processes lost a peer `count` times since checkpoint
+    `epoch` (a restart is free only while training moves on)."""
+
+    epoch: Count
+    count: Positive
+
+
 class CancelMark(TypedDict):
     """cancelled.json: `kbench cancel` stopped the pair (on Kubernetes its Job is then gone)."""
 
@@ -238,6 +247,7 @@ class LocalProcess(ProcessIdentity):
 
 # What each record is called in a refusal.
 NAMES: dict[Any, str] = {
+    PeerLostMark: "peer-lost mark",
     SummaryRecord: "pair summary",
     MetricsRecord: "metrics record",
     ResultRecord: "result record",

@@ -19,6 +19,7 @@ from support.s3server import free_ports
 
 from kbench import records
 from kbench.command import GPUS_ENV
+from kbench.errors import PEER_LOST_EXIT_CODE
 from kbench.jobs.checkpoint import POINTER
 from kbench.k8s.render import RENDEZVOUS_PORT, child_job, render_run
 from kbench.k8s.settings import ClusterSettings
@@ -110,9 +111,14 @@ def test_a_rendered_two_node_pair_survives_a_late_pod_and_a_gang_restart(s3_env,
     kill_tree(early.pid, signal.SIGKILL)
     early.communicate()
     survivor = late.communicate(timeout=300)[0].decode()
-    assert late.returncode != 0, survivor[-3000:]  # a gang: one pod down takes the other
+    # A gang: one pod down takes the other, which says it lost a peer (its pod is replaced
+    # without spending a restart; the dead pod's own failure decides).
+    assert late.returncode == PEER_LOST_EXIT_CODE, survivor[-3000:]
+    assert "kbench.jobs.train: lost a peer: " in survivor
+    mark = read_json(store, records.pair_key("contract", pair, "peer-lost-node-0.json"))
     killed_after = checkpointed(store, pair)
     assert killed_after < EPOCHS, "finished before the kill: the test proved nothing"
+    assert mark == {"epoch": killed_after, "count": 1}
 
     processes = [start(index) for index in range(job["spec"]["completions"])]
     outputs = [p.communicate(timeout=600)[0].decode() for p in processes]

@@ -167,6 +167,66 @@ def test_pod_0_of_an_indexed_job_hosts_the_rendezvous_store(monkeypatch):
     assert rendezvous_conf("c10d", conf) == conf  # not in a pod: torch decides, as before
 
 
+# What gloo raised in a process whose peer's pod was SIGKILLed (torch 2.14.1, two torchrun
+# agents on this machine; tests/e2e/test_k8s_contract.py does it to a rendered pair).
+GLOO_PEER_GONE = (
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
+    "[127.0.0.1]:12513: Connection reset by peer. This is typically caused by a remote worker "
+    "hanging or bugs in the application."
+)
+
+
+def test_a_lost_peer_is_told_from_a_process_own_failure():
+    from torch.distributed import DistNetworkError
+
+    from kbench.jobs.peers import lost_peer
+
+    assert lost_peer(RuntimeError(GLOO_PEER_GONE))
+    assert lost_peer(DistNetworkError("failed to recv, got 0 bytes"))
+    assert not lost_peer(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not lost_peer(ValueError("connection reset by peer"))  # not from torch.distributed
+
+
+@pytest.mark.parametrize(
+    ("codes", "expected"),
+    [
+        ({2, 3}, 2),  # a bad config wins: no retry helps
+        ({1, 3}, 1),  # one process crashed on its own: counted
+        ({3, 143}, 3),  # lost a peer; torchrun stopped the other process
+        ({-9}, 1),
+        ({143}, 1),  # stopped without a word of why: counted as before
+    ],
+)
+def test_a_pod_exits_as_its_failed_workers_say(codes, expected, tmp_path):
+    from kbench.jobs.launch import exit_code
+
+    args = ["--store", str(tmp_path), "--run-id", "r", "--pair", "p"]
+    assert exit_code(codes, args) == expected
+
+
+def test_a_lost_peer_is_free_only_while_training_moves_on(tmp_path, monkeypatch, capsys):
+    """The fourth loss since the same checkpoint counts; a new checkpoint frees it again."""
+    from kbench import records
+    from kbench.jobs.checkpoint import POINTER
+    from kbench.jobs.launch import exit_code
+    from kbench.jobs.peers import FREE_PEER_LOSSES
+    from kbench.storage import open_store, read_json, write_json
+
+    store = open_store(str(tmp_path))
+    args = ["--store", str(tmp_path), "--run-id", "r", "--pair", "p"]
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    assert [exit_code({3}, args) for _ in range(FREE_PEER_LOSSES + 1)] == [3, 3, 3, 1]
+    assert "lost a peer 4 times since checkpoint 0: counted" in capsys.readouterr().err
+    write_json(store, records.pair_key("r", "p", POINTER), {"epoch": 2, "key": "k", "id": "i"})
+    assert exit_code({3}, args) == 3
+    mark = read_json(store, records.pair_key("r", "p", "peer-lost-node-1.json"))
+    assert mark == {"epoch": 2, "count": 1}
+    # The store is not trusted: a mark that is not one is refused in one line, and counts.
+    store.write(records.pair_key("r", "p", "peer-lost-node-1.json"), b'{"epoch": "2"}')
+    assert exit_code({3}, args) == 1
+    assert "is not a kbench peer-lost mark" in capsys.readouterr().err
+
+
 def test_the_eval_split_is_decoded_once_when_it_fits():
     """The second evaluation reads nothing from the dataset and sees the same batches; a split
     over the budget, or a first pass cut short, is read again every time."""

@@ -5,6 +5,7 @@ Regenerate the goldens after an intended change with `make goldens`."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from kbench.cli.main import cli
+from kbench.errors import ConfigError
 from kbench.k8s import render as k8s_render
 from kbench.k8s.render import (
     child_job,
@@ -99,6 +101,7 @@ def test_job_fields():
         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
     }
     assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [2]
+    assert len(rules) == 2  # one pod: a peer it loses is its own process, which crashed
     assert spec["activeDeadlineSeconds"] == 172800 and spec["ttlSecondsAfterFinished"] > 0
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
@@ -159,9 +162,12 @@ def test_a_multi_node_pair_is_a_jobset_that_restarts_as_a_gang():
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
     assert job["spec"]["completionMode"] == "Indexed"
     rules = job["spec"]["podFailurePolicy"]["rules"]
-    assert [r["action"] for r in rules] == ["FailJob", "FailJob"]
+    assert [r["action"] for r in rules] == ["FailJob", "FailJob", "Ignore"]
     assert rules[0]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
     assert rules[1]["onExitCodes"]["values"] == [2]
+    # A pod whose peer went away is replaced without failing the Job: the peer's own failure
+    # (preempted: free; crashed: counted) decides the gang's restart.
+    assert rules[2]["onExitCodes"] == {"containerName": "train", "operator": "In", "values": [3]}
     # A bad config fails the JobSet; a preemption restarts it without spending a restart.
     policy = spec["failurePolicy"]
     assert policy["maxRestarts"] == 3
@@ -391,7 +397,6 @@ def test_cached_validation_agrees_with_kubernetes_validate():
 
 
 def test_unknown_kubernetes_version_is_one_clear_error():
-    from kbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no schema for Kubernetes 9.99"):
         validate(manifests()[:1], "9.99")
@@ -404,7 +409,6 @@ def test_unknown_kubernetes_version_is_one_clear_error():
     ({"node_selector": ["gpu"]}, "profile: node_selector: expected a mapping, got ['gpu']"),
 ])  # fmt: skip
 def test_cluster_settings_of_the_wrong_type_are_refused(layer, message):
-    from kbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         resolve([(layer, "profile")])
@@ -466,3 +470,20 @@ def test_resources_follow_the_gpus_unless_set(gpus, cpu, memory, shm):
     (container,) = set_by_hand["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["cpu"] == "1500m"
     assert {"name": "KBENCH_CPUS", "value": "1.5"} in container["env"]
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_a_time_limit_is_a_deadline_every_attempt_of_a_pair_knows(nodes):
+    """Counted from the submission: a JobSet's restart starts a new Job (and a new
+    activeDeadlineSeconds), but its pods keep the same deadline."""
+    sent = dt.datetime.now(dt.timezone.utc)
+    for manifest in manifests(nodes, time_limit_seconds=3600):
+        (container,) = child_job(manifest)["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        deadline = dt.datetime.fromisoformat(env["KBENCH_DEADLINE"])
+        assert abs((deadline - sent).total_seconds() - 3600) < 60
+    (container,) = child_job(manifests(nodes)[0])["spec"]["template"]["spec"]["containers"]
+    assert "KBENCH_DEADLINE" not in {e["name"] for e in container["env"]}  # none by default
+    for bad in (0, -5):
+        with pytest.raises(ConfigError, match="time_limit_seconds must be positive"):
+            manifests(nodes, time_limit_seconds=bad)
