@@ -49,19 +49,41 @@ def doctor(grid_ref, store, profile, **flags) -> None:
     "default stream, which is safe to re-apply: it would blank the keys).",
 )
 @click.option("--queue", help="Also print an example Kueue set-up for this LocalQueue.")
+@click.option(
+    "--network-policy",
+    is_flag=True,
+    help="Also print a NetworkPolicy that lets the pods reach each other, DNS and the store "
+    "(for namespaces that deny traffic by default).",
+)
+@click.option("--s3-endpoint", help="The store's endpoint the pods use (its port is allowed).")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
-def setup(namespace, users, groups, s3_secret, secret_template, queue, output) -> None:
+def setup(
+    namespace,
+    users,
+    groups,
+    s3_secret,
+    secret_template,
+    queue,
+    network_policy,
+    s3_endpoint,
+    output,
+) -> None:
     """Print the cluster objects kbench needs, for `kubectl apply -f -` (safe to re-apply)."""
     from kbench.k8s.settings import DEFAULT_NAMESPACE, ClusterSettings, check_names
     from kbench.k8s.setup import secret_template as template
     from kbench.k8s.setup import setup_manifests
 
     settings = ClusterSettings(
-        namespace=namespace or DEFAULT_NAMESPACE, s3_secret=s3_secret or None, queue=queue
+        namespace=namespace or DEFAULT_NAMESPACE,
+        s3_secret=s3_secret or None,
+        queue=queue,
+        s3_endpoint=s3_endpoint,
     )
     check_names(settings)
     if secret_template:
         print_documents(template(settings), output)
         return
-    manifests = setup_manifests(settings, list(users), list(groups), kueue=bool(queue))
+    manifests = setup_manifests(
+        settings, list(users), list(groups), kueue=bool(queue), network_policy=network_policy
+    )
     print_documents(manifests, output)

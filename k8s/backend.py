@@ -103,6 +103,9 @@ class KubernetesBackend:
             "namespace": self.settings.namespace,
             "context": self.settings.context,
             "nodes": self.settings.nodes,  # which kind of object the pairs are
+            # What every pod ran: a digest pins it; a tag alone can move (see `check`).
+            "image": self.settings.image,
+            "image_digest": image_digest(self.settings.image),
         }
         return Plan(
             run=dataclasses.replace(run, cluster=cluster),
@@ -129,7 +132,8 @@ class KubernetesBackend:
         namespace = self.settings.namespace
         admission = dry_run(self.client, namespace, new, jobsets=self.gang)
         refuse(admission, len(new))
-        return admission.warnings
+        moving = [] if image_digest(self.settings.image) else [mutable_image(self.settings.image)]
+        return moving + admission.warnings
 
     # ------------------------------------------------------------------------------ clients
 
@@ -361,6 +365,18 @@ class KubernetesBackend:
         self, verb: str, resource: str, name: str | None = None
     ) -> contextlib.AbstractContextManager[None]:
         return api_errors(verb, resource, self.settings.namespace, self.client, name)
+
+
+def image_digest(image: str | None) -> str | None:
+    """The digest an image reference pins (`name@sha256:...`), or None."""
+    return image.rpartition("@")[2] if image and "@" in image else None
+
+
+def mutable_image(image: str | None) -> str:
+    return (
+        f"image {image} is a tag, which can move while a study runs (pairs, restarts and "
+        "nodes may then run different images): pin it by digest, registry/name@sha256:..."
+    )
 
 
 def _prefixed(text: str, prefix: str) -> str:

@@ -12,11 +12,16 @@ from kbench.spec import Grid
 
 from .api import http_problem
 from .backend import KubernetesBackend
-from .render import INSTALL_JOBSET, JOBSET_GROUP, JOBSET_VERSION, KUEUE_GROUP, KUEUE_VERSION
+from .render import (
+    INSTALL_JOBSET,
+    JOBSET_GROUP,
+    JOBSET_VERSION,
+    KUEUE_GROUP,
+    KUEUE_VERSION,
+    pod_resources,
+)
 from .settings import ClusterSettings
 from .setup import calls
-
-GPU = "nvidia.com/gpu"
 
 
 @dataclass
@@ -59,7 +64,7 @@ def run_checks(
         if settings.priority_class:
             cluster.append(_priority_class(client, settings.priority_class))
         checks[1:1] = cluster
-        checks.append(_gpus(client))
+        checks.append(_gpus(client, settings))
     except HTTPError as e:  # refused, timed out, TLS: the cluster checks cannot run
         reason = f"cannot reach the API server at {host} ({http_problem(e)})"
         checks.insert(1, Check("api server", False, reason, "check --context and the network"))
@@ -320,7 +325,9 @@ def _permissions(client: Any, namespace: str) -> Check:
     return Check("permissions", True, "may create, list and delete what kbench needs")
 
 
-def _gpus(client: Any) -> Check:
+def _gpus(client: Any, settings: ClusterSettings) -> Check:
+    """GPUs on some node, and some node that can hold one pod as the settings size it (what
+    its allocatable offers, before other pods' requests, taints and selectors)."""
     from kubernetes import client as k8s
     from kubernetes.client.exceptions import ApiException
 
@@ -328,13 +335,46 @@ def _gpus(client: Any) -> Check:
         nodes = k8s.CoreV1Api(client).list_node().items
     except ApiException as e:
         return Check("gpus", None, f"cannot list nodes ({e.status}); ask an admin")
-    gpus = {n.metadata.name: int((n.status.allocatable or {}).get(GPU, "0")) for n in nodes}
-    with_gpus = {name: count for name, count in gpus.items() if count}
+    gpu = settings.gpu_resource
+    allocatable = {n.metadata.name: n.status.allocatable or {} for n in nodes}
+    with_gpus = {name: have for name, have in allocatable.items() if _amount(have, gpu)}
     if not with_gpus:
         return Check(
             "gpus",
             False,
-            f"no node has allocatable {GPU} ({len(nodes)} nodes)",
+            f"no node has allocatable {gpu} ({len(nodes)} nodes)",
             "install the NVIDIA device plugin or GPU operator, or add GPU nodes",
         )
-    return Check("gpus", True, f"{sum(with_gpus.values())} GPUs on {len(with_gpus)} node(s)")
+    found = f"{sum(_amount(have, gpu) for have in with_gpus.values()):g} GPUs on "
+    found += f"{len(with_gpus)} node(s)"
+    requests, _ = pod_resources(settings)
+    short = {name: _short(have, requests) for name, have in with_gpus.items()}
+    if all(short.values()):
+        name = min(short, key=lambda n: len(short[n]))  # the closest
+        asked = ", ".join(f"{k} {v}" for k, v in requests.items())
+        return Check(
+            "gpus",
+            False,
+            f"{found}, but none can hold one pod ({asked}): {name} has {'; '.join(short[name])}",
+            "ask for less per pod (cpu, memory, shm_size, scratch_size in the cluster settings; "
+            "memory includes /dev/shm) or fewer --gpus-per-node",
+        )
+    fits = sum(not lacking for lacking in short.values())
+    return Check("gpus", True, f"{found}; {fits} can hold one pod")
+
+
+def _amount(allocatable: dict[str, str], resource: str) -> float:
+    from kubernetes.utils import parse_quantity
+
+    return float(parse_quantity(allocatable.get(resource, "0")))
+
+
+def _short(allocatable: dict[str, str], requests: dict[str, str]) -> list[str]:
+    """What a node lacks for a pod: `resource have < asked` for each one short."""
+    from kubernetes.utils import parse_quantity
+
+    return [
+        f"{resource} {allocatable.get(resource, '0')} < {asked}"
+        for resource, asked in requests.items()
+        if _amount(allocatable, resource) < float(parse_quantity(asked))
+    ]

@@ -173,14 +173,7 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
     env[GPUS_ENV] = str(settings.gpus_per_node)
     _no_overlap("env", settings.env, env)
     env.update(settings.env)
-    limits = {
-        "cpu": cpu,
-        "memory": settings.per_pod("memory"),
-        settings.gpu_resource: str(settings.gpus_per_node),
-    }
-    # The scratch volume counts against the node's disk: requested, so the scheduler sees it
-    # (no limit beyond the volume's own sizeLimit, which logs and the image layer do not share).
-    requests = {**limits, "ephemeral-storage": str(settings.scratch_size)}
+    requests, limits = pod_resources(settings)
     return {
         "settings": settings,
         "name": name,
@@ -195,6 +188,20 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
         "config_error_exit_code": JOB_ERROR_EXIT_CODE,
         "peer_lost_exit_code": PEER_LOST_EXIT_CODE,
     }
+
+
+def pod_resources(settings: ClusterSettings) -> tuple[dict[str, str], dict[str, str]]:
+    """A pod's (requests, limits): CPU, memory, the GPUs and any extra devices (requested as
+    limited), and the scratch volume's ephemeral-storage."""
+    limits = {
+        "cpu": settings.per_pod("cpu"),
+        "memory": settings.per_pod("memory"),
+        settings.gpu_resource: str(settings.gpus_per_node),
+        **{name: str(count) for name, count in settings.extra_resources.items()},
+    }
+    # The scratch volume counts against the node's disk: requested, so the scheduler sees it
+    # (no limit beyond the volume's own sizeLimit, which logs and the image layer do not share).
+    return {**limits, "ephemeral-storage": str(settings.scratch_size)}, limits
 
 
 def without(mapping: dict[str, Any], key: str) -> dict[str, Any]:

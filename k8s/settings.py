@@ -17,8 +17,10 @@ from kbench.layers import Layer, fits_type, load_yaml, merge_layers, read_text
 from kbench.spec import Grid
 
 DEFAULT_NAMESPACE = "kbench"  # what `kbench setup` creates, and where everything goes by default
-# Per GPU, so a pod's resources follow the GPUs it asks for (an 8-GPU pod: 64 CPUs, 512Gi).
-CPU_PER_GPU, MEMORY_GI_PER_GPU, SHM_GI_PER_GPU = 8, 64, 16
+# Per GPU, so a pod's resources follow the GPUs it asks for (an 8-GPU pod: 64 CPUs, 320Gi),
+# sized to fit the common GPU nodes' allocatable share per GPU (README: the node table): the
+# tightest, 4 x L4 or A10G on 48 vCPUs and 192 GiB, leaves about 11 CPUs and 46Gi per GPU.
+CPU_PER_GPU, MEMORY_GI_PER_GPU, SHM_GI_PER_GPU = 8, 40, 8
 
 
 @dataclass
@@ -67,6 +69,10 @@ class ClusterSettings:
     # The pod's user and group; None leaves them to the platform (OpenShift's restricted SCC
     # assigns its own and refuses fixed ones). The image's user is 1000.
     run_as_user: int | None = 1000
+    # Escape hatches for what multi-node training on fast networks needs:
+    extra_resources: dict[str, int] = field(default_factory=dict)  # per pod, e.g. EFA, RDMA
+    capabilities: list[str] = field(default_factory=list)  # added to the container: IPC_LOCK
+    jobset_annotations: dict[str, str] = field(default_factory=dict)  # exclusive placement
 
     def per_pod(self, key: str) -> str:
         """cpu, memory or shm_size: as set, else the per-GPU default times the GPUs."""
@@ -151,8 +157,15 @@ def check_names(settings: ClusterSettings) -> None:
                     "a label value (63 characters, [-_.A-Za-z0-9])",
                 )
             )
-    for key in settings.annotations:
-        one.append(("annotations key", key, QUALIFIED_NAME, "a qualified name like a.io/b"))
+    for mapping in ("annotations", "jobset_annotations"):
+        for key in getattr(settings, mapping):
+            one.append((f"{mapping} key", key, QUALIFIED_NAME, "a qualified name like a.io/b"))
+    for name, count in settings.extra_resources.items():
+        one.append(("extra_resources key", name, QUALIFIED_NAME, "a resource name like a.io/b"))
+        if count < 1:
+            raise ConfigError(f"cluster settings: extra_resources.{name} must be positive")
+    for capability in settings.capabilities:
+        one.append(("capabilities", capability, r"[A-Z][A-Z_]*", "a capability like IPC_LOCK"))
     for key in settings.env:
         one.append(("env", key, ENV_NAME, "an environment variable name"))
     for where, value, rule, what in one:

@@ -5,6 +5,9 @@ example Kueue queue; apart from them, a template of the pods' S3 Secret."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
+
+from kbench.errors import ConfigError
 
 from .render import KUEUE_GROUP, KUEUE_VERSION, MANAGED_BY, render_template
 from .settings import ClusterSettings
@@ -51,9 +54,14 @@ def secret_template(settings: ClusterSettings) -> list[dict[str, Any]]:
 
 
 def setup_manifests(
-    settings: ClusterSettings, users: list[str], groups: list[str], kueue: bool = False
+    settings: ClusterSettings,
+    users: list[str],
+    groups: list[str],
+    kueue: bool = False,
+    network_policy: bool = False,
 ) -> list[dict[str, Any]]:
-    """Namespace, ServiceAccount, Role, RoleBinding (+ a Kueue example): safe to apply again.
+    """Namespace, ServiceAccount, Role, RoleBinding (+ a Kueue example, + a NetworkPolicy for
+    namespaces that deny by default): safe to apply again.
 
     The Role goes to the people who run `kbench` (users, groups; default: the group
     kbench-users), not to the pods: they talk to S3 only, and their ServiceAccount does not
@@ -62,6 +70,8 @@ def setup_manifests(
     templates = ["namespace", "serviceaccount", "role", "rolebinding"]
     if kueue and settings.queue:
         templates.append("kueue")
+    if network_policy:
+        templates.append("networkpolicy")
     return [m for t in templates for m in render_template(f"{t}.yaml.j2", model)]
 
 
@@ -82,4 +92,18 @@ def _model(settings: ClusterSettings, users: list[str], groups: list[str]) -> di
         "cluster_queue": f"kbench-{settings.namespace}",
         "flavor": f"kbench-{settings.namespace}",
         "kueue_api": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
+        "store_ports": [{"protocol": "TCP", "port": port} for port in store_ports(settings)],
     }
+
+
+def store_ports(settings: ClusterSettings) -> list[int]:
+    """The ports the pods reach the store on: HTTPS (AWS S3, and the hub where weights are
+    downloaded), and the endpoint's own port (MinIO's 9000, say)."""
+    ports = {443}
+    if settings.s3_endpoint:
+        url = urlsplit(settings.s3_endpoint)
+        try:
+            ports.add(url.port or (80 if url.scheme == "http" else 443))
+        except ValueError:
+            raise ConfigError(f"s3_endpoint {settings.s3_endpoint!r} has no valid port") from None
+    return sorted(ports)

@@ -76,14 +76,20 @@ def doctor_cluster(cluster):
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kbench-s3"}}
     core.create_namespaced_secret(NS, {**secret, "stringData": {"AWS_ACCESS_KEY_ID": "k"}})
     for name, gpus in [("cpu-node", "0"), ("gpu-node", "8")]:
-        node = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name},
-            "status": {"allocatable": {"nvidia.com/gpu": gpus, "cpu": "64"}},
-        }
-        core.create_node(node)
+        core.create_node(node(name, gpus))
     return cluster
+
+
+def node(name: str, gpus: str, memory: str = "1000Gi") -> dict:
+    """A Node as the kubelet reports what pods may request of it."""
+    allocatable = {"nvidia.com/gpu": gpus, "cpu": "64", "memory": memory}
+    allocatable["ephemeral-storage"] = "400Gi"
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "status": {"allocatable": allocatable},
+    }
 
 
 def doctor(*extra: str):
@@ -117,7 +123,7 @@ def test_all_green(doctor_cluster):
         "gpus",
     }
     assert all(line.startswith("ok") for line in checks.values()), result.output
-    assert "8 GPUs on 1 node(s)" in checks["gpus"]
+    assert "8 GPUs on 1 node(s); 1 can hold one pod" in checks["gpus"]
     reviews = doctor_cluster.requests("POST", "selfsubjectaccessreviews")
     assert {
         (
@@ -163,6 +169,25 @@ def test_missing_image_bucket_and_gpus(doctor_cluster, s3_env):
     assert "bucket 'no-such-bucket' does not exist" in result.output
     assert "fix: install the NVIDIA device plugin" in result.output
     assert result.output.rstrip().endswith("3 check(s) failed: image, store, gpus")
+
+
+def test_no_node_can_hold_one_pod(doctor_cluster):
+    """GPUs exist, but every GPU node has less memory than one pod asks for: said before a
+    Job waits for ever as unschedulable, with what the closest node lacks."""
+    answer_access_reviews(doctor_cluster, denied=set())
+    core = k8s.CoreV1Api(
+        kubeconfig.new_client_from_config(config_file=str(doctor_cluster.kubeconfig))
+    )
+    core.delete_node("gpu-node")
+    core.create_node(node("small-gpu-node", "4", memory="120Gi"))
+    result = doctor("--gpus-per-node", "4")
+    checks = lines(result.output)
+    assert result.exit_code == 1, result.output
+    assert checks["gpus"].startswith("FAIL")
+    assert "4 GPUs on 1 node(s), but none can hold one pod (cpu 32, memory 160Gi" in result.output
+    assert "small-gpu-node has memory 120Gi < 160Gi" in result.output
+    assert "fix: ask for less per pod" in result.output
+    assert doctor("--gpus-per-node", "2").exit_code == 0  # 80Gi fits
 
 
 def test_no_kubeconfig(doctor_cluster, monkeypatch, tmp_path):

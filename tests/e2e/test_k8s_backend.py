@@ -17,7 +17,7 @@ from kbench.k8s.render import job_name
 from kbench.records import dataset_key
 from kbench.runs import check_run_id
 from kbench.spec import load_grid
-from kbench.storage import open_store
+from kbench.storage import open_store, read_json
 
 SELECTOR = "app.kubernetes.io/managed-by=kbench,kbench.dev/run=study"
 
@@ -108,6 +108,26 @@ def test_the_server_checks_every_manifest_before_anything_is_created(cluster):
     creates = cluster.requests("POST", "/jobsets")
     assert len(creates) == 18
     assert all(r.params.get("fieldValidation") == "Strict" for r in creates)
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_the_image_is_recorded_and_a_tag_that_can_move_is_warned_of(cluster):
+    store = open_store(os.environ["KBENCH_STORE"])
+    tagged = cluster.submit()  # registry.example/kbench:1
+    assert tagged.exit_code == 0, tagged.output
+    assert "warning: image registry.example/kbench:1 is a tag, which can move" in tagged.output
+    run = read_json(store, f"runs/{RUN}/run.json")
+    assert run["cluster"]["image"] == "registry.example/kbench:1"
+    assert run["cluster"]["image_digest"] is None
+
+    pinned = f"registry.example/kbench@{DIGEST}"
+    result = cluster.submit("--run-id", "pinned", "--image", pinned)
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    run = read_json(store, "runs/pinned/run.json")
+    assert (run["cluster"]["image"], run["cluster"]["image_digest"]) == (pinned, DIGEST)
 
 
 def test_a_jobset_too_old_for_kbenchs_manifests_is_refused_with_the_fix(cluster):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from kubernetes.utils import parse_quantity
 
 from kbench.cli.main import cli
-from kbench.k8s.render import render_run, validate
+from kbench.k8s.render import child_job, render_run, validate
 from kbench.k8s.settings import ClusterSettings
 from kbench.k8s.setup import secret_template, setup_manifests
 from kbench.spec import load_grid
@@ -67,7 +67,12 @@ def test_kbench_setup_prints_them():
 def test_the_kueue_example_can_admit_every_pod_kbench_renders():
     """Kueue admits a pod only if its ClusterQueue covers every resource the pod requests, with
     quota for it: the example covers what every built-in grid's pods request, at 1 and 2 nodes."""
-    settings = ClusterSettings(namespace="ml", queue="gpu-queue", gpus_per_node=8)
+    settings = ClusterSettings(
+        namespace="ml",
+        queue="gpu-queue",
+        gpus_per_node=8,
+        extra_resources={"vpc.amazonaws.com/efa": 4},
+    )
     manifests = setup_manifests(settings, [], [], kueue=True)
     assert {m["apiVersion"] for m in manifests[-3:]} == {"kueue.x-k8s.io/v1beta2"}
     (group,) = manifests[-2]["spec"]["resourceGroups"]
@@ -94,3 +99,39 @@ def test_the_kueue_example_can_admit_every_pod_kbench_renders():
                     assert set(requests) <= set(quota), manifest["metadata"]["name"]
                     for name, amount in requests.items():
                         assert parse_quantity(amount) * nodes <= quota[name], (name, amount)
+
+
+def test_the_network_policy_lets_a_pairs_pods_reach_each_other_dns_and_the_store():
+    """For namespaces that deny by default: schema-valid, selecting exactly kbench's pods (of
+    Jobs and JobSets), peers on any port, DNS, and the store's ports."""
+    settings = ClusterSettings(namespace="ml", s3_endpoint="http://minio.storage:9000")
+    (policy,) = [
+        m
+        for m in setup_manifests(settings, [], [], network_policy=True)
+        if m["kind"] == "NetworkPolicy"
+    ]
+    assert validate([policy], "1.33.0") == []
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    selector = spec["podSelector"]["matchLabels"]
+    for nodes in (1, 2):
+        rendered = render_run(
+            "r",
+            load_grid("smoke").pairs,
+            dataclasses.replace(settings, nodes=nodes, image="i"),
+            "s3://b",
+        )
+        for manifest in rendered:
+            template = child_job(manifest)["spec"]["template"]
+            assert selector.items() <= template["metadata"]["labels"].items()
+    (peers,) = spec["ingress"]
+    assert peers == {"from": [{"podSelector": {"matchLabels": selector}}]}  # any port
+    assert spec["egress"][0] == {"to": [{"podSelector": {"matchLabels": selector}}]}
+    ports = [p for rule in spec["egress"][1:] for p in rule["ports"]]
+    assert {(p["protocol"], p["port"]) for p in ports} == {
+        ("UDP", 53),
+        ("TCP", 53),
+        ("TCP", 443),
+        ("TCP", 9000),
+    }
+    assert "NetworkPolicy" not in {m["kind"] for m in setup_manifests(settings, [], [])}

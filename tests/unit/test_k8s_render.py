@@ -133,7 +133,7 @@ def test_job_fields():
         "dtd_resnet50",
     ]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}  # 16Gi per GPU
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "32Gi"}  # 8Gi per GPU
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert mounts == {"/dev/shm", "/scratch", "/tmp"}  # the only writable places
     # S3 credentials only by reference, never as literal values.
@@ -454,7 +454,7 @@ def test_every_escape_hatch_is_rendered_and_strictly_valid(nodes):
 
 
 @pytest.mark.parametrize(
-    ("gpus", "cpu", "memory", "shm"), [(1, "8", "64Gi", "16Gi"), (8, "64", "512Gi", "128Gi")]
+    ("gpus", "cpu", "memory", "shm"), [(1, "8", "40Gi", "8Gi"), (8, "64", "320Gi", "64Gi")]
 )
 def test_resources_follow_the_gpus_unless_set(gpus, cpu, memory, shm):
     job = manifests(gpus_per_node=gpus)[0]
@@ -487,3 +487,61 @@ def test_a_time_limit_is_a_deadline_every_attempt_of_a_pair_knows(nodes):
     for bad in (0, -5):
         with pytest.raises(ConfigError, match="time_limit_seconds must be positive"):
             manifests(nodes, time_limit_seconds=bad)
+
+
+# Common GPU nodes: (name, GPUs, vCPUs, GiB of memory), as their providers list them. What a
+# pod may request is less (the kubelet's reservations and eviction threshold, daemonsets):
+# taken here as 1 CPU and 8% of the memory, more than EKS, GKE and AKS reserve on these sizes.
+NODE_SHAPES = [
+    ("AWS g5.12xlarge / g6.12xlarge (4 x A10G / L4)", 4, 48, 192),
+    ("AWS g5.48xlarge / g6.48xlarge (8 x A10G / L4)", 8, 192, 768),
+    ("AWS g6.4xlarge (1 x L4)", 1, 16, 64),
+    ("AWS p4d.24xlarge (8 x A100 40GB)", 8, 96, 1152),
+    ("AWS p5.48xlarge (8 x H100)", 8, 192, 2048),
+    ("GCP g2-standard-48 (4 x L4)", 4, 48, 192),
+    ("GCP a2-highgpu-1g (1 x A100 40GB)", 1, 12, 85 * 1000**3 / 1024**3),
+    ("GCP a2-highgpu-8g (8 x A100 40GB)", 8, 96, 680 * 1000**3 / 1024**3),
+    ("GCP a3-highgpu-8g (8 x H100)", 8, 208, 1872 * 1000**3 / 1024**3),
+    ("Azure NC24ads A100 v4 (1 x A100 80GB)", 1, 24, 220),
+    ("Azure ND96isr H100 v5 (8 x H100)", 8, 96, 1900),
+]
+
+
+@pytest.mark.parametrize(("shape", "gpus", "vcpus", "gib"), NODE_SHAPES)
+def test_the_default_pod_fits_common_gpu_nodes(shape, gpus, vcpus, gib):
+    """A pod taking every GPU of the node, with the per-GPU defaults, fits what it may request
+    (the 64Gi per GPU of before did not fit 4 x L4 or A10G nodes, nor one-L4 nodes)."""
+    from kubernetes.utils import parse_quantity
+
+    settings = resolve([({"gpus_per_node": gpus}, "test")])
+    requests, _ = k8s_render.pod_resources(settings)
+    assert parse_quantity(requests["cpu"]) <= vcpus - 1, shape
+    assert parse_quantity(requests["memory"]) <= parse_quantity(f"{gib * 0.92:.0f}Gi"), shape
+
+
+def test_escape_hatches_for_fast_networks():
+    """Extra devices (EFA, RDMA) requested as limited, capabilities added after dropping all,
+    annotations on the JobSet; each checked by Kubernetes' rules before anything is sent."""
+    hatches = {
+        "extra_resources": {"vpc.amazonaws.com/efa": 4},
+        "capabilities": ["IPC_LOCK"],
+        "jobset_annotations": {
+            "alpha.jobset.sigs.k8s.io/exclusive-topology": "kubernetes.io/hostname"
+        },
+    }
+    jobset = manifests(2, **hatches)[0]
+    assert jobset["metadata"]["annotations"] == hatches["jobset_annotations"]
+    (container,) = child_job(jobset)["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["vpc.amazonaws.com/efa"] == "4"
+    assert container["resources"]["requests"]["vpc.amazonaws.com/efa"] == "4"
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+    (plain,) = child_job(manifests(2)[0])["spec"]["template"]["spec"]["containers"]
+    assert "add" not in plain["securityContext"]["capabilities"]  # none unless asked
+    for bad, message in [
+        ({"extra_resources": {"efa": 0}}, "extra_resources.efa must be positive"),
+        ({"extra_resources": {"not a name": 1}}, "extra_resources key"),
+        ({"capabilities": ["ipc_lock"]}, "is not a capability like IPC_LOCK"),
+        ({"jobset_annotations": {"bad key!": "x"}}, "jobset_annotations key"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            manifests(2, **bad)
