@@ -27,6 +27,7 @@ from kbench.errors import (
     KbenchError,
 )
 from kbench.jobs.peers import pod_exit_code
+from kbench.jobs.pod_log import pod_output
 from kbench.storage import open_store
 
 # A worker torchrun stopped once another had failed: it says nothing of the failure.
@@ -36,16 +37,17 @@ _STOPPED = {PREEMPTED_EXIT_CODE, -signal.SIGTERM, -signal.SIGKILL}
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     args.rdzv_conf = rendezvous_conf(args.rdzv_backend, args.rdzv_conf)
-    try:
-        run(args)
-    except ChildFailedError as e:
-        codes = {failure.exitcode for failure in e.failures.values()}
-        print(
-            f"kbench.jobs.launch: workers failed with exit codes {sorted(codes)}",
-            file=sys.stderr,
-            flush=True,
-        )
-        raise SystemExit(exit_code(codes, args.training_script_args)) from None
+    with pod_output(args.training_script_args):  # kept in the store, in a pod
+        try:
+            run(args)
+        except ChildFailedError as e:
+            codes = {failure.exitcode for failure in e.failures.values()}
+            print(
+                f"kbench.jobs.launch: workers failed with exit codes {sorted(codes)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(exit_code(codes, args.training_script_args)) from None
 
 
 def exit_code(codes: set[int], trainer_args: list[str]) -> int:

@@ -32,6 +32,7 @@ from kbench.storage import Store, connect_timeout_s, write_json
 from .admission import STRICT, dry_run, refuse
 from .api import api_errors, api_message, connect
 from .blockers import failed_creates, not_admitted_by_kueue
+from .kept_logs import kept_logs, kept_text
 from .render import (
     INSTALL_JOBSET,
     JOBSET_GROUP,
@@ -42,7 +43,13 @@ from .render import (
     render_validated,
     run_selector,
 )
-from .settings import DEFAULT_NAMESPACE, ClusterSettings, settings_for
+from .settings import (
+    DEFAULT_NAMESPACE,
+    ClusterSettings,
+    image_digest,
+    mutable_image,
+    settings_for,
+)
 from .state import (
     as_job,
     attempt_order,
@@ -308,28 +315,39 @@ class KubernetesBackend:
         tail: int | None = None,
     ) -> Iterator[str] | str:
         """A pod's log: node `node`'s newest pod (the newest that failed with `previous`), or
-        every node's, each line prefixed `[node N]`, with `node` None."""
+        every node's, each line prefixed `[node N]`, with `node` None. A node whose pod is gone
+        shows its newest output kept in the store (with `previous`: of an attempt that is not
+        still running)."""
+        pods = self._pods(run.run_id, pair)
         by_node: dict[int, list] = {}
-        for pod in self._pods(run.run_id, pair):
+        for pod in pods:
             index = (pod.metadata.annotations or {}).get(INDEX_ANNOTATION, "0")
             if previous and pod.status.phase != "Failed":
                 continue
             by_node.setdefault(int(index) if index.isdigit() else 0, []).append(pod)
-        nodes = sorted(by_node) if node is None else [node]
+        kept = kept_logs(store, run.run_id, pair)
+        if previous:  # a pod still on the cluster and not failed is no previous attempt
+            current = {p.metadata.name for p in pods if p.status.phase != "Failed"}
+            kept = {n: [log for log in logs if log[0] not in current] for n, logs in kept.items()}
+        nodes = sorted(set(by_node) | {n for n, logs in kept.items() if logs})
+        nodes = nodes if node is None else [node]
         attempt = "failed pod" if previous else "pod"
-        if not nodes or any(n not in by_node for n in nodes):
+        if not nodes or any(n not in by_node and not kept.get(n) for n in nodes):
             where = "" if node is None else f" (node {node})"
             raise BackendError(f"no {attempt} of {pair}{where} yet: `kbench status` shows why")
-        newest = {n: max(by_node[n], key=attempt_order) for n in nodes}
-        if follow:
+        newest = {n: max(by_node[n], key=attempt_order) for n in nodes if n in by_node}
+        if follow and nodes[0] in newest:
             return self._follow(newest[nodes[0]].metadata.name)
         texts = []
         for n in nodes:
-            name = newest[n].metadata.name
-            with self._errors("get", "pods/log", name):
-                text = self._core().read_namespaced_pod_log(
-                    name, self.settings.namespace, container="train", tail_lines=tail
-                )
+            if n in newest:
+                name = newest[n].metadata.name
+                with self._errors("get", "pods/log", name):
+                    text = self._core().read_namespaced_pod_log(
+                        name, self.settings.namespace, container="train", tail_lines=tail
+                    )
+            else:
+                text = kept_text(store, *kept[n][-1], tail)
             texts.append(text if node is not None else _prefixed(text, f"[node {n}] "))
         return "".join(texts)
 
@@ -365,18 +383,6 @@ class KubernetesBackend:
         self, verb: str, resource: str, name: str | None = None
     ) -> contextlib.AbstractContextManager[None]:
         return api_errors(verb, resource, self.settings.namespace, self.client, name)
-
-
-def image_digest(image: str | None) -> str | None:
-    """The digest an image reference pins (`name@sha256:...`), or None."""
-    return image.rpartition("@")[2] if image and "@" in image else None
-
-
-def mutable_image(image: str | None) -> str:
-    return (
-        f"image {image} is a tag, which can move while a study runs (pairs, restarts and "
-        "nodes may then run different images): pin it by digest, registry/name@sha256:..."
-    )
 
 
 def _prefixed(text: str, prefix: str) -> str:

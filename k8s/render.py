@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from kbench.command import CPUS_ENV, DEADLINE_ENV, GPUS_ENV, train_command
+from kbench.command import CPUS_ENV, DEADLINE_ENV, GPUS_ENV, POD_NAME_ENV, train_command
 from kbench.errors import JOB_ERROR_EXIT_CODE, PEER_LOST_EXIT_CODE, ConfigError
 from kbench.registry import model_slug
 from kbench.spec import Pair
@@ -171,7 +171,7 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
     cpu = settings.per_pod("cpu")
     env[CPUS_ENV] = f"{float(cpu[:-1]) / 1000:g}" if cpu.endswith("m") else cpu
     env[GPUS_ENV] = str(settings.gpus_per_node)
-    _no_overlap("env", settings.env, env)
+    _no_overlap("env", settings.env, {**env, POD_NAME_ENV: "the pod's name"})
     env.update(settings.env)
     requests, limits = pod_resources(settings)
     return {
@@ -181,7 +181,8 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
         "labels": labels,
         "pod_labels": pod_labels,
         "command": torchrun_command(run_id, pair.name, settings, store_uri, name),
-        "env": [{"name": k, "value": str(v)} for k, v in env.items()],
+        "env": [{"name": k, "value": str(v)} for k, v in env.items()]
+        + [{"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "requests": requests,
         "limits": limits,
         "shm_size": settings.per_pod("shm_size"),

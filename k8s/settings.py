@@ -198,3 +198,15 @@ def _fits(value: Any, hint: Any) -> bool:
     if strings and isinstance(value, (int, float)) and not isinstance(value, bool):
         return True
     return fits_type(value, hint)
+
+
+def image_digest(image: str | None) -> str | None:
+    """The digest an image reference pins (`name@sha256:...`), or None."""
+    return image.rpartition("@")[2] if image and "@" in image else None
+
+
+def mutable_image(image: str | None) -> str:
+    return (
+        f"image {image} is a tag, which can move while a study runs (pairs, restarts and "
+        "nodes may then run different images): pin it by digest, registry/name@sha256:..."
+    )

@@ -22,6 +22,8 @@ CPUS_ENV = "KBENCH_CPUS"
 GPUS_ENV = "KBENCH_GPUS"
 # When a pair's time limit runs out (ISO 8601, UTC): its processes stop then, every attempt.
 DEADLINE_ENV = "KBENCH_DEADLINE"
+# The pod's own name (the downward API's metadata.name), one per attempt: its log's name.
+POD_NAME_ENV = "KBENCH_POD_NAME"
 
 
 def trainer_target(args: list[str]) -> tuple[str, str, str]:

@@ -52,6 +52,7 @@ SUMMARY = "summary.json"  # config, epoch records, progress and result: what sta
 RESULT = "result.json"
 LOCAL_STATE = "local.json"
 CANCELLED = "cancelled.json"
+LOGS = "logs"  # logs/node-<index>/<started>-<pod>.log: each pod's output, kept as it runs
 PEER_LOST = "peer-lost-node-{node}.json"  # per node: a pod that lost a peer, at which epoch
 MANIFEST = "manifest.json"
 PREDICTIONS = "predictions.npz"
@@ -345,6 +346,11 @@ def load_config(store: Store, run_id: str, pair: str) -> TrainConfig:
 
 def run_key(run_id: str, name: str = RUN) -> str:
     return f"runs/{run_id}/{name}"
+
+
+def log_key(run_id: str, pair: str, node: int | str, started: str, pod: str) -> str:
+    """A pod's output in the store; sorted by name, a node's logs are in attempt order."""
+    return pair_key(run_id, pair, f"{LOGS}/node-{node}/{started}-{pod}.log")
 
 
 def pair_key(run_id: str, pair: str, name: str) -> str:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from support.processes import kill_tree
@@ -37,13 +38,20 @@ GRID = (
 LATE_S = 150  # torch tries twice to reach the store, 60 s each (about 125 s in all)
 
 
-def pod_environment(container: dict, secrets: dict[str, dict], index: int, scratch: Path) -> dict:
-    """The environment Kubernetes gives the container: its env, envFrom Secrets, the index."""
+def pod_environment(
+    container: dict, secrets: dict[str, dict], index: int, scratch: Path, pod: str
+) -> dict:
+    """The environment Kubernetes gives the container: its env, envFrom Secrets, the pod's
+    name where the downward API is asked for it, the index."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KBENCH_"))}
     for source in container.get("envFrom", []):
         env.update(secrets[source["secretRef"]["name"]])
     for var in container["env"]:
-        env[var["name"]] = var["value"].replace("/scratch", str(scratch))
+        if "valueFrom" in var:
+            assert var["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+            env[var["name"]] = pod
+        else:
+            env[var["name"]] = var["value"].replace("/scratch", str(scratch))
     env["JOB_COMPLETION_INDEX"] = str(index)  # set by the Job controller for Indexed Jobs
     assert env[GPUS_ENV] == "1"
     env[GPUS_ENV] = "0"  # these "pods" run on this machine's CPU: no GPU was given them
@@ -84,7 +92,8 @@ def test_a_rendered_two_node_pair_survives_a_late_pod_and_a_gang_restart(s3_env,
     def start(index: int) -> subprocess.Popen:
         scratch = tmp_path / f"node-{index}"
         scratch.mkdir(exist_ok=True)
-        env = pod_environment(container, secrets, index, scratch)
+        pod = f"{job['metadata']['name']}-{index}-{uuid.uuid4().hex[:5]}"  # one per attempt
+        env = pod_environment(container, secrets, index, scratch, pod)
         return subprocess.Popen(
             command, env=env, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -100,7 +109,8 @@ def test_a_rendered_two_node_pair_survives_a_late_pod_and_a_gang_restart(s3_env,
     assert early.poll() is None, early.communicate()[0].decode()[-3000:]
     late = start(0)
     deadline = time.monotonic() + 300
-    while checkpointed(store, pair) < 1:
+    node_1_log = records.pair_key("contract", pair, "logs/node-1/")
+    while checkpointed(store, pair) < 1 or not kept(store, node_1_log):
         for process in (early, late):
             assert process.poll() is None, process.communicate()[0].decode()[-3000:]
         assert time.monotonic() < deadline
@@ -130,6 +140,23 @@ def test_a_rendered_two_node_pair_survives_a_late_pod_and_a_gang_restart(s3_env,
     assert [e["epoch"] for e in epochs] == list(range(EPOCHS + 1))  # each exactly once
     assert all(e["world_size"] == 2 and e["samples"] == 50 for e in epochs)
     assert read_json(store, records.pair_key("contract", pair, records.RESULT))["best_epoch"] >= 1
+
+    # 3. Each pod's output was kept in the store as it ran, per node and attempt in order, the
+    # SIGKILLed pod's too (up to its last upload): what `kbench logs` shows once pods are gone.
+    logs = {}
+    for node in (0, 1):
+        keys = sorted(store.list(records.pair_key("contract", pair, f"logs/node-{node}/")))
+        assert len(keys) == 2, keys  # the attempt before the restart, and the restart
+        logs[node] = [store.read(key).decode() for key in keys]
+    assert "kbench.jobs.train: lost a peer" in logs[0][0]  # the survivor, before the restart
+    assert logs[1][0].strip()  # the SIGKILLed pod's, written as it ran
+    assert f"resumed after epoch {killed_after}" in logs[0][1]  # rank 0, after the restart
+    assert all("Traceback" not in log for log in (logs[0][1], logs[1][1]))
+
+
+def kept(store, folder: str) -> str:
+    """What a node's pods kept of their output in the store, so far."""
+    return "".join(store.read(key).decode() for key in store.list(folder))
 
 
 def checkpointed(store, pair: str) -> int:

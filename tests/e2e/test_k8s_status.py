@@ -220,6 +220,42 @@ def test_logs_of_the_failed_attempt_the_last_lines_and_every_node(cluster, kbenc
     assert missing.exit_code == 1 and "no failed pod of" in missing.output
 
 
+def test_a_gang_restart_deleted_the_pods_and_their_logs_are_read_from_the_store(cluster, kbench):
+    """JobSet's restart deleted the failed attempt's pods: `logs --previous` and `--node all`
+    read what the pods kept in the store (as kbench.jobs.pod_log writes it), per node."""
+    assert cluster.submit("--nodes", "2").exit_code == 0
+    pair = PAIRS[0]
+    store = open_store(os.environ["KBENCH_STORE"])
+    for node in (0, 1):
+        for started, pod, text in (
+            ("20261202T100000Z", f"kb-first-{node}", f"node {node} attempt 1\nlost a peer\n"),
+            ("20261202T110000Z", f"kb-second-{node}", f"node {node} attempt 2\n"),
+        ):
+            store.write(records.log_key(RUN, pair, node, started, pod), text.encode())
+    store.write(records.pair_key(RUN, pair, "logs/node-0/not-a-log.txt"), b"x")  # left out
+
+    # Every pod is gone (a TTL, say): each node's newest attempt, from the store.
+    every = kbench("logs", pair, "--node", "all")
+    assert every.exit_code == 0, every.output
+    assert every.output == (
+        "[node 0] [pod kb-second-0 is gone: its output as kept in the store]\n"
+        "[node 0] node 0 attempt 2\n"
+        "[node 1] [pod kb-second-1 is gone: its output as kept in the store]\n"
+        "[node 1] node 1 attempt 2\n"
+    )
+    assert cluster.requests("GET", "/log") == []  # no pod to ask
+    # The second attempt runs: --previous is the first, whose pods the restart deleted.
+    cluster.add_pod(pair, "Running", name="kb-second-0", index=0)
+    cluster.add_pod(pair, "Running", name="kb-second-1", index=1)
+    previous = kbench("logs", pair, "--previous", "--node", "1", "--tail", "1")
+    assert previous.exit_code == 0, previous.output
+    assert previous.output == (
+        "[pod kb-first-1 is gone: its output as kept in the store]\nlost a peer\n"
+    )
+    cluster.serve_log(b"live\n")
+    assert kbench("logs", pair).output == "live\n"  # a pod on the cluster: its own log
+
+
 def test_render_records_the_run_so_applied_manifests_train_and_a_submit_adds_nothing(
     cluster, tmp_path, kbench
 ):

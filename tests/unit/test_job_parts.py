@@ -357,3 +357,18 @@ def test_shards_decode_every_kind_of_jpeg_as_pil_would(tmp_path):
         # versions of it).
         assert np.abs(np.asarray(pixels, dtype=np.int16) - expected).max() <= 2, name
         assert isinstance(image, torch.Tensor) == (name != "png-named-jpg"), name
+
+
+def test_a_pods_kept_log_is_its_head_and_tail_within_bounds(monkeypatch):
+    from kbench.jobs import pod_log
+
+    monkeypatch.setattr(pod_log, "HEAD_BYTES", 10)
+    monkeypatch.setattr(pod_log, "TAIL_BYTES", 20)
+    kept = pod_log.Kept()
+    kept.add(b"0123456789start")
+    assert kept.text() == b"0123456789start"  # nothing dropped yet
+    for i in range(10):
+        kept.add(f"line {i}\n".encode())
+    text = kept.text()
+    assert text.startswith(b"0123456789\n[... ") and text.endswith(b"line 8\nline 9\n")
+    assert len(text) - len(b"0123456789") - len(b"\n[... 55 bytes left out ...]\n") == 20

@@ -138,7 +138,7 @@ def test_job_fields():
     assert mounts == {"/dev/shm", "/scratch", "/tmp"}  # the only writable places
     # S3 credentials only by reference, never as literal values.
     assert container["envFrom"] == [{"secretRef": {"name": "kbench-s3"}}]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert not any("SECRET" in k or "ACCESS_KEY" in k for k in env)
     assert env["AWS_ENDPOINT_URL"] == "https://minio.example:9000"
 
@@ -441,7 +441,7 @@ def test_every_escape_hatch_is_rendered_and_strictly_valid(nodes):
         assert manifest["metadata"]["labels"]["cost-centre"] == "ml-42"
     assert pod["metadata"]["labels"]["example.com/team"] == "vision"
     assert pod["metadata"]["annotations"] == ESCAPE_HATCHES["annotations"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["AWS_CA_BUNDLE"] == "/etc/ssl/corp/ca.pem" and env["KBENCH_STORE"] == STORE
     assert {"name": "corp-ca", "configMap": {"name": "corp-ca"}} in pod["spec"]["volumes"]
     assert ESCAPE_HATCHES["volume_mounts"][0] in container["volumeMounts"]
@@ -464,7 +464,7 @@ def test_resources_follow_the_gpus_unless_set(gpus, cpu, memory, shm):
     assert resources["requests"] == {**resources["limits"], "ephemeral-storage": "100Gi"}
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"]["sizeLimit"] == shm
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KBENCH_CPUS"] == cpu  # the processes size their DataLoader workers by it
     set_by_hand = manifests(gpus_per_node=gpus, cpu="1500m", memory="100Gi")[0]
     (container,) = set_by_hand["spec"]["template"]["spec"]["containers"]
@@ -479,7 +479,7 @@ def test_a_time_limit_is_a_deadline_every_attempt_of_a_pair_knows(nodes):
     sent = dt.datetime.now(dt.timezone.utc)
     for manifest in manifests(nodes, time_limit_seconds=3600):
         (container,) = child_job(manifest)["spec"]["template"]["spec"]["containers"]
-        env = {e["name"]: e["value"] for e in container["env"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
         deadline = dt.datetime.fromisoformat(env["KBENCH_DEADLINE"])
         assert abs((deadline - sent).total_seconds() - 3600) < 60
     (container,) = child_job(manifests(nodes)[0])["spec"]["template"]["spec"]["containers"]
