@@ -70,7 +70,7 @@ def kept_in_store(store: Store, key: str) -> Iterator[Kept]:
             kept.add(chunk)
 
     def upload() -> None:
-        sent, last = 0, 0.0  # the first output goes at once, then at most every UPLOAD_S
+        sent, last, warned = 0, 0.0, False  # the first output at once, then every UPLOAD_S
         while True:
             finished = done.wait(1.0)
             due = finished or not sent or time.monotonic() - last >= UPLOAD_S
@@ -79,7 +79,10 @@ def kept_in_store(store: Store, key: str) -> Iterator[Kept]:
                 try:
                     store.write(key, kept.text())
                 except Exception as e:  # the log is a convenience: training goes on
-                    os.write(saved[1], f"kbench.jobs.launch: log not kept: {e}\n".encode())
+                    if not warned:  # once: the next writes try again, quietly
+                        why = " ".join(str(e).split())
+                        os.write(saved[1], f"kbench.jobs.launch: log not kept: {why}\n".encode())
+                        warned = True
             if finished:
                 return
 

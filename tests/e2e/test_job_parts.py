@@ -58,3 +58,33 @@ def test_a_pod_given_gpus_that_finds_no_cuda_fails_at_once(tmp_path):
     assert store.list(f"runs/gpus/{grid.pairs[0].name}") == [
         f"runs/gpus/{grid.pairs[0].name}/config.json"
     ]  # nothing trained, nothing written
+
+
+def test_a_pods_output_is_kept_in_the_store_and_a_store_away_costs_only_the_log(tmp_path, capfd):
+    """What the pod and its children print reaches both the pod's own output and the store;
+    a store that does not answer is said once and changes nothing else."""
+    import subprocess
+    import sys
+
+    from kbench.errors import StoreError
+    from kbench.jobs.pod_log import kept_in_store
+    from kbench.storage import open_store
+
+    store = open_store(str(tmp_path))
+    with kept_in_store(store, "runs/r/p/logs/node-0/x.log"):
+        os.write(1, b"hello\n")  # as print does, under pytest's own sys.stdout
+        subprocess.run([sys.executable, "-c", "print('from a child')"], check=True)
+    assert store.read("runs/r/p/logs/node-0/x.log") == b"hello\nfrom a child\n"
+    assert capfd.readouterr().out == "hello\nfrom a child\n"  # the pod's own log has it too
+
+    class Away:
+        uri = "s3://away/x"
+
+        def write(self, key: str, data: bytes) -> None:
+            raise StoreError("the store did not answer")
+
+    with kept_in_store(Away(), "log"):
+        os.write(1, b"still training\n")
+    out, err = capfd.readouterr()
+    assert out == "still training\n"
+    assert err.count("kbench.jobs.launch: log not kept: the store did not answer") == 1
