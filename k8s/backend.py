@@ -20,14 +20,14 @@ from kubernetes.client.exceptions import ApiException
 
 from kbench import records
 from kbench.backends import Echo, Options, Plan, check_world
-from kbench.errors import BackendError, ConfigError
+from kbench.errors import BackendError, ConfigError, KbenchError
 from kbench.image_tree import check_imagefolders
 from kbench.pairs import Outcome, PairState
 from kbench.records import utc_now
 from kbench.runs import Run
 from kbench.spec import Grid, Pair
-from kbench.staged import require_staged, require_weights
-from kbench.storage import Store, connect_timeout_s, write_json
+from kbench.staged import require_staged, require_weights, scratch_sizes
+from kbench.storage import Store, connect_timeout_s, open_store, write_json
 
 from .admission import STRICT, dry_run, refuse
 from .api import api_errors, api_message, connect
@@ -105,7 +105,14 @@ class KubernetesBackend:
 
     def plan(self, run: Run, pairs: list[Pair], store_uri: str) -> Plan:
         check_world(pairs, self.settings.nodes * self.settings.gpus_per_node)
-        manifests = render_validated(run.run_id, pairs, self.settings, store_uri)
+        # Each pair's scratch volume, sized from what it stages unless the settings say. A
+        # store that cannot be read is refused by `check` in its own words, after the
+        # settings' and the cluster's own checks (a client-side --dry-run shows the fallback).
+        scratch = None
+        if self.settings.scratch_size is None and store_uri.startswith("s3://"):
+            with contextlib.suppress(KbenchError):
+                scratch = scratch_sizes(open_store(store_uri), pairs)
+        manifests = render_validated(run.run_id, pairs, self.settings, store_uri, scratch)
         cluster = {
             "namespace": self.settings.namespace,
             "context": self.settings.context,

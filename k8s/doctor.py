@@ -20,7 +20,7 @@ from .render import (
     KUEUE_VERSION,
     pod_resources,
 )
-from .settings import ClusterSettings
+from .settings import SCRATCH_FALLBACK, ClusterSettings
 from .setup import calls
 
 
@@ -64,7 +64,7 @@ def run_checks(
         if settings.priority_class:
             cluster.append(_priority_class(client, settings.priority_class))
         checks[1:1] = cluster
-        checks.append(_gpus(client, settings))
+        checks.append(_gpus(client, settings, _largest_scratch(settings, store_uri, grid)))
     except HTTPError as e:  # refused, timed out, TLS: the cluster checks cannot run
         reason = f"cannot reach the API server at {host} ({http_problem(e)})"
         checks.insert(1, Check("api server", False, reason, "check --context and the network"))
@@ -325,9 +325,10 @@ def _permissions(client: Any, namespace: str) -> Check:
     return Check("permissions", True, "may create, list and delete what kbench needs")
 
 
-def _gpus(client: Any, settings: ClusterSettings) -> Check:
+def _gpus(client: Any, settings: ClusterSettings, scratch: str | None) -> Check:
     """GPUs on some node, and some node that can hold one pod as the settings size it (what
-    its allocatable offers, before other pods' requests, taints and selectors)."""
+    its allocatable offers, before other pods' requests, taints and selectors); `scratch`:
+    the largest pod's scratch volume, None when unknown (sized per pair, no grid given)."""
     from kubernetes import client as k8s
     from kubernetes.client.exceptions import ApiException
 
@@ -347,7 +348,9 @@ def _gpus(client: Any, settings: ClusterSettings) -> Check:
         )
     found = f"{sum(_amount(have, gpu) for have in with_gpus.values()):g} GPUs on "
     found += f"{len(with_gpus)} node(s)"
-    requests, _ = pod_resources(settings)
+    requests, _ = pod_resources(settings, scratch or "0")
+    if scratch is None:
+        del requests["ephemeral-storage"]
     short = {name: _short(have, requests) for name, have in with_gpus.items()}
     if all(short.values()):
         name = min(short, key=lambda n: len(short[n]))  # the closest
@@ -361,6 +364,23 @@ def _gpus(client: Any, settings: ClusterSettings) -> Check:
         )
     fits = sum(not lacking for lacking in short.values())
     return Check("gpus", True, f"{found}; {fits} can hold one pod")
+
+
+def _largest_scratch(settings: ClusterSettings, store_uri: str, grid: Grid | None) -> str | None:
+    """The scratch volume of the grid's largest pod: as set, else sized from what the pairs
+    stage (unknown without a grid or a bucket to read)."""
+    from kubernetes.utils import parse_quantity
+
+    from kbench.staged import scratch_sizes
+    from kbench.storage import open_store
+
+    if settings.scratch_size or grid is None or not store_uri.startswith("s3://"):
+        return settings.scratch_size
+    try:
+        sizes = scratch_sizes(open_store(store_uri), grid.pairs)
+    except KbenchError:  # the store check says why
+        return None
+    return max(sizes.values(), key=parse_quantity, default=SCRATCH_FALLBACK)
 
 
 def _amount(allocatable: dict[str, str], resource: str) -> float:

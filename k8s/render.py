@@ -23,7 +23,7 @@ from kbench.registry import model_slug
 from kbench.spec import Pair
 from kbench.storage import STORE_ENV
 
-from .settings import ClusterSettings
+from .settings import SCRATCH_FALLBACK, ClusterSettings
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 RUN_LABEL = "kbench.dev/run"
@@ -97,10 +97,14 @@ def run_selector(run_id: str) -> str:
 
 
 def render_validated(
-    run_id: str, pairs: list[Pair], settings: ClusterSettings, store_uri: str
+    run_id: str,
+    pairs: list[Pair],
+    settings: ClusterSettings,
+    store_uri: str,
+    scratch: dict[str, str] | None = None,
 ) -> list[dict]:
     """Every manifest of a run, strictly validated: one invalid manifest refuses them all."""
-    manifests = render_run(run_id, pairs, settings, store_uri)
+    manifests = render_run(run_id, pairs, settings, store_uri, scratch)
     problems = validate(manifests, settings.kubernetes_version)
     if problems:
         version, first = settings.kubernetes_version, problems[0]
@@ -111,9 +115,14 @@ def render_validated(
 
 
 def render_run(
-    run_id: str, pairs: list[Pair], settings: ClusterSettings, store_uri: str
+    run_id: str,
+    pairs: list[Pair],
+    settings: ClusterSettings,
+    store_uri: str,
+    scratch: dict[str, str] | None = None,
 ) -> list[dict]:
-    """Every manifest of a run: per pair a Job, or a JobSet when nodes > 1."""
+    """Every manifest of a run: per pair a Job, or a JobSet when nodes > 1; `scratch`: each
+    pair's scratch volume where `scratch_size` leaves it to what the pair stages."""
     if not settings.image:
         raise ConfigError(
             "no image to run: set `image` in the grid's cluster section, a --profile, or --image"
@@ -127,11 +136,15 @@ def render_run(
     return [
         m
         for pair in pairs
-        for m in render_template(template, _model(run_id, pair, settings, store_uri))
+        for m in render_template(
+            template, _model(run_id, pair, settings, store_uri, (scratch or {}).get(pair.name))
+        )
     ]
 
 
-def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -> dict[str, Any]:
+def _model(
+    run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str, scratch: str | None
+) -> dict[str, Any]:
     name = job_name(run_id, pair.name, settings.nodes)
     labels = {
         MANAGED_BY: "kbench",
@@ -173,7 +186,8 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
     env[GPUS_ENV] = str(settings.gpus_per_node)
     _no_overlap("env", settings.env, {**env, POD_NAME_ENV: "the pod's name"})
     env.update(settings.env)
-    requests, limits = pod_resources(settings)
+    scratch_size = settings.scratch_size or scratch or SCRATCH_FALLBACK
+    requests, limits = pod_resources(settings, scratch_size)
     return {
         "settings": settings,
         "name": name,
@@ -186,12 +200,15 @@ def _model(run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str) -
         "requests": requests,
         "limits": limits,
         "shm_size": settings.per_pod("shm_size"),
+        "scratch_size": scratch_size,
         "config_error_exit_code": JOB_ERROR_EXIT_CODE,
         "peer_lost_exit_code": PEER_LOST_EXIT_CODE,
     }
 
 
-def pod_resources(settings: ClusterSettings) -> tuple[dict[str, str], dict[str, str]]:
+def pod_resources(
+    settings: ClusterSettings, scratch_size: str
+) -> tuple[dict[str, str], dict[str, str]]:
     """A pod's (requests, limits): CPU, memory, the GPUs and any extra devices (requested as
     limited), and the scratch volume's ephemeral-storage."""
     limits = {
@@ -202,7 +219,7 @@ def pod_resources(settings: ClusterSettings) -> tuple[dict[str, str], dict[str, 
     }
     # The scratch volume counts against the node's disk: requested, so the scheduler sees it
     # (no limit beyond the volume's own sizeLimit, which logs and the image layer do not share).
-    return {**limits, "ephemeral-storage": str(settings.scratch_size)}, limits
+    return {**limits, "ephemeral-storage": str(scratch_size)}, limits
 
 
 def without(mapping: dict[str, Any], key: str) -> dict[str, Any]:

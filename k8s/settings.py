@@ -21,6 +21,7 @@ DEFAULT_NAMESPACE = "kbench"  # what `kbench setup` creates, and where everythin
 # sized to fit the common GPU nodes' allocatable share per GPU (README: the node table): the
 # tightest, 4 x L4 or A10G on 48 vCPUs and 192 GiB, leaves about 11 CPUs and 46Gi per GPU.
 CPU_PER_GPU, MEMORY_GI_PER_GPU, SHM_GI_PER_GPU = 8, 40, 8
+SCRATCH_FALLBACK = "100Gi"  # a pair's scratch when nothing it reads is staged (s3:// folders)
 
 
 @dataclass
@@ -33,7 +34,9 @@ class ClusterSettings:
     cpu: str | None = None  # per pod; None: CPU_PER_GPU per GPU
     memory: str | None = None  # per pod, including /dev/shm; None: MEMORY_GI_PER_GPU per GPU
     shm_size: str | None = None  # memory-backed /dev/shm for DataLoader workers; None: per GPU
-    scratch_size: str = "100Gi"  # emptyDir for the dataset cache and checkpoints in transit
+    # emptyDir for the dataset cache, weights and checkpoints in transit; None: sized per pair
+    # from what it stages (kbench.staged.scratch_sizes), SCRATCH_FALLBACK where nothing is
+    scratch_size: str | None = None
     s3_secret: str | None = "kbench-s3"  # Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
     s3_endpoint: str | None = None  # AWS_ENDPOINT_URL for the pods (MinIO, Ceph, R2, ...)
     s3_region: str | None = None

@@ -131,3 +131,45 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+GIB = 1024**3
+
+
+def scratch_sizes(store: Store, pairs: list[Pair]) -> dict[str, str]:
+    """pair -> the scratch volume its pod needs, from what the store holds staged for it: the
+    dataset's shards (every split, cached once per node) with a tenth more, two checkpoints in
+    transit (weights and AdamW's two moments each: 6 x the weights) beside the weights, and
+    4Gi for caches and temporary files. Pairs with no staged dataset are left out (an s3://
+    folder is read directly; synthetic data is drawn, so needs no room). One manifest read per
+    dataset and model."""
+    datasets: dict[str, int | None] = {}
+    weights: dict[str, int] = {}
+    sizes = {}
+    for pair in pairs:
+        config = pair.config
+        name = records.staged_name(config.dataset, config.data)
+        if config.dataset != "synthetic" and name not in datasets:
+            datasets[name] = _shard_bytes(read_json(store, records.dataset_key(name), None))
+        data = 0 if config.dataset == "synthetic" else datasets[name]  # drawn in the pod
+        if config.model not in weights:
+            manifest = staged_weights(store, config.model) or {}
+            size = manifest.get("bytes")
+            weights[config.model] = size if isinstance(size, int) and size > 0 else GIB
+        if data is not None:
+            need = 1.1 * data + 7 * weights[config.model]
+            sizes[pair.name] = f"{-(-int(need) // GIB) + 4}Gi"
+    return sizes
+
+
+def _shard_bytes(manifest: Any) -> int | None:
+    """Every shard's bytes of a staged dataset's manifest; None without one (or a manifest
+    that does not say: the store is not trusted, the fallback size is used)."""
+    try:
+        return sum(
+            int(shard["bytes"])
+            for split in manifest["splits"].values()
+            for shard in split["shards"]
+        )
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None

@@ -69,7 +69,8 @@ class Backend(Protocol):
         """The backend pointed where an existing run went (options may redirect it)."""
 
     def plan(self, run: Run, pairs: list[Pair], store_uri: str) -> Plan:
-        """Everything the submission would create, validated; reads and sends nothing."""
+        """Everything the submission would create, validated; sends nothing, and reads only
+        what sizes it (Kubernetes: the staged manifests that size each pod's scratch)."""
 
     def check(self, store: Store, plan: Plan) -> list[str]:
         """Raise a KbenchError naming the fix for what would fail once sent (a missing
@@ -113,9 +114,10 @@ def check_world(pairs: list[Pair], processes: int) -> None:
 
 def send(backend: Backend, plan: Plan, store: Store, echo: Echo) -> dict[str, Outcome]:
     """Check, record the run, submit: a submission refused by a check leaves nothing behind."""
-    for warning in verify(backend, plan, store):
-        echo(f"warning: {warning}")
+    warnings = verify(backend, plan, store)
     create_run(store, plan.run, plan.pairs, resubmit=backend.resubmits)
+    for warning in warnings:  # once nothing refused the submission: an error stays one line
+        echo(f"warning: {warning}")
     return backend.submit(store, plan, echo)
 
 

@@ -14,10 +14,10 @@ from support.k8s_emulator import OLD_JOBSET, RUN, write_kubeconfig
 from support.s3server import free_ports
 
 from kbench.k8s.render import job_name
-from kbench.records import dataset_key
+from kbench.records import dataset_key, weights_key
 from kbench.runs import check_run_id
 from kbench.spec import load_grid
-from kbench.storage import open_store, read_json
+from kbench.storage import open_store, read_json, write_json
 
 SELECTOR = "app.kubernetes.io/managed-by=kbench,kbench.dev/run=study"
 
@@ -108,6 +108,36 @@ def test_the_server_checks_every_manifest_before_anything_is_created(cluster):
     creates = cluster.requests("POST", "/jobsets")
     assert len(creates) == 18
     assert all(r.params.get("fieldValidation") == "Strict" for r in creates)
+
+
+def test_each_pods_scratch_is_sized_from_what_its_pair_stages(cluster, tmp_path):
+    """Read from the staged manifests at submit: a pod asks the node's disk for what it
+    keeps, not 100Gi whatever its data (which no 100 GB boot disk could give)."""
+    store = open_store(os.environ["KBENCH_STORE"])
+    shards = [{"key": "k", "sha256": "0" * 64, "bytes": 20 * 1024**3}]
+    manifest = {"name": "food101", "splits": {"train": {"samples": 1, "shards": shards}}}
+    write_json(store, dataset_key("food101"), manifest)
+    write_json(store, weights_key("resnet50"), {"model": "resnet50", "bytes": 100 * 1024**2})
+    assert cluster.submit().exit_code == 0
+    asked = {}
+    for request in cluster.requests("POST", "/jobs"):
+        pod = request.data["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        scratch = next(v for v in pod["volumes"] if v["name"] == "scratch")
+        assert (
+            scratch["emptyDir"]["sizeLimit"]
+            == container["resources"]["requests"]["ephemeral-storage"]
+        )
+        asked[request.data["metadata"]["labels"]["kbench.dev/pair"]] = scratch["emptyDir"][
+            "sizeLimit"
+        ]
+    assert asked["food101_resnet50"] == "27Gi"  # 1.1 x 20 GiB + 7 x 100 MiB -> 23, + 4
+    assert asked["food101_clip-vit-b32"] == "33Gi"  # weights' size not recorded: 1 GiB taken
+    assert asked["dtd_resnet50"] == "5Gi"  # no shard listed in this stand-in's manifest
+    profile = tmp_path / "p.yaml"
+    profile.write_text("scratch_size: 50Gi\n")
+    set_by_hand = cluster.submit("--run-id", "by-hand", "--profile", str(profile), "--dry-run")
+    assert set_by_hand.exit_code == 0 and "sizeLimit: 50Gi" in set_by_hand.output
 
 
 DIGEST = "sha256:" + "ab" * 32

@@ -514,7 +514,7 @@ def test_the_default_pod_fits_common_gpu_nodes(shape, gpus, vcpus, gib):
     from kubernetes.utils import parse_quantity
 
     settings = resolve([({"gpus_per_node": gpus}, "test")])
-    requests, _ = k8s_render.pod_resources(settings)
+    requests, _ = k8s_render.pod_resources(settings, "100Gi")
     assert parse_quantity(requests["cpu"]) <= vcpus - 1, shape
     assert parse_quantity(requests["memory"]) <= parse_quantity(f"{gib * 0.92:.0f}Gi"), shape
 
