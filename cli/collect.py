@@ -1,10 +1,11 @@
-"""`kbench collect`: the comparison report of a run."""
+"""`kbench collect`: the comparison report of a run; `kbench compare`: runs side by side."""
 
 from __future__ import annotations
 
 import click
 
-from .options import run_options
+from .options import run_options, store_option
+from .output import table
 from .runs import open_run
 
 
@@ -37,3 +38,29 @@ def collect(store, run_id, namespace, context, out_dir) -> None:
             click.echo(f"  {dataset['verdict']}")
     for path in paths:
         click.echo(f"wrote {path}")
+
+
+@click.command()
+@click.argument("run_ids", metavar="RUN RUN...", nargs=-1, required=True)
+@store_option
+@click.option("-o", "--output", type=click.Choice(["table", "json", "md"]), default="table")
+def compare(run_ids, store, output) -> None:
+    """The same pairs across runs, side by side: each run's top-1 at the epoch it chose, each
+    later run's difference to the first (with a paired interval where both scored the same
+    test samples), and the settings that differ."""
+    import json
+
+    from kbench.report.across_runs import as_markdown, cells, compare_runs
+    from kbench.runs import load_run
+
+    if len(run_ids) < 2:
+        raise click.UsageError("compare needs two runs or more: kbench compare RUN RUN...")
+    compared = compare_runs(store, [load_run(store, run_id) for run_id in run_ids])
+    if output == "json":
+        click.echo(json.dumps(compared, indent=2))
+    elif output == "md":
+        click.echo(as_markdown(compared), nl=False)
+    else:
+        first, later = run_ids[0], run_ids[1:]
+        header = ["PAIR", *run_ids, *(f"{r} - {first}" for r in later), "SETTINGS THAT DIFFER"]
+        table([header, *(cells(row) for row in compared["pairs"])])

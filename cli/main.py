@@ -20,7 +20,7 @@ from kbench import __version__
 from kbench.errors import KbenchError
 
 from .cluster import doctor, setup
-from .collect import collect
+from .collect import collect, compare
 from .data import data
 from .models import models
 from .runs import cancel, logs, runs, status
@@ -88,6 +88,7 @@ for command in (
     doctor,
     setup,
     collect,
+    compare,
     runs,
     logs,
     cancel,

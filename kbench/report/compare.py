@@ -133,7 +133,7 @@ def _certainty(
         return predictions[pair["pair"]].get(f"epoch_{epoch}")
 
     def add(name: str, a: list, b: list, on: str) -> None:
-        difference = _difference(a, b, on)
+        difference = paired_difference(a, b, on)
         if difference is not None:
             found[name] = difference
 
@@ -292,10 +292,10 @@ def _top1_difference(
     """CLIP at one epoch against ResNet at another, in top-1 with its interval."""
     a = (predictions.get(clip["pair"]) or {}).get(f"epoch_{clip_epoch}")
     b = (predictions.get(resnet["pair"]) or {}).get(f"epoch_{resnet_epoch}")
-    return _difference([a], [b], TOP1)
+    return paired_difference([a], [b], TOP1)
 
 
-def _difference(a: list, b: list, metric: str) -> stats.Difference | None:
+def paired_difference(a: list, b: list, metric: str) -> stats.Difference | None:
     """A's metric minus B's with its interval; None without every evaluation's predictions or
     when they did not score the same samples."""
     if any(p is None for p in a + b):
