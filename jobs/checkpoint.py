@@ -126,6 +126,14 @@ def publish(store: Store, run_id: str, pair: str, epoch: int, path: str) -> None
     store.discard_partial(folder)  # only this job writes here, and its writes are done
 
 
+def latest_epoch(store: Store, run_id: str, pair: str) -> int:
+    """The epoch of the pair's newest checkpoint, 0 before the first (or for a pointer that
+    does not say: the store is not trusted)."""
+    pointer = read_json(store, _key(run_id, pair, POINTER), default=None)
+    epoch = pointer.get("epoch") if isinstance(pointer, dict) else 0
+    return epoch if isinstance(epoch, int) and epoch >= 0 else 0
+
+
 def load_latest(store: Store, run_id: str, pair: str, cache_dir: str) -> dict[str, Any] | None:
     """The newest checkpoint, or None on a first start. One download per node: local rank 0
     fetches into `cache_dir`, the node's other processes wait and read that file."""

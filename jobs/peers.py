@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from kbench import records
 from kbench.errors import PEER_LOST_EXIT_CODE
-from kbench.jobs.checkpoint import POINTER
+from kbench.jobs.checkpoint import latest_epoch
 from kbench.storage import Store, read_json, write_json
 
 FREE_PEER_LOSSES = 3
@@ -40,9 +40,7 @@ def pod_exit_code(store: Store, run_id: str, pair: str, node: str) -> int:
     1 once this node has lost a peer more than FREE_PEER_LOSSES times without a new
     checkpoint (the count is kept in the store)."""
     key = records.pair_key(run_id, pair, records.PEER_LOST.format(node=node))
-    pointer = read_json(store, records.pair_key(run_id, pair, POINTER), default=None)
-    epoch = pointer.get("epoch") if isinstance(pointer, dict) else 0
-    epoch = epoch if isinstance(epoch, int) and epoch >= 0 else 0
+    epoch = latest_epoch(store, run_id, pair)
     found = read_json(store, key, default=None)
     mark = records.parse(records.PeerLostMark, found, key) if found is not None else None
     count = mark["count"] + 1 if mark and mark["epoch"] == epoch else 1

@@ -27,7 +27,6 @@ WARNING = re.compile(r'299 [^ ]+ "((?:[^"\\]|\\.)*)"')
 
 @dataclass
 class Admission:
-    accepted: list[str] = field(default_factory=list)  # the objects' names
     refused: list[str] = field(default_factory=list)  # one line per object, the server's words
     warnings: list[str] = field(default_factory=list)  # the same
 
@@ -43,7 +42,7 @@ def dry_run(
     api = k8s.CustomObjectsApi(client()) if jobsets else k8s.BatchV1Api(client())
     kind = "jobset" if jobsets else "job"
 
-    def send(manifest: dict) -> tuple[str, str | None, list[str]]:
+    def send(manifest: dict) -> tuple[str | None, list[str]]:
         name = manifest["metadata"]["name"]
         options = {"dry_run": "All", "field_validation": STRICT}
         try:
@@ -56,19 +55,17 @@ def dry_run(
                     namespace, manifest, **options
                 )
         except ApiException as e:
-            return name, f"{kind} {name}: {explained(api_message(e))} ({e.status})", []
-        return name, None, [f"{kind} {name}: {w}" for w in warnings(headers)]
+            return f"{kind} {name}: {explained(api_message(e))} ({e.status})", []
+        return None, [f"{kind} {name}: {w}" for w in warnings(headers)]
 
     found = Admission()
     with (
         api_errors("create", f"{kind}s", namespace, client),  # unreachable: one line
         ThreadPoolExecutor(CONCURRENT) as pool,
     ):
-        for name, refusal, warned in pool.map(send, manifests):
+        for refusal, warned in pool.map(send, manifests):
             if refusal:
                 found.refused.append(refusal)
-            else:
-                found.accepted.append(name)
             found.warnings += warned
     return found
 

@@ -54,10 +54,15 @@ def unstaged_datasets(store: Store, pairs: list[Pair]) -> list[str]:
 
 
 def missing_records(store: Store, keys: list[str]) -> list[str]:
-    """The keys with no record in the store, in order; read 8 at a time (latency-bound)."""
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        found = list(pool.map(lambda key: read_json(store, key, None), keys))
+    """The keys with no record in the store, in order."""
+    found = read_records(store, keys)
     return [key for key, got in zip(keys, found, strict=True) if got is None]
+
+
+def read_records(store: Store, keys: list[str]) -> list[Any]:
+    """Each key's record, None where there is none; read 8 at a time (latency-bound)."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda key: read_json(store, key, None), keys))
 
 
 def require_staged(store: Store, pairs: list[Pair]) -> None:
@@ -142,24 +147,38 @@ def scratch_sizes(store: Store, pairs: list[Pair]) -> dict[str, str]:
     transit (weights and AdamW's two moments each: 6 x the weights) beside the weights, and
     4Gi for caches and temporary files. Pairs with no staged dataset are left out (an s3://
     folder is read directly; synthetic data is drawn, so needs no room). One manifest read per
-    dataset and model."""
-    datasets: dict[str, int | None] = {}
-    weights: dict[str, int] = {}
+    dataset and model, all at once."""
+    names = list(
+        dict.fromkeys(
+            records.staged_name(p.config.dataset, p.config.data)
+            for p in pairs
+            if p.config.dataset != "synthetic"
+        )
+    )
+    models = list(dict.fromkeys(p.config.model for p in pairs))
+    keys = [records.dataset_key(n) for n in names] + [records.weights_key(m) for m in models]
+    found = read_records(store, keys)
+    data_found, weights_found = found[: len(names)], found[len(names) :]
+    datasets = {n: _shard_bytes(m) for n, m in zip(names, data_found, strict=True)}
+    weights = {m: _weights_bytes(w) for m, w in zip(models, weights_found, strict=True)}
     sizes = {}
     for pair in pairs:
         config = pair.config
-        name = records.staged_name(config.dataset, config.data)
-        if config.dataset != "synthetic" and name not in datasets:
-            datasets[name] = _shard_bytes(read_json(store, records.dataset_key(name), None))
-        data = 0 if config.dataset == "synthetic" else datasets[name]  # drawn in the pod
-        if config.model not in weights:
-            manifest = staged_weights(store, config.model) or {}
-            size = manifest.get("bytes")
-            weights[config.model] = size if isinstance(size, int) and size > 0 else GIB
+        data = (  # synthetic data is drawn in the pod
+            0
+            if config.dataset == "synthetic"
+            else datasets[records.staged_name(config.dataset, config.data)]
+        )
         if data is not None:
             need = 1.1 * data + 7 * weights[config.model]
             sizes[pair.name] = f"{-(-int(need) // GIB) + 4}Gi"
     return sizes
+
+
+def _weights_bytes(manifest: Any) -> int:
+    """A staged weights file's bytes, or 1 GiB where its manifest does not say."""
+    size = manifest.get("bytes") if isinstance(manifest, dict) else None
+    return size if isinstance(size, int) and size > 0 else GIB
 
 
 def _shard_bytes(manifest: Any) -> int | None:
