@@ -18,12 +18,13 @@ from .runs import open_run
 )
 def collect(store, run_id, namespace, context, out_dir) -> None:
     """Build the comparison report of a run: HTML, Markdown, CSV and JSON."""
+    from kbench.halving import with_trials
     from kbench.pairs import PairState
     from kbench.report.gather import gather
     from kbench.report.render import write_report
 
     run, backend = open_run(store, run_id, namespace, context)
-    results = gather(store, run, backend.states(store, run))
+    results = gather(store, run, with_trials(store, run, backend.states(store, run)))
     paths = write_report(results, out_dir or f"kbench-reports/{run.run_id}")
     complete = sum(1 for p in results["pairs"] if p["state"] == PairState.SUCCEEDED.value)
     t = results["overall"]["top1"]

@@ -25,6 +25,7 @@ from .data import data
 from .models import models
 from .runs import cancel, logs, runs, status
 from .submit import render, resume, submit
+from .sweep import sweep
 
 
 class KbenchCliError(click.ClickException):
@@ -81,6 +82,7 @@ def cli(debug: bool) -> None:
 for command in (
     submit,
     resume,
+    sweep,
     render,
     status,
     data,

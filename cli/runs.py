@@ -49,12 +49,15 @@ def status(store, run_id, namespace, context, output, watch, interval) -> None:
     blocks it. Exits 3 when a pair failed, was cancelled or is gone; --watch returns once
     every pair has finished."""
     from kbench.errors import PairsUnsuccessful
-    from kbench.runs import pair_statuses
+    from kbench.halving import with_trials
+    from kbench.runs import load_run, pair_statuses
 
     run, backend = open_run(store, run_id, namespace, context)
     while True:
         # The same few requests every refresh: list calls (cluster) and the pairs' records.
-        rows = pair_statuses(store, run, backend.states(store, run))
+        if run.sweeps:  # a sweep's driver adds the chosen settings' seeds as it goes
+            run = load_run(store, run.run_id)
+        rows = pair_statuses(store, run, with_trials(store, run, backend.states(store, run)))
         if output == "json":
             print_value({"run_id": run.run_id, "pairs": [r.to_dict() for r in rows]}, "json")
         else:

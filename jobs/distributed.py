@@ -24,6 +24,7 @@ class Job:
     rank: int
     world: int
     device: torch.device
+    until: int | None = None  # a sweep's trial: the epoch its rung ends at (kbench.halving)
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:

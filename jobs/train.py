@@ -15,6 +15,7 @@ between two writes with exit code 143.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import signal
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         # A store that stops answering for a while (a restart, a network blip) is waited for:
         # a failed write would cost the pod a retry and a fresh download of its data.
         store = open_store(args.store, retry_s=job_retry_s())
-        train(Job(store, args.run_id, args.pair, rank, world, device))
+        train(Job(store, args.run_id, args.pair, rank, world, device, args.until))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -88,6 +89,8 @@ def train(job: Job) -> None:
     info = model_info(config.model)
     family = info.family
     splits = build_splits(config, info, job.store)
+    if job.until is not None:
+        splits = trial_splits(splits)
     weights = local_weights(job.store, config)  # staged pretrained weights, if any
     model = build_model(config, splits.classes, splits.templates, job.device, weights)
     channels_last = uses_channels_last(config, family, job.device)
@@ -138,7 +141,8 @@ def train(job: Job) -> None:
     if first_epoch == 1 and zero_shot is not None:  # epoch 0: the zero-shot head, untrained
         recorder.progress("eval", epoch=0)
         recorder.epoch(0, evaluate_model(model))
-    for epoch in range(first_epoch, config.epochs + 1):
+    last_epoch = config.epochs if job.until is None else min(job.until, config.epochs)
+    for epoch in range(first_epoch, last_epoch + 1):
         seconds, train_loss = train_one_epoch(
             wrapped, loaders.train, batches, optimizer, scheduler, config, epoch, recorder, place
         )
@@ -152,6 +156,9 @@ def train(job: Job) -> None:
         )
         save_checkpoint(job, epoch, model, optimizer, scheduler, recorder, uploader)
     uploader.wait()  # the last checkpoint is in the store before the result says done
+    if job.until is not None:  # a trial's rung: the driver decides whether it goes on
+        log(job.rank, f"stopped at epoch {last_epoch}, its rung; checkpoint kept")
+        return
 
     wise_ft = None
     if zero_shot is not None:
@@ -164,6 +171,16 @@ def train(job: Job) -> None:
         wise_ft=wise_ft,
         environment=environment(),
         start=started_from(config, info, weights),
+    )
+
+
+def trial_splits(splits: Splits) -> Splits:
+    """A sweep's trial is scored on the validation split alone, as its records' split: the
+    test split is for the chosen setting's runs."""
+    if splits.val is None or splits.val_split is None:
+        raise ConfigError("a sweep's trial needs a validation split: set select_on: val")
+    return dataclasses.replace(
+        splits, eval=splits.val, eval_split=splits.val_split, val=None, val_split=None
     )
 
 
@@ -281,6 +298,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store", required=True, help="storage URI: s3://bucket/prefix or a dir")
     parser.add_argument("--run-id", required=True, help="run id")
     parser.add_argument("--pair", required=True, help="pair name, <dataset>_<model>")
+    parser.add_argument(
+        "--until",
+        type=int,
+        help="a sweep's trial: train to this epoch (its rung), score the validation split "
+        "only, keep the checkpoint and write no result",
+    )
     return parser.parse_args(argv)
 
 

@@ -39,6 +39,7 @@ from .render import (
     JOBSET_VERSION,
     PAIR_LABEL,
     RUN_LABEL,
+    RUNG_LABEL,
     job_name,
     render_validated,
     run_selector,
@@ -48,6 +49,7 @@ from .settings import (
     ClusterSettings,
     image_digest,
     mutable_image,
+    resolve,
     settings_for,
 )
 from .state import (
@@ -93,11 +95,14 @@ class KubernetesBackend:
     def for_run(cls, run: Run, options: Options) -> KubernetesBackend:
         """Where the run went (run.json's `cluster`), unless a flag says otherwise."""
         recorded = run.cluster or {}
-        settings = ClusterSettings(
+        # A sweep's run keeps every setting its later Jobs need, checked as a profile is.
+        where = f"{records.run_key(run.run_id)}: cluster.settings"
+        settings = resolve([(recorded["settings"], where)]) if "settings" in recorded else None
+        settings = dataclasses.replace(
+            settings or ClusterSettings(nodes=recorded.get("nodes", 1)),
             namespace=options.cluster.get("namespace")
             or recorded.get("namespace", DEFAULT_NAMESPACE),
             context=options.cluster.get("context") or recorded.get("context"),
-            nodes=recorded.get("nodes", 1),
         )
         return cls(settings=settings)
 
@@ -113,7 +118,7 @@ class KubernetesBackend:
             with contextlib.suppress(KbenchError):
                 scratch = scratch_sizes(open_store(store_uri), pairs)
         manifests = render_validated(run.run_id, pairs, self.settings, store_uri, scratch)
-        cluster = {
+        cluster: dict[str, Any] = {
             "namespace": self.settings.namespace,
             "context": self.settings.context,
             "nodes": self.settings.nodes,  # which kind of object the pairs are
@@ -121,6 +126,8 @@ class KubernetesBackend:
             "image": self.settings.image,
             "image_digest": image_digest(self.settings.image),
         }
+        if run.sweeps:  # `kbench sweep` sends the later rungs and the seeds as these were
+            cluster["settings"] = dataclasses.asdict(self.settings)
         return Plan(
             run=dataclasses.replace(run, cluster=cluster),
             pairs=pairs,
@@ -183,7 +190,7 @@ class KubernetesBackend:
         outcomes = {}
         cancelled = cancelled_pairs(store, run_id)
         for pair in plan.pairs:
-            job = job_name(run_id, pair.name, self.settings.nodes)
+            job = job_name(run_id, pair.name, self.settings.nodes, pair.rung)
             outcome = self._submit_pair(job, by_pair[pair.name], exists=job in existing)
             if pair.name in cancelled and outcome.detail in ("created", "replaced"):
                 store.delete(records.pair_key(run_id, pair.name, records.CANCELLED))
@@ -278,7 +285,9 @@ class KubernetesBackend:
         number of pairs: one list of Jobs, one of Pods, one of events only while a Job has no
         pods to show why, one of Kueue's Workloads only while a pair is queued, and one of the
         store's cancel marks only while a pair has no Job."""
-        jobs = {labels_of(j).get(PAIR_LABEL): j for j in self._jobs(run.run_id)}
+        # A sweep's trial has a Job a rung: its latest rung's says where it stands.
+        by_rung = sorted(self._jobs(run.run_id), key=_rung)
+        jobs = {labels_of(j).get(PAIR_LABEL): j for j in by_rung}
         pods_by_pair: dict[str | None, list] = {}
         for pod in self._pods(run.run_id):
             pods_by_pair.setdefault(labels_of(pod).get(PAIR_LABEL), []).append(pod)
@@ -394,6 +403,11 @@ class KubernetesBackend:
 
 def _prefixed(text: str, prefix: str) -> str:
     return "".join(prefix + line for line in text.splitlines(keepends=True))
+
+
+def _rung(job: Any) -> int:
+    rung = labels_of(job).get(RUNG_LABEL, "0")
+    return int(rung) if rung.isdigit() else 0
 
 
 def cancelled_pairs(store: Store, run_id: str) -> set[str]:

@@ -28,6 +28,7 @@ from .settings import SCRATCH_FALLBACK, ClusterSettings
 MANAGED_BY = "app.kubernetes.io/managed-by"
 RUN_LABEL = "kbench.dev/run"
 PAIR_LABEL = "kbench.dev/pair"
+RUNG_LABEL = "kbench.dev/rung"  # a sweep's trial: one Job a rung (kbench.halving)
 DATASET_LABEL = "kbench.dev/dataset"
 MODEL_LABEL = "kbench.dev/model"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -71,13 +72,15 @@ def dns_name(*parts: str, limit: int = MAX_JOB_NAME) -> str:
     return f"{name[: limit - 9].rstrip('-')}-{digest}"
 
 
-def job_name(run_id: str, pair: str, nodes: int = 1) -> str:
+def job_name(run_id: str, pair: str, nodes: int = 1, rung: int = 0) -> str:
     """The name of a pair's Job (one node) or JobSet (several), short enough for every name
-    the controllers derive from it (`derived_names`)."""
+    the controllers derive from it (`derived_names`); a sweep's trial has one a rung (`r<k>`),
+    so each rung's is created once."""
+    parts = ("kb", run_id, pair, *([f"r{rung}"] if rung else []))
     if nodes == 1:
-        return dns_name("kb", run_id, pair, limit=MAX_JOB_NAME)
+        return dns_name(*parts, limit=MAX_JOB_NAME)
     longest_suffix = len(f"-{REPLICATED_JOB}-0-{nodes - 1}{POD_SUFFIX}")
-    return dns_name("kb", run_id, pair, limit=63 - longest_suffix)
+    return dns_name(*parts, limit=63 - longest_suffix)
 
 
 def derived_names(name: str, nodes: int) -> list[str]:
@@ -145,7 +148,7 @@ def render_run(
 def _model(
     run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str, scratch: str | None
 ) -> dict[str, Any]:
-    name = job_name(run_id, pair.name, settings.nodes)
+    name = job_name(run_id, pair.name, settings.nodes, pair.rung)
     labels = {
         MANAGED_BY: "kbench",
         RUN_LABEL: run_id,
@@ -153,6 +156,8 @@ def _model(
         DATASET_LABEL: pair.config.dataset,
         MODEL_LABEL: model_slug(pair.config.model),  # a label value: no ':' nor '/'
     }
+    if pair.rung:
+        labels[RUNG_LABEL] = str(pair.rung)
     if settings.queue:
         labels[QUEUE_LABEL] = settings.queue
     _no_overlap("labels", settings.labels, labels)  # status finds pods by kbench's labels
@@ -194,7 +199,7 @@ def _model(
         "replicated_job": REPLICATED_JOB,
         "labels": labels,
         "pod_labels": pod_labels,
-        "command": torchrun_command(run_id, pair.name, settings, store_uri, name),
+        "command": torchrun_command(run_id, pair, settings, store_uri, name),
         "env": [{"name": k, "value": str(v)} for k, v in env.items()]
         + [{"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "requests": requests,
@@ -233,7 +238,7 @@ def _no_overlap(key: str, given: dict[str, Any], own: dict[str, Any]) -> None:
 
 
 def torchrun_command(
-    run_id: str, pair: str, settings: ClusterSettings, store_uri: str, name: str
+    run_id: str, pair: Pair, settings: ClusterSettings, store_uri: str, name: str
 ) -> list[str]:
     """kbench's torchrun launcher in the pod (it passes a bad-config exit code through to the
     pod's exit code, where the podFailurePolicy's FailJob rule sees it)."""
@@ -253,7 +258,7 @@ def torchrun_command(
             f"--rdzv-conf=join_timeout={settings.rendezvous_timeout},"
             f"read_timeout={settings.rendezvous_timeout}",
         ]
-    return train_command("python", torchrun, store_uri, run_id, pair)
+    return train_command("python", torchrun, store_uri, run_id, pair.name, pair.until)
 
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster when built

@@ -36,9 +36,15 @@ def trainer_target(args: list[str]) -> tuple[str, str, str]:
 
 
 def train_command(
-    python: str, torchrun: list[str], store_uri: str, run_id: str, pair: str
+    python: str,
+    torchrun: list[str],
+    store_uri: str,
+    run_id: str,
+    pair: str,
+    until: int | None = None,
 ) -> list[str]:
-    """`torchrun` holds the launcher's options (--standalone, --nnodes, --rdzv-*, ...)."""
+    """`torchrun` holds the launcher's options (--standalone, --nnodes, --rdzv-*, ...);
+    `until`: a sweep's trial, stopped at its rung's epoch."""
     return [
         python,
         "-m",
@@ -52,4 +58,5 @@ def train_command(
         run_id,
         "--pair",
         pair,
+        *([] if until is None else ["--until", str(until)]),
     ]

@@ -37,10 +37,11 @@ class PairState(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     GONE = "gone"  # its Job was removed (TTL, kubectl delete) before it wrote a result
+    PRUNED = "pruned"  # a sweep's trial that successive halving stopped (kbench.halving)
 
     @property
     def finished(self) -> bool:
-        return self in (PairState.SUCCEEDED, *UNSUCCESSFUL)
+        return self in (PairState.SUCCEEDED, PairState.PRUNED, *UNSUCCESSFUL)
 
     @property
     def unsuccessful(self) -> bool:

@@ -17,6 +17,8 @@ on anything else), not trusted because kbench once wrote it.
     runs/<run>/<pair>/local.json         the local backend's view of the process (local runs only)
     runs/<run>/<pair>/cancelled.json     `kbench cancel` stopped it (Kubernetes: its Job is gone)
     runs/<run>/local.json                the process that trains a local run (`resume` checks it)
+    runs/<run>/sweep/<cell>/rung-<k>.json  successive halving's decision at a sweep's rung k
+                                         (kbench.halving), created once
     datasets/<name>/manifest.json        a staged dataset (kbench.staging.datasets)
 """
 
@@ -247,7 +249,29 @@ class LocalProcess(ProcessIdentity):
 
 
 # What each record is called in a refusal.
+class RankedTrial(TypedDict):
+    pair: str
+    value: float | None  # its best validation headline up to the rung; None: never reached it
+    epoch: int | None  # the epoch that value is of
+
+
+class RungDecision(TypedDict):
+    """Which of a sweep's trials went on after a rung, and why (kbench.halving)."""
+
+    cell: str
+    rung: Positive  # 1, 2, ...; the one after the ladder's last is the end of training
+    epoch: Positive | None  # the rung's epoch; None: each trial's last (the end of training)
+    metric: str  # what ranked them: the validation split's headline metric
+    keep: Count  # how many could go on
+    ranked: list[RankedTrial]  # best first (ties: the earlier trial first)
+    continued: list[str]
+    pruned: dict[str, str]  # pair -> why
+    winner: str | None  # the one left, whose setting the seeds train
+    decided: str
+
+
 NAMES: dict[Any, str] = {
+    RungDecision: "sweep decision",
     PeerLostMark: "peer-lost mark",
     SummaryRecord: "pair summary",
     MetricsRecord: "metrics record",
@@ -351,6 +375,10 @@ def run_key(run_id: str, name: str = RUN) -> str:
 def log_key(run_id: str, pair: str, node: int | str, started: str, pod: str) -> str:
     """A pod's output in the store; sorted by name, a node's logs are in attempt order."""
     return pair_key(run_id, pair, f"{LOGS}/node-{node}/{started}-{pod}.log")
+
+
+def rung_key(run_id: str, cell: str, rung: int) -> str:
+    return f"runs/{run_id}/sweep/{cell}/rung-{rung}.json"
 
 
 def pair_key(run_id: str, pair: str, name: str) -> str:

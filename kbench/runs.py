@@ -19,6 +19,7 @@ from kbench.records import Record
 from kbench.registry import dataset_info
 from kbench.spec import Grid, Pair, TrainConfig, is_pair_name, pair_name
 from kbench.storage import Store, create_json, read_json, write_json
+from kbench.sweep_grid import SweepCell
 
 
 @dataclass
@@ -35,10 +36,14 @@ class Run:
     document: dict[str, Any] = field(default_factory=dict)  # the grid file as written
     # kubernetes: where it went and how: {"namespace", "context", "nodes"} (nodes > 1: JobSets)
     cluster: dict[str, Any] | None = None
+    # Each swept (dataset, model) and its trials (kbench.sweep_grid); the chosen settings'
+    # seeds join `pairs` once successive halving has chosen (kbench.halving).
+    sweeps: list[SweepCell] | None = None
 
     @classmethod
     def new(cls, run_id: str, grid: Grid, backend: str) -> Run:
         return cls(
+            sweeps=grid.sweeps or None,
             run_id=check_run_id(run_id),
             grid=grid.name,
             source=grid.source,
@@ -71,12 +76,18 @@ class Run:
             isinstance(cluster, dict) and type(nodes) is int and nodes >= 1
         ):
             raise StoreError(f"{where}: cluster: not a namespace, context and node count")
+        if data.get("sweeps") is not None:
+            sweeps = records.parse(list[SweepCell], data["sweeps"], where)
+            trials = [t["pair"] for cell in sweeps for t in cell["trials"]]
+            if not set(trials) <= set(pairs):
+                raise StoreError(f"{where}: sweeps: a trial that is not one of the run's pairs")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        if data["cluster"] is None:
-            del data["cluster"]
+        for key in ("cluster", "sweeps"):
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -134,6 +145,21 @@ def create_run(store: Store, run: Run, pairs: list[Pair], resubmit: bool = False
         )
     # run.json last: a run is listed only once every pair's config is there.
     write_json(store, records.run_key(run.run_id), run.to_dict())
+
+
+def add_pairs(store: Store, run: Run, pairs: list[Pair]) -> Run:
+    """A run with more pairs (a sweep's chosen seeds): their configs first, then run.json;
+    pairs it has already are left as they are."""
+    new = [p for p in pairs if p.name not in run.pairs]
+    if not new:
+        return run
+    for pair in new:
+        write_json(
+            store, records.pair_key(run.run_id, pair.name, records.CONFIG), pair.config.to_dict()
+        )
+    grown = dataclasses.replace(run, pairs=run.pairs + [p.name for p in new])
+    write_json(store, records.run_key(run.run_id), grown.to_dict())
+    return grown
 
 
 def _nodes(run: dict[str, Any]) -> Any:
@@ -215,7 +241,8 @@ def _config(config: Any, pair: str, where: str) -> TrainConfig:
     if isinstance(dataset, str) and isinstance(model, str):
         with contextlib.suppress(ConfigError):  # a model name of no known form: none
             names = {pair_name(dataset, model, seed) for seed in (None, data.get("seed"))}
-    if pair not in names:
+    trial = re.fullmatch(r"(.+)_trial\d+", pair)  # a sweep's trial of that pair
+    if pair not in names and not (trial and trial[1] in names):
         raise StoreError(f"{where} is not the config of {pair}")
     if "select_on" not in data:  # an older kbench's run, which chose on the test split
         data = {**data, "select_on": "test"}

@@ -28,6 +28,13 @@ from kbench.registry import (
     model_recipe,
     model_slug,
 )
+from kbench.sweep_grid import (
+    DEFAULT_SWEEP_SEEDS,
+    SweepCell,
+    halving_of,
+    plan_trials,
+    take_sweep,
+)
 
 OPTIMIZERS = ("adamw", "sgd")
 # The split that chooses the best epoch and WiSE-FT's alpha: the validation split, the test split
@@ -171,6 +178,10 @@ class TrainConfig:
 class Pair:
     name: str  # "<dataset>_<model>": the report's column, the storage folder
     config: TrainConfig
+    # A sweep's trial (kbench.sweep_grid): trained to this epoch, its rung's, then stopped with
+    # its checkpoint kept; `rung` counts from 1. None: trained to the end, as every other pair.
+    until: int | None = None
+    rung: int = 0
 
 
 @dataclass
@@ -179,6 +190,7 @@ class Grid:
     source: str  # the file it came from
     pairs: list[Pair] = field(default_factory=list)
     document: dict[str, Any] = field(default_factory=dict)  # the file as written
+    sweeps: list[SweepCell] = field(default_factory=list)  # each swept (dataset, model)
 
     def pair(self, name: str) -> Pair:
         for p in self.pairs:
@@ -217,7 +229,10 @@ GRID_KEYS = {
     "defaults": "config keys for every pair",
     "overrides": "a mapping of pair name (<dataset>_<model>) to config keys",
     "seeds": "train every pair this many times, seeds counted from its `seed` (3), or with "
-    "these seeds ([0, 7]); pairs are then named <dataset>_<model>_seed<seed>",
+    "these seeds ([0, 7]); pairs are then named <dataset>_<model>_seed<seed>. With a sweep: "
+    "the seeds of the chosen setting (default 3)",
+    "halving": "successive halving of a sweep's trials: {eta: 3, rungs: [1, 3]} (default: eta "
+    "3 and a ladder from the epochs), or false to train every trial to its end",
     "cluster": "Kubernetes settings (image, namespace, nodes, gpus_per_node, ...)",
 }
 
@@ -275,7 +290,8 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
             raise ConfigError(f"{source}: overrides.{key}: not a pair of this grid; pairs: {known}")
 
     seeds = _seeds(doc.get("seeds"), source)
-    pairs = []
+    halving = halving_of(doc.get("halving"), source)
+    pairs, sweeps = [], []
     for dataset in datasets:
         for model, model_keys in model_overrides.items():
             name = pair_name(dataset, model)
@@ -288,9 +304,16 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
                 (overrides.get(name), f"{source}: overrides.{name}"),
             ]
             layers = [(_read_template_file(layer, base, where), where) for layer, where in layers]
+            layers, sweep = take_sweep(layers, TrainConfig)
             config = TrainConfig.from_layers(layers, where=f"{source}: pair {name}")
             if config.data is not None:
                 config.data = local_data_path(config.data, base)
+            if sweep:
+                given = doc.get("seeds", DEFAULT_SWEEP_SEEDS)  # checked by _seeds
+                trials, cell = _trials(name, layers, sweep, halving, given, base, source)
+                pairs += trials
+                sweeps.append(cell)
+                continue
             if seeds is None:
                 pairs.append(Pair(name=name, config=config))
                 continue
@@ -308,7 +331,28 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
     name = doc.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: name: expected a non-empty string")
-    return Grid(name=name, source=source, pairs=pairs, document=doc)
+    return Grid(name=name, source=source, pairs=pairs, document=doc, sweeps=sweeps)
+
+
+def _trials(
+    cell: str,
+    layers: list[Layer],
+    sweep: dict[str, list],
+    halving: tuple[int, list[int] | None] | None,
+    seeds: int | list[int],
+    base: Path | None,
+    source: str,
+) -> tuple[list[Pair], SweepCell]:
+    """A swept pair's trials, each config checked with its values, and its cell's record."""
+
+    def build(name: str, swept: Layer) -> TrainConfig:
+        config = TrainConfig.from_layers([*layers, swept], where=f"{source}: pair {name}")
+        if config.data is not None:
+            config.data = local_data_path(config.data, base)
+        return config
+
+    trials, record = plan_trials(cell, sweep, build, halving, seeds, source)
+    return [Pair(name, config, until, rung=1) for name, config, until in trials], record
 
 
 def local_data_path(data: str, base: Path | None = None) -> str:

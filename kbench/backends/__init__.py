@@ -121,6 +121,17 @@ def send(backend: Backend, plan: Plan, store: Store, echo: Echo) -> dict[str, Ou
     return backend.submit(store, plan, echo)
 
 
+def send_more(
+    backend: Backend, run: Run, pairs: list[Pair], store: Store, echo: Echo
+) -> dict[str, Outcome]:
+    """More pairs of a recorded run (a sweep's next rung, its chosen seeds; their configs are
+    in the store): checked as a submission is, then sent; what exists already is skipped."""
+    plan = backend.plan(run, pairs, store.uri)
+    for warning in backend.check(store, plan):
+        echo(f"warning: {warning}")
+    return backend.submit(store, plan, echo)
+
+
 def verify(backend: Backend, plan: Plan, store: Store) -> list[str]:
     """Every check a submission makes before anything exists (`submit --dry-run=server`
     alone); its warnings."""

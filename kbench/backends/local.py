@@ -23,6 +23,7 @@ from kbench import records
 from kbench.backends import Echo, Options, Plan, check_world, processes
 from kbench.command import train_command
 from kbench.errors import BackendError, ConfigError, StoreError
+from kbench.halving import advance, decision_line, trial_outcomes
 from kbench.image_tree import check_imagefolders
 from kbench.pairs import Outcome, PairState
 from kbench.records import EpochRecord, LocalProcess, utc_now
@@ -31,6 +32,7 @@ from kbench.spec import Grid, Pair
 from kbench.storage import LocalStore, Store, patient, read_json, write_json
 
 LOG = "train.log"
+PROCESS_GONE = "the training process is gone (killed or machine restarted): kbench resume"
 RESUMED = "\n==== kbench: resumed at "  # starts each later attempt in a pair's log
 
 
@@ -61,9 +63,11 @@ class LocalBackend:
         """A pair's job as this backend starts it: torchrun on this machine alone."""
         return self._command(store.uri, run_id, pair)
 
-    def _command(self, store_uri: str, run_id: str, pair: str) -> list[str]:
+    def _command(
+        self, store_uri: str, run_id: str, pair: str, until: int | None = None
+    ) -> list[str]:
         torchrun = ["--standalone", f"--nproc-per-node={self.nproc_per_node}"]
-        return train_command(sys.executable, torchrun, store_uri, run_id, pair)
+        return train_command(sys.executable, torchrun, store_uri, run_id, pair, until)
 
     def plan(self, run: Run, pairs: list[Pair], store_uri: str) -> Plan:
         check_world(pairs, self.nproc_per_node)
@@ -77,7 +81,7 @@ class LocalBackend:
                 {
                     "pair": p.name,
                     "config": p.config.to_dict(),
-                    "command": self._command(store_uri, run.run_id, p.name),
+                    "command": self._command(store_uri, run.run_id, p.name, p.until),
                 }
                 for p in pairs
             ],
@@ -95,26 +99,54 @@ class LocalBackend:
         return []
 
     def submit(self, store: Store, plan: Plan, echo: Echo) -> dict[str, Outcome]:
-        """Trains the plan's pairs (their configs are in the store); returns when all ended."""
-        run, (document,) = plan.run, plan.documents
+        """Trains the plan's pairs (their configs are in the store), then a sweep's later
+        rungs and chosen seeds as successive halving decides them; returns when all ended."""
+        run = plan.run
         store = patient(store)  # the pairs' jobs wait out a store outage: so does their watcher
-        commands = {entry["pair"]: entry["command"] for entry in document["pairs"]}
-        n = len(plan.pairs)
         echo(
-            f"run {run.run_id}: {n} pairs on this machine, {self.parallel} at a "
+            f"run {run.run_id}: {len(plan.pairs)} pairs on this machine, {self.parallel} at a "
             f"time, {self.nproc_per_node} process(es) each; store {store.uri}"
         )
         # Who trains this run: `resume` refuses while this process is at it.
         trainer = records.run_key(run.run_id, records.LOCAL_STATE)
         this = processes.record(os.getpid(), "running")
         write_json(store, trainer, this)
+        try:
+            outcomes = self._train(store, run, plan.pairs, echo)
+            while run.sweeps:  # the next rung's trials, or the chosen settings' seeds
+                step = advance(store, run, self._sweep_states(store, run))
+                run = step.run
+                for decision in step.decided:
+                    echo(decision_line(decision))
+                if not step.work:
+                    outcomes.update(trial_outcomes(store, run, self.states(store, run)))
+                    break
+                outcomes.update(self._train(store, run, step.work, echo))
+            return outcomes
+        finally:
+            write_json(store, trainer, {**this, "state": "done"})
+
+    def _sweep_states(self, store: Store, run: Run) -> dict[str, Outcome]:
+        """The pairs' states for the sweep's driver: a trial whose process vanished (this
+        machine restarted) trains again, as `resume` trains a pair again."""
+        return {p: o for p, o in self.states(store, run).items() if o.detail != PROCESS_GONE}
+
+    def _train(self, store: Store, run: Run, pairs: list[Pair], echo: Echo) -> dict[str, Outcome]:
+        """Each pair to its end (or a trial to its rung), `parallel` at a time."""
+        n = len(pairs)
         pool = ThreadPoolExecutor(max_workers=self.parallel)
         try:
             futures = {
                 pair.name: pool.submit(
-                    self._run_pair, store, run, pair, commands[pair.name], f"[{i}/{n}]", echo
+                    self._run_pair,
+                    store,
+                    run,
+                    pair,
+                    self._command(store.uri, run.run_id, pair.name, pair.until),
+                    f"[{i}/{n}]",
+                    echo,
                 )
-                for i, pair in enumerate(plan.pairs, start=1)
+                for i, pair in enumerate(pairs, start=1)
             }
             return {pair: future.result() for pair, future in futures.items()}
         except KeyboardInterrupt:
@@ -124,7 +156,6 @@ class LocalBackend:
             raise
         finally:
             pool.shutdown(wait=True)
-            write_json(store, trainer, {**this, "state": "done"})
 
     def _run_pair(
         self, store: Store, run: Run, planned: Pair, command: list[str], tag: str, echo: Echo
@@ -149,9 +180,10 @@ class LocalBackend:
             self._running[pair] = process
         state = processes.record(process.pid, "running")
         write_json(store, key, state)
-        echo(f"{tag} {pair}: started, log {log_path}")
+        rung = f" to epoch {planned.until} (rung {planned.rung})" if planned.until else ""
+        echo(f"{tag} {pair}: started{rung}, log {log_path}")
 
-        shown = 0
+        shown = len(_epochs(store, records.pair_key(run_id, pair, records.METRICS)))  # resumed
         while True:
             try:
                 returncode = process.wait(timeout=processes.POLL_S)
@@ -277,10 +309,12 @@ class LocalBackend:
                 f"run {run.run_id}: {', '.join(running)} still running: wait, or `kbench "
                 f"cancel --run {run.run_id}` first"
             )
-        todo = [found for found in read_pairs(store, run) if found.result is None]
-        done = len(run.pairs) - len(todo)
-        echo(f"run {run.run_id}: {done} pair(s) finished, resuming {len(todo)}")
-        if not todo:
+        # A sweep's trials never write a result: the sweep's driver (submit) goes on with them.
+        trials = {t["pair"] for cell in run.sweeps or [] for t in cell["trials"]}
+        found = [f for f in read_pairs(store, run) if f.pair not in trials]
+        todo = [f for f in found if f.result is None]
+        echo(f"run {run.run_id}: {len(found) - len(todo)} pair(s) finished, resuming {len(todo)}")
+        if not todo and not run.sweeps:
             return {}
         pairs = [Pair(f.pair, f.config) for f in todo]
         return self.submit(store, self.plan(run, pairs, store.uri), echo)
@@ -298,10 +332,7 @@ def _outcome(pair: str, state: LocalProcess) -> Outcome:
     name = state["state"]
     if name in ("running", "cancelling"):
         if not processes.ours(state):
-            return Outcome(
-                PairState.FAILED,
-                "the training process is gone (killed or machine restarted): kbench resume",
-            )
+            return Outcome(PairState.FAILED, PROCESS_GONE)
         return Outcome(PairState.RUNNING, "cancelling" if name == "cancelling" else "")
     if name == "failed":
         reason = state.get("reason") or f"exit code {state.get('returncode')}"

@@ -17,6 +17,7 @@ from kbench.records import EpochRecord, StagedCopy
 from kbench.registry import DATASETS, TOP1, model_family
 from kbench.report import published
 from kbench.report.compare import compare_dataset, epoch_hours, tally, top1_at, verdict
+from kbench.report.sweeps import sweep_tables, trial_names
 from kbench.runs import Run, read_pairs
 from kbench.spec import TrainConfig
 from kbench.stats import Predictions
@@ -27,8 +28,13 @@ def gather(store: Store, run: Run, states: dict[str, Outcome], workers: int = 32
     """Read every pair's config, epoch records and result, then the predictions of the pairs
     that kept them (`workers` pairs at a time: S3 GETs are latency-bound), and build the
     results."""
-    found = read_pairs(store, run, workers=workers)
-    return build_results(run, found, states, read_predictions(store, run, found, workers))
+    # A sweep's trials scored validation alone: the sweep table shows them, the comparison
+    # is of the chosen settings' seeds.
+    trials = trial_names(run)
+    found = [p for p in read_pairs(store, run, workers=workers) if p.pair not in trials]
+    results = build_results(run, found, states, read_predictions(store, run, found, workers))
+    results["sweeps"] = sweep_tables(store, run)
+    return results
 
 
 # A pair's evaluations by name ("epoch_3", "alpha_0.5"), or why they could not be read.

@@ -113,6 +113,7 @@ def _context(results: dict[str, Any]) -> dict[str, Any]:
     environments = [p["environment"] for p in results["pairs"] if p["environment"]]
     overall = results["overall"]
     return {
+        "sweeps": [],  # results of a run without sweeps, or built without the store
         **results,
         "by_pair": pairs,
         "environment": environments[0] if environments else None,
