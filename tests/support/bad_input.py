@@ -231,6 +231,61 @@ CASES = [
         "epochs: expected an integer",
     ),
     Case(
+        "empty sweep list",
+        lambda t: ["submit", "--grid", cifar(t, "sweep: {lr: []}"), *STORE],
+        CONFIG,
+        "sweep.lr: expected a non-empty list of numbers",
+    ),
+    Case(
+        "sweep of an unknown key",
+        lambda t: ["submit", "--grid", cifar(t, "sweep: {learning_rate: [0.1, 0.2]}"), *STORE],
+        CONFIG,
+        "sweep.learning_rate: not a key a sweep varies",
+    ),
+    Case(
+        "sweep of a key that is not numeric",
+        lambda t: ["submit", "--grid", cifar(t, "sweep: {optimizer: [sgd, adamw]}"), *STORE],
+        CONFIG,
+        "sweep.optimizer: not a key a sweep varies",
+    ),
+    Case(
+        "sweep value the key refuses",
+        lambda t: ["submit", "--grid", cifar(t, "sweep: {lr: [0.1, -0.1]}"), *STORE],
+        CONFIG,
+        "pair cifar10_resnet50_trial2: lr: must be positive, got -0.1",
+    ),
+    Case(
+        "sweep of one combination",
+        lambda t: ["submit", "--grid", cifar(t, "sweep: {lr: [0.1]}"), *STORE],
+        CONFIG,
+        "sweep: one combination only",
+    ),
+    Case(
+        "sweep choosing on the test split",
+        lambda t: [
+            "submit",
+            "--grid",
+            cifar(t, "select_on: test, sweep: {lr: [0.1, 0.2]}"),
+            *STORE,
+        ],
+        CONFIG,
+        "a sweep chooses on validation",
+    ),
+    Case(
+        "rung after the last epoch",
+        lambda t: [
+            "submit",
+            "--grid",
+            grid(
+                t,
+                "datasets: [cifar10]\ndefaults: {sweep: {lr: [0.1, 0.2]}}\nhalving: {rungs: [30]}",
+            ),
+            *STORE,
+        ],  # fmt: skip
+        CONFIG,
+        "halving.rungs: 30 is not before the end of training",
+    ),
+    Case(
         "infinite lr",
         lambda t: ["submit", "--grid", cifar(t, "lr: .inf"), *STORE],
         CONFIG,
