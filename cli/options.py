@@ -52,7 +52,7 @@ def run_options(f: Callable) -> Callable:
 
 
 # Cluster settings a flag may give; they win over a --profile file, which wins over the grid's.
-CLUSTER_FLAGS = ("image", "namespace", "context", "nodes", "gpus_per_node")
+CLUSTER_FLAGS = ("image", "namespace", "context", "nodes", "gpus_per_node", "gpu_type")
 
 
 def cluster_options(f: Callable) -> Callable:
@@ -71,6 +71,10 @@ def cluster_options(f: Callable) -> Callable:
             "--gpus-per-node",
             type=click.IntRange(min=1),
             help="kubernetes: GPUs (training processes) per pod.",
+        ),
+        click.option(
+            "--gpu-type",
+            help="The GPUs' type, for the budget --dry-run and render print (nvidia-h100).",
         ),
     ]
     for option in reversed(options):

@@ -70,6 +70,8 @@ def submit(grid_ref, backend_name, store, run_id, dry_run, output, **options) ->
     flags = cluster_flags(options)
     backend = open_backend(backend_name, grid, Options(cluster=flags, **options))
     plan = backend.plan(run, grid.pairs, store.uri)
+    if dry_run:
+        _print_budget(grid, backend, flags)
     if dry_run == "server":
         for warning in verify(backend, plan, store):
             click.echo(f"warning: {warning}", err=True)
@@ -79,6 +81,16 @@ def submit(grid_ref, backend_name, store, run_id, dry_run, output, **options) ->
         return
 
     _sent(run.run_id, send(backend, plan, store, click.echo), backend.finishes)
+
+
+def _print_budget(grid, backend, flags: dict) -> None:
+    """The run's estimated GPU-hours, on stderr beside the plan."""
+    from kbench.budget import budget_lines, grid_budget
+
+    settings = getattr(backend, "settings", None)  # kubernetes: the resolved cluster settings
+    gpu_type = flags.get("gpu_type") or getattr(settings, "gpu_type", None)
+    for line in budget_lines(grid_budget(grid.pairs, grid.sweeps, gpu_type)):
+        click.echo(line, err=True)
 
 
 @click.command()
@@ -147,6 +159,7 @@ def render(grid_ref, store, run_id, output, out_dir, dry_run, **options) -> None
     flags = cluster_flags(options)
     backend = open_backend("kubernetes", grid, Options(cluster=flags, **options))
     plan = backend.plan(run, grid.pairs, store.uri)
+    _print_budget(grid, backend, flags)
     if not dry_run:  # the pods read their configs from the store: they must be there
         create_run(store, plan.run, plan.pairs, resubmit=True)
     if out_dir is None:

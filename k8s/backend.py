@@ -125,6 +125,7 @@ class KubernetesBackend:
             # What every pod ran: a digest pins it; a tag alone can move (see `check`).
             "image": self.settings.image,
             "image_digest": image_digest(self.settings.image),
+            "gpu_type": self.settings.gpu_type,  # the report's estimate beside the actual
         }
         if run.sweeps:  # `kbench sweep` sends the later rungs and the seeds as these were
             cluster["settings"] = dataclasses.asdict(self.settings)

@@ -69,6 +69,8 @@ class ClusterSettings:
     volume_mounts: list[dict[str, Any]] = field(default_factory=list)  # of the train container
     runtime_class: str | None = None  # runtimeClassName, e.g. nvidia
     gpu_resource: str = "nvidia.com/gpu"  # amd.com/gpu, nvidia.com/mig-3g.40gb, ...
+    # The GPUs' type, for the budget: one of data/budget.yaml's measured types (nvidia-h100).
+    gpu_type: str | None = None
     # The pod's user and group; None leaves them to the platform (OpenShift's restricted SCC
     # assigns its own and refuses fixed ones). The image's user is 1000.
     run_as_user: int | None = 1000

@@ -206,10 +206,11 @@ def trial_outcomes(store: Store, run: Run, states: dict[str, Outcome]) -> dict[s
             elif ladder and ladder[-1]["winner"] == t:
                 outcomes[t] = Outcome(PairState.SUCCEEDED, "chosen: its setting trains the seeds")
             else:
-                state = states.get(t)
-                if state is None or state.state is PairState.SUCCEEDED:
-                    rung = len(ladder) + 1
-                    state = Outcome(PairState.PENDING, f"on its way to rung {rung}")
+                state, rung = states.get(t), len(ladder) + 1
+                if state is None:
+                    state = Outcome(PairState.PENDING, f"to train to rung {rung}")
+                elif state.state is PairState.SUCCEEDED:  # its job ended at the rung
+                    state = Outcome(PairState.PENDING, f"at rung {rung}: waiting for the decision")
                 outcomes[t] = state
     return outcomes
 

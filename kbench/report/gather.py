@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kbench import records, stats
+from kbench.budget import pair_hours
 from kbench.pairs import Outcome, PairRecords, PairState, chosen_epoch, finite, pair_state
 from kbench.pairs import zero_shot as zero_shot_of
 from kbench.records import EpochRecord, StagedCopy
@@ -69,6 +70,10 @@ def build_results(
     predictions = predictions or {}
     kept = {k: v for k, v in predictions.items() if isinstance(v, dict)}
     pairs = [_pair(p, states.get(p.pair), predictions.get(p.pair)) for p in found]
+    gpu_type = (run.cluster or {}).get("gpu_type")  # as submitted: the budget's estimate
+    for row, records_of in zip(pairs, found, strict=True):
+        estimate = pair_hours(records_of.config, gpu_type if isinstance(gpu_type, str) else None)
+        row["estimated_gpu_hours"] = estimate
     datasets = []
     for name in dict.fromkeys(p["dataset"] for p in pairs):  # grid order
         datasets.append(compare_dataset(name, [p for p in pairs if p["dataset"] == name], kept))

@@ -63,7 +63,7 @@ def test_submit_renders_each_manifest_once_and_sends_exactly_its_plan(cluster, m
     monkeypatch.setattr(render, "render_template", counted)
     dry = cluster.submit("--nodes", "2", "--dry-run", "-o", "json")
     assert dry.exit_code == 0, dry.output
-    planned = json.loads(dry.output)["items"]
+    planned = json.loads(dry.stdout)["items"]
     assert len(rendered) == len(planned) == 18  # a JobSet per pair
     assert cluster.requests() == []  # a dry run sends nothing
 

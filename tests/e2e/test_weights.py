@@ -112,6 +112,6 @@ def test_submit_refuses_a_grid_whose_weights_are_not_staged(cluster, tmp_path):
 def test_pods_run_with_the_hub_offline_by_default(cluster):
     dry = cluster.submit("--dry-run", "-o", "json")
     assert dry.exit_code == 0, dry.output
-    for job in json.loads(dry.output)["items"]:
+    for job in json.loads(dry.stdout)["items"]:
         env = job["spec"]["template"]["spec"]["containers"][0]["env"]
         assert {"name": "HF_HUB_OFFLINE", "value": "1"} in env

@@ -68,7 +68,7 @@ def test_dry_run_prints_resolved_configs_and_runs_nothing(tmp_path, output, kben
     store = tmp_path / "store"
     result = kbench("submit", "--grid", "all", "--dry-run", "-o", output, "--store", str(store))
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output) if output == "json" else yaml.safe_load(result.output)
+    doc = json.loads(result.stdout) if output == "json" else yaml.safe_load(result.stdout)
     assert len(doc["pairs"]) == 18
     assert doc["pairs"][0]["config"]["dataset"] == "cifar10"
     assert not store.exists()
@@ -131,7 +131,7 @@ def test_a_grid_of_any_name_gets_a_default_run_id_that_keeps_the_rule(
     grid.write_text(f"name: {json.dumps(name)}\ndatasets: [synthetic]\nmodels: [clip-tiny]\n")
     result = kbench("submit", "--grid", str(grid), "--dry-run", "-o", "json")
     assert result.exit_code == 0, result.output
-    plan = json.loads(result.output)
+    plan = json.loads(result.stdout)
     run_id = plan["run_id"]
     assert check_run_id(run_id) == run_id and len(run_id) <= 40
     assert run_id.startswith(starts) and plan["grid"] == name

@@ -370,7 +370,7 @@ def test_grid_cluster_section_then_profile_then_flags(tmp_path):
     args = ["--store", STORE, "--profile", str(profile), "--image", "from-flag", "--dry-run"]
     result = CliRunner().invoke(cli, ["render", "--grid", str(grid), *args])
     assert result.exit_code == 0, result.output
-    (jobset,) = list(yaml.safe_load_all(result.output))
+    (jobset,) = list(yaml.safe_load_all(result.stdout))
     job = child_job(jobset)
     assert job["metadata"]["namespace"] == "profile-ns"  # the profile beats the grid
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "from-flag"

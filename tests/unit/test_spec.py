@@ -125,7 +125,9 @@ def test_bad_grids_name_file_key_and_what_is_allowed(tmp_path, text, message):
 
 
 def test_unknown_grid_name():
-    with pytest.raises(ConfigError, match=r"no grid 'nosuch': give a built-in name \(all, smoke"):
+    with pytest.raises(
+        ConfigError, match=r"no grid 'nosuch': give a built-in name \(all, fair, smoke"
+    ):
         load_grid("nosuch")
 
 
