@@ -55,6 +55,12 @@ def doctor(grid_ref, store, profile, **flags) -> None:
     help="Also print a NetworkPolicy that lets the pods reach each other, DNS and the store "
     "(for namespaces that deny traffic by default).",
 )
+@click.option(
+    "--sweep-driver",
+    is_flag=True,
+    help="Also print the identity of the CronJob that drives a run's sweeps (a ServiceAccount "
+    "with a token, and a Role of exactly what `kbench sweep` calls).",
+)
 @click.option("--s3-endpoint", help="The store's endpoint the pods use (its port is allowed).")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
 def setup(
@@ -65,6 +71,7 @@ def setup(
     secret_template,
     queue,
     network_policy,
+    sweep_driver,
     s3_endpoint,
     output,
 ) -> None:
@@ -84,6 +91,11 @@ def setup(
         print_documents(template(settings), output)
         return
     manifests = setup_manifests(
-        settings, list(users), list(groups), kueue=bool(queue), network_policy=network_policy
+        settings,
+        list(users),
+        list(groups),
+        kueue=bool(queue),
+        network_policy=network_policy,
+        sweep_driver=sweep_driver,
     )
     print_documents(manifests, output)

@@ -39,6 +39,9 @@ def sweep(store, run_id, namespace, context, watch, interval) -> None:
         assert isinstance(backend, LocalBackend)
         backend.resume(store, run, click.echo)
         return
+    from kbench.k8s.backend import KubernetesBackend
+
+    assert isinstance(backend, KubernetesBackend)
     while True:
         step = advance(store, run, backend.states(store, run))
         run = step.run
@@ -50,6 +53,8 @@ def sweep(store, run_id, namespace, context, watch, interval) -> None:
             send_more(backend, run, step.work, store, click.echo)
         else:
             click.echo(f"run {run.run_id}: every sweep has chosen and its seeds have ended")
+            if backend.end_driver(run.run_id):  # its work is done
+                click.echo(f"run {run.run_id}: the sweep's driver (a CronJob) deleted")
         if not watch or not step.work:
             return
         time.sleep(interval)

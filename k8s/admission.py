@@ -44,9 +44,14 @@ def dry_run(
 
     def send(manifest: dict) -> tuple[str | None, list[str]]:
         name = manifest["metadata"]["name"]
+        what = manifest["kind"].lower()  # job, jobset, or a sweep's driver: cronjob
         options = {"dry_run": "All", "field_validation": STRICT}
         try:
-            if jobsets:
+            if manifest["kind"] == "CronJob":  # a sweep's driver (k8s.driver)
+                _, _, headers = k8s.BatchV1Api(client()).create_namespaced_cron_job_with_http_info(
+                    namespace, manifest, **options
+                )
+            elif jobsets:
                 _, _, headers = api.create_namespaced_custom_object_with_http_info(
                     JOBSET_GROUP, JOBSET_VERSION, namespace, "jobsets", manifest, **options
                 )
@@ -55,8 +60,8 @@ def dry_run(
                     namespace, manifest, **options
                 )
         except ApiException as e:
-            return f"{kind} {name}: {explained(api_message(e))} ({e.status})", []
-        return None, [f"{kind} {name}: {w}" for w in warnings(headers)]
+            return f"{what} {name}: {explained(api_message(e))} ({e.status})", []
+        return None, [f"{what} {name}: {w}" for w in warnings(headers)]
 
     found = Admission()
     with (

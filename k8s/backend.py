@@ -32,6 +32,7 @@ from kbench.storage import Store, connect_timeout_s, open_store, write_json
 from .admission import STRICT, dry_run, refuse
 from .api import api_errors, api_message, connect
 from .blockers import failed_creates, not_admitted_by_kueue
+from .driver import delete_driver, driver_exists, driver_manifest, driver_name
 from .kept_logs import kept_logs, kept_text
 from .render import (
     INSTALL_JOBSET,
@@ -43,6 +44,7 @@ from .render import (
     job_name,
     render_validated,
     run_selector,
+    validate,
 )
 from .settings import (
     DEFAULT_NAMESPACE,
@@ -118,6 +120,12 @@ class KubernetesBackend:
             with contextlib.suppress(KbenchError):
                 scratch = scratch_sizes(open_store(store_uri), pairs)
         manifests = render_validated(run.run_id, pairs, self.settings, store_uri, scratch)
+        if run.sweeps and self.settings.sweep_driver and any(p.rung == 1 for p in pairs):
+            driver = driver_manifest(run.run_id, self.settings, store_uri)  # with the 1st rung
+            refused = validate([driver], self.settings.kubernetes_version)
+            if refused:
+                raise ConfigError(f"the sweep's driver fails the schema: {refused[0]}")
+            manifests.append(driver)
         cluster: dict[str, Any] = {
             "namespace": self.settings.namespace,
             "context": self.settings.context,
@@ -147,6 +155,9 @@ class KubernetesBackend:
         # refuses this user, or lacks JobSet) leaves no run behind. Its answer is the submit's
         # list of Jobs.
         self._existing = {job.metadata.name for job in self._jobs(plan.run.run_id)}
+        drivers = [m for m in plan.documents if m["kind"] == "CronJob"]
+        if drivers and driver_exists(self._batch(), self.settings.namespace, plan.run.run_id):
+            self._existing.add(drivers[0]["metadata"]["name"])
         # The server's yes before anything exists: every object submit will create, as a dry
         # run (those on the cluster already passed when they were created; --replace
         # recreates them from the same manifests).
@@ -186,7 +197,11 @@ class KubernetesBackend:
         existing = self._existing
         if existing is None:  # submitted without a check
             existing = {job.metadata.name for job in self._jobs(run_id)}
-        by_pair = {m["metadata"]["labels"][PAIR_LABEL]: m for m in plan.documents}
+        by_pair = {
+            m["metadata"]["labels"][PAIR_LABEL]: m
+            for m in plan.documents
+            if PAIR_LABEL in m["metadata"]["labels"]
+        }
 
         outcomes = {}
         cancelled = cancelled_pairs(store, run_id)
@@ -198,7 +213,22 @@ class KubernetesBackend:
             outcomes[pair.name] = outcome
             kind = "jobset" if self.gang else "job"
             echo(f"{pair.name}: {outcome.text()} ({kind} {job})")
+        for driver in (m for m in plan.documents if m["kind"] == "CronJob"):
+            name = driver["metadata"]["name"]
+            if name not in existing:
+                with self._errors("create", "cronjobs", name):
+                    self._batch().create_namespaced_cron_job(
+                        self.settings.namespace, driver, field_validation=STRICT
+                    )
+            schedule = driver["spec"]["schedule"]
+            done = "exists" if name in existing else "created"
+            echo(f"sweep driver: {done} (cronjob {name}, `kbench sweep` at {schedule!r})")
         return outcomes
+
+    def end_driver(self, run_id: str) -> bool:
+        """Delete the run's sweep driver (its work is done, or the run was cancelled)."""
+        with self._errors("delete", "cronjobs", driver_name(run_id)):
+            return delete_driver(self._batch(), self.settings.namespace, run_id)
 
     def _submit_pair(self, job: str, manifest: dict, exists: bool) -> Outcome:
         if exists and not self.replace:
@@ -382,6 +412,8 @@ class KubernetesBackend:
         return (chunk.decode(errors="replace") for chunk in stream.stream())
 
     def cancel(self, store: Store, run: Run, pairs: list[str]) -> list[str]:
+        if run.sweeps and set(run.pairs) <= set(pairs):  # all: no more rungs to send
+            self.end_driver(run.run_id)
         stopped = []
         for job in self._jobs(run.run_id):
             pair = labels_of(job).get(PAIR_LABEL)

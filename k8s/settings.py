@@ -69,6 +69,9 @@ class ClusterSettings:
     volume_mounts: list[dict[str, Any]] = field(default_factory=list)  # of the train container
     runtime_class: str | None = None  # runtimeClassName, e.g. nvidia
     gpu_resource: str = "nvidia.com/gpu"  # amd.com/gpu, nvidia.com/mig-3g.40gb, ...
+    # A run with sweeps: the schedule of the CronJob that drives them on the cluster (k8s.driver;
+    # `kbench setup --sweep-driver` makes its identity); null: none, run `kbench sweep --watch`.
+    sweep_driver: str | None = "*/5 * * * *"
     # The GPUs' type, for the budget: one of data/budget.yaml's measured types (nvidia-h100).
     gpu_type: str | None = None
     # The pod's user and group; None leaves them to the platform (OpenShift's restricted SCC
@@ -111,6 +114,13 @@ def resolve(layers: list[Layer]) -> ClusterSettings:
                 f"cluster settings: {key}: {value!r} is not a Kubernetes "
                 "quantity (like 8, 500m, 64Gi or 1.5G)"
             )
+    if settings.sweep_driver is not None and not re.fullmatch(
+        r"@\w+|\S+( \S+){4}", settings.sweep_driver
+    ):
+        raise ConfigError(
+            f"cluster settings: sweep_driver: {settings.sweep_driver!r} is not a cron schedule "
+            "(five fields, like */5 * * * *), or null"
+        )
     check_names(settings)
     return settings
 

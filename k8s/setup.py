@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from kbench.errors import ConfigError
 
+from .driver import RULES as DRIVER_RULES
+from .driver import SERVICE_ACCOUNT as DRIVER
 from .render import KUEUE_GROUP, KUEUE_VERSION, MANAGED_BY, render_template
 from .settings import ClusterSettings
 
@@ -28,6 +30,12 @@ RULES = [
         "resources": ["jobsets"],
         "verbs": ["create", "delete", "get", "list", "patch"],
     },
+    # A sweep's driver (k8s.driver): created with the first rung, deleted by `cancel --all`.
+    {
+        "apiGroups": ["batch"],
+        "resources": ["cronjobs"],
+        "verbs": ["create", "delete", "get", "patch"],
+    },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
@@ -36,11 +44,11 @@ RULES = [
 ]
 
 
-def calls() -> list[tuple[str, str, str]]:
-    """(API group, resource, verb) of every call the Role grants."""
+def calls(rules: list[dict[str, list[str]]] = RULES) -> list[tuple[str, str, str]]:
+    """(API group, resource, verb) of every call a Role grants."""
     return [
         (group, resource, verb)
-        for rule in RULES
+        for rule in rules
         for group in rule["apiGroups"]
         for resource in rule["resources"]
         for verb in rule["verbs"]
@@ -59,6 +67,7 @@ def setup_manifests(
     groups: list[str],
     kueue: bool = False,
     network_policy: bool = False,
+    sweep_driver: bool = False,
 ) -> list[dict[str, Any]]:
     """Namespace, ServiceAccount, Role, RoleBinding (+ a Kueue example, + a NetworkPolicy for
     namespaces that deny by default): safe to apply again.
@@ -72,7 +81,20 @@ def setup_manifests(
         templates.append("kueue")
     if network_policy:
         templates.append("networkpolicy")
-    return [m for t in templates for m in render_template(f"{t}.yaml.j2", model)]
+    manifests = [m for t in templates for m in render_template(f"{t}.yaml.j2", model)]
+    if sweep_driver:  # its own identity: a token, and only what `kbench sweep` calls
+        driver = {
+            **model,
+            "name": DRIVER,
+            "rules": DRIVER_RULES,
+            "subjects": [
+                {"kind": "ServiceAccount", "name": DRIVER, "namespace": settings.namespace}
+            ],
+            "automount": True,
+        }
+        for t in ["serviceaccount", "role", "rolebinding"]:
+            manifests += render_template(f"{t}.yaml.j2", driver)
+    return manifests
 
 
 def _model(settings: ClusterSettings, users: list[str], groups: list[str]) -> dict[str, Any]:
@@ -87,6 +109,7 @@ def _model(settings: ClusterSettings, users: list[str], groups: list[str]) -> di
         "labels": {MANAGED_BY: "kbench"},
         "rules": RULES,
         "subjects": subjects,
+        "automount": False,
         # Cluster-wide Kueue objects named after the namespace: they cannot clobber a
         # platform's own (a `default-flavor`, say), and the queue admits this namespace only.
         "cluster_queue": f"kbench-{settings.namespace}",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import tomllib
 import yaml
-from support.k8s_emulator import NAMESPACE, RUN
+from support.k8s_emulator import NAMESPACE, RUN, VERBS
 
 from kbench.k8s.render import job_name, render_run
 from kbench.k8s.settings import ClusterSettings
@@ -97,14 +97,7 @@ def test_the_image_installs_the_pins_unless_the_base_torch_is_kept(keep):
     assert any(r.startswith("open_clip_torch") for r in printed)  # not taken for torch
 
 
-VERBS = {
-    "LIST": "list",
-    "FETCH": "get",
-    "CREATE": "create",
-    "UPDATE": "patch",
-    "DELETE": "delete",
-    "WATCH": "watch",
-}
+SWEEP = "datasets: [dtd]\nmodels: {resnet50: {sweep: {lr: [0.001, 0.01]}}}\n"
 
 
 def test_role_grants_exactly_the_calls_kbench_makes(cluster, kbench, tmp_path):
@@ -135,12 +128,19 @@ def test_role_grants_exactly_the_calls_kbench_makes(cluster, kbench, tmp_path):
     counted(lambda: cluster.submit(*gang, "--replace"))
     counted(lambda: kbench("status", "--run", "gang"))
     counted(lambda: kbench("cancel", "--all", "--run", "gang"))
+    # A sweep: its driver (a CronJob) created with the first rung, deleted by cancel --all.
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(SWEEP)
+    args = ("submit", "--grid", sweep, "--backend", "kubernetes", "-n", NAMESPACE, "--image", "i:1")
+    counted(kbench, *args, "--run-id", "swept")
+    counted(lambda: kbench("cancel", "--all", "--run", "swept"))
     # render, then kubectl apply (create), then apply again after an edit (get, patch).
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl is missing: `make kubectl` installs Debian's"
-    for nodes in ("1", "2"):
-        folder = tmp_path / f"manifests-{nodes}"
-        render = ("render", "--grid", "smoke", "--run-id", f"applied-{nodes}", "-n", NAMESPACE)
+    for nodes, grid in (("1", "smoke"), ("2", "smoke"), ("1", str(sweep))):
+        folder = tmp_path / f"manifests-{nodes}-{len(grid)}"
+        run_id = f"applied-{nodes}-{len(grid)}"
+        render = ("render", "--grid", grid, "--run-id", run_id, "-n", NAMESPACE)
         counted(kbench, *render, "--nodes", nodes, "--image", "i:1", "--out-dir", folder)
         for edit in ("", "reviewed"):
             for path in folder.glob("*.yaml"):  # as a GitOps change would

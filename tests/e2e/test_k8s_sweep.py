@@ -1,18 +1,22 @@
 """A sweep on Kubernetes, against the API emulator with the real client: the next rung's Jobs
 are created only once the previous rung's records are in the store, each exactly once, also
-when the driver runs twice or dies between deciding and sending."""
+when the driver runs twice or dies between deciding and sending; the unattended driver (a
+CronJob) is created with the first rung, calls only what its Role grants, and deletes itself
+when the seeds have ended."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from support.builders import epoch_record
+from support.builders import epoch_record, write_pair
 from support.k8s_emulator import NAMESPACE as NS
-from support.k8s_emulator import RUN
+from support.k8s_emulator import RUN, VERBS
 
 from kbench import records
 from kbench.halving import advance, read_decision
+from kbench.k8s.driver import RULES as DRIVER_RULES
+from kbench.k8s.setup import calls
 from kbench.runs import load_run
 from kbench.storage import open_store, write_json
 
@@ -29,7 +33,7 @@ TRIALS = [f"{CELL}_trial{k}" for k in (1, 2, 3)]
 
 def created(cluster) -> list[dict]:
     """The Jobs created for real (not the dry runs), in order."""
-    return [r.data for r in cluster.requests("POST", "/jobs")]
+    return [r.data for r in cluster.requests("POST", "/jobs") if r.data["kind"] == "Job"]
 
 
 def trained(store, pair: str, values: dict[int, float]) -> None:
@@ -48,15 +52,27 @@ def test_each_rung_is_sent_once_its_records_exist(cluster, kbench, tmp_path):
     assert submitted.exit_code == 0, submitted.output
     first = created(cluster)
     assert [j["metadata"]["labels"]["kbench.dev/pair"] for j in first] == TRIALS
+    (driver,) = [r.data for r in cluster.requests("POST", "/cronjobs")]
+    assert driver["metadata"]["name"] == f"kb-{RUN}-sweep"
+    assert driver["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = driver["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "kbench-driver" and pod["automountServiceAccountToken"]
+    assert pod["containers"][0]["command"] == ["kbench", "sweep", "--run", RUN, "--namespace", NS]
     for job in first:
         assert job["metadata"]["labels"]["kbench.dev/rung"] == "1"
+        pod = job["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False  # training pods: still no token
         assert job["metadata"]["name"].endswith("-r1")
         command = job["spec"]["template"]["spec"]["containers"][0]["command"]
         assert command[-2:] == ["--until", "1"]
 
-    def sweep():
+    driver_calls = []
+
+    def sweep():  # as the CronJob's pod runs it
+        before = len(cluster.requests())
         result = kbench("sweep", "--run", RUN, "-n", NS)
         assert result.exit_code == 0, result.output
+        driver_calls.extend(cluster.requests()[before:])
         return result.output
 
     # No records yet: the driver sends nothing and decides nothing.
@@ -95,6 +111,27 @@ def test_each_rung_is_sent_once_its_records_exist(cluster, kbench, tmp_path):
     assert read_decision(store, RUN, CELL, 2) == decision  # made once, never again
     config = json.loads(store.read(records.pair_key(RUN, f"{CELL}_seed1", records.CONFIG)))
     assert config["lr"] == 1.0e-5 and config["seed"] == 1
+
+    # The seeds end: the driver's last step deletes it.
+    for seed in (0, 1):
+        write_pair(store, RUN, f"{CELL}_seed{seed}", [epoch_record(e, 0.7) for e in (0, 1)])
+    assert "driver (a CronJob) deleted" in sweep()
+    assert cluster.requests("DELETE", "/cronjobs")
+    # What the driver called, against its Role: nothing more; what it was not asked here
+    # (JobSets for multi-node pairs, Kueue's Workloads for queued ones) is the code the
+    # users' Role test exercises.
+    used = {
+        (r.resource.group, r.resource.plural, VERBS[r.action.name])
+        for r in driver_calls
+        if r.resource and r.resource.plural
+    }
+    granted = set(calls(DRIVER_RULES))
+    assert used <= granted
+    assert granted - used == {
+        ("jobset.x-k8s.io", "jobsets", "create"),
+        ("jobset.x-k8s.io", "jobsets", "list"),
+        ("kueue.x-k8s.io", "workloads", "list"),
+    }
 
     status = json.loads(kbench("status", "--run", RUN, "-n", NS, "-o", "json").stdout)
     states = {p["pair"]: (p["state"], p["detail"]) for p in status["pairs"]}

@@ -40,6 +40,7 @@ def _resource(kind: str, subresources: list[str], namespaced: bool = True) -> di
 # The resources kbench uses; an emulator knows only those declared.
 RESOURCES = {
     "batch/v1/jobs": _resource("Job", ["status"]),
+    "batch/v1/cronjobs": _resource("CronJob", ["status"]),
     "jobset.x-k8s.io/v1alpha2/jobsets": _resource("JobSet", ["status"]),  # JobSet installed
     "v1/pods": _resource("Pod", ["log", "status"]),
     "v1/services": _resource("Service", []),
@@ -54,6 +55,17 @@ RESOURCES = {
     "authorization.k8s.io/v1/selfsubjectaccessreviews": _resource(
         "SelfSubjectAccessReview", [], namespaced=False
     ),
+}
+
+
+# kmock's name of a request's action -> the RBAC verb it needs.
+VERBS = {
+    "LIST": "list",
+    "FETCH": "get",
+    "CREATE": "create",
+    "UPDATE": "patch",
+    "DELETE": "delete",
+    "WATCH": "watch",
 }
 
 
