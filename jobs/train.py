@@ -49,10 +49,12 @@ from kbench.jobs.metrics import EvalAccumulator, Evaluation
 from kbench.jobs.models import ImageClassifier, build_model
 from kbench.jobs.optim import build_optimizer, build_scheduler
 from kbench.jobs.peers import lost_peer
+from kbench.jobs.probe import run_probe, start_from_probe
 from kbench.jobs.recorder import Recorder
 from kbench.jobs.step import autocast, setup_device, train_step, uses_channels_last
 from kbench.jobs.weights import local_weights
 from kbench.jobs.wiseft import wise_ft_curve
+from kbench.methods import FINE_TUNE, LINEAR_PROBE, LP_FT
 from kbench.records import Environment, load_config
 from kbench.registry import ModelInfo, model_info
 from kbench.spec import TrainConfig
@@ -98,7 +100,7 @@ def train(job: Job) -> None:
     if place.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # CLIP's starting weights: WiSE-FT interpolates between them and the fine-tuned ones.
-    zero_shot = copy_weights(model) if family == "clip" else None
+    zero_shot = copy_weights(model) if family == "clip" and config.method == FINE_TUNE else None
     torch.manual_seed(config.seed + job.rank)  # after building: each process augments differently
 
     loaders = build_loaders(config, splits, job)
@@ -136,9 +138,18 @@ def train(job: Job) -> None:
         place=place,
     )
 
+    if config.method == LINEAR_PROBE:  # frozen features and a fitted head: no training
+        run_probe(
+            job, config, info, model, place, weights, recorder, splits.groups, log_rank0,
+            environment=environment(), start=started_from(config, info, weights),
+        )  # fmt: skip
+        return
     uploader = checkpoint.Uploader()  # the next epoch trains while one uploads
     first_epoch = resume_or_start(job, model, optimizer, scheduler, recorder)
-    if first_epoch == 1 and zero_shot is not None:  # epoch 0: the zero-shot head, untrained
+    if first_epoch == 1 and config.method == LP_FT:  # LP-FT: from the probe's head
+        start_from_probe(job, config, info, model, place, weights, log_rank0)
+    # Epoch 0, the model before training: CLIP's zero-shot head, or LP-FT's probe head.
+    if first_epoch == 1 and (zero_shot is not None or config.method == LP_FT):
         recorder.progress("eval", epoch=0)
         recorder.epoch(0, evaluate_model(model))
     last_epoch = config.epochs if job.until is None else min(job.until, config.epochs)
@@ -305,6 +316,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "only, keep the checkpoint and write no result",
     )
     return parser.parse_args(argv)
+
+
+def log_rank0(message: str) -> None:
+    print(f"kbench.jobs.train: {message}", flush=True)
 
 
 def log(rank: int, message: str) -> None:

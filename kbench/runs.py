@@ -14,6 +14,7 @@ from typing import Any
 
 from kbench import __version__, records
 from kbench.errors import ConfigError, StoreError
+from kbench.methods import FINE_TUNE, METHODS
 from kbench.pairs import Outcome, PairRecords, PairState, pair_state
 from kbench.records import Record
 from kbench.registry import dataset_info
@@ -240,7 +241,9 @@ def _config(config: Any, pair: str, where: str) -> TrainConfig:
     names = set()
     if isinstance(dataset, str) and isinstance(model, str):
         with contextlib.suppress(ConfigError):  # a model name of no known form: none
-            names = {pair_name(dataset, model, seed) for seed in (None, data.get("seed"))}
+            method = data.get("method", FINE_TUNE)
+            method = method if method in METHODS else FINE_TUNE  # refused below, by name
+            names = {pair_name(dataset, model, s, method) for s in (None, data.get("seed"))}
     trial = re.fullmatch(r"(.+)_trial\d+", pair)  # a sweep's trial of that pair
     if pair not in names and not (trial and trial[1] in names):
         raise StoreError(f"{where} is not the config of {pair}")

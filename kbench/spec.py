@@ -17,6 +17,7 @@ from typing import Any
 
 from kbench.errors import ConfigError
 from kbench.layers import Layer, load_yaml, merge_layers, missing_fields, read_text
+from kbench.methods import FINE_TUNE, LINEAR_PROBE, METHODS, suffix, take_methods
 from kbench.registry import (
     AUGMENTATIONS,
     DATASETS,
@@ -84,6 +85,8 @@ class TrainConfig:
     precision: str = "bf16"  # bf16 | fp32: autocast dtype of forward and backward
     channels_last: bool = True  # memory format of convolutional models
     compile: bool = False  # torch.compile the model (slow to start, faster per step)
+    # How the model is adapted (kbench.methods): fine-tune, linear-probe or lp-ft.
+    method: str = FINE_TUNE
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
@@ -123,6 +126,7 @@ class TrainConfig:
             raise ConfigError(f"{where}: templates: every template needs {{}} for the class name")
         checks = [
             ("select_on", self.select_on in SELECT_ON, f"one of {', '.join(SELECT_ON)}"),
+            ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
             ("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
@@ -202,10 +206,11 @@ class Grid:
         return ", ".join(p.name for p in self.pairs)
 
 
-def pair_name(dataset: str, model: str, seed: int | None = None) -> str:
-    """ "<dataset>_<model>" (a library model's slug), and "_seed<seed>" after it for one of a
-    grid's `seeds`."""
-    return f"{dataset}_{model_slug(model)}" + ("" if seed is None else f"_seed{seed}")
+def pair_name(dataset: str, model: str, seed: int | None = None, method: str = FINE_TUNE) -> str:
+    """ "<dataset>_<model>" (a library model's slug), its method's suffix ("_lp", "_lpft";
+    none for fine-tuning), and "_seed<seed>" after it for one of a grid's `seeds`."""
+    name = f"{dataset}_{model_slug(model)}{suffix(method)}"
+    return name + ("" if seed is None else f"_seed{seed}")
 
 
 # A pair name is also a Kubernetes label value: at most 63 characters of these.
@@ -231,6 +236,8 @@ GRID_KEYS = {
     "seeds": "train every pair this many times, seeds counted from its `seed` (3), or with "
     "these seeds ([0, 7]); pairs are then named <dataset>_<model>_seed<seed>. With a sweep: "
     "the seeds of the chosen setting (default 3)",
+    "methods": "how every model is adapted: a list of fine-tune (default), linear-probe, "
+    "lp-ft; a model's own `methods` wins",
     "halving": "successive halving of a sweep's trials: {eta: 3, rungs: [1, 3]} (default: eta "
     "3 and a ladder from the epochs), or false to train every trial to its end",
     "cluster": "Kubernetes settings (image, namespace, nodes, gpus_per_node, ...)",
@@ -305,6 +312,24 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
             ]
             layers = [(_read_template_file(layer, base, where), where) for layer, where in layers]
             layers, sweep = take_sweep(layers, TrainConfig)
+            layers, methods = take_methods(layers, doc.get("methods"))
+            if sweep and methods != [FINE_TUNE]:
+                raise ConfigError(f"{source}: pair {name}: a sweep tunes fine-tuning only")
+            others = []  # after the fine-tuned pair, in the grid's order
+            for method in (m for m in methods if m != FINE_TUNE):
+                # Another method of the same model is its own pair, named with its suffix.
+                named = pair_name(dataset, model, method=method)
+                # A probe has no epochs: its one evaluation is recorded as epoch 1.
+                keys = {"method": method, **({"epochs": 1} if method == LINEAR_PROBE else {})}
+                found = TrainConfig.from_layers(
+                    [*layers, (keys, f"{source}: methods")], f"{source}: {named}"
+                )
+                if found.data is not None:
+                    found.data = local_data_path(found.data, base)
+                others += _seeded(named, found, seeds, method)
+            if FINE_TUNE not in methods:
+                pairs += others
+                continue
             config = TrainConfig.from_layers(layers, where=f"{source}: pair {name}")
             if config.data is not None:
                 config.data = local_data_path(config.data, base)
@@ -314,14 +339,7 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
                 pairs += trials
                 sweeps.append(cell)
                 continue
-            if seeds is None:
-                pairs.append(Pair(name=name, config=config))
-                continue
-            for seed in (
-                seeds if isinstance(seeds, list) else range(config.seed, config.seed + seeds)
-            ):
-                seeded = dataclasses.replace(config, seed=seed)
-                pairs.append(Pair(name=pair_name(dataset, model, seed), config=seeded))
+            pairs += _seeded(name, config, seeds) + others
     for pair in pairs:  # long seeds: the model's slug alone is at most 40 characters
         if not is_pair_name(pair.name):
             raise ConfigError(
@@ -332,6 +350,22 @@ def parse_grid(text: str, source: str, default_name: str, base: Path | None = No
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: name: expected a non-empty string")
     return Grid(name=name, source=source, pairs=pairs, document=doc, sweeps=sweeps)
+
+
+def _seeded(
+    name: str, config: TrainConfig, seeds: int | list[int] | None, method: str = FINE_TUNE
+) -> list[Pair]:
+    """A pair, or one per seed of a grid's `seeds`."""
+    if seeds is None:
+        return [Pair(name=name, config=config)]
+    chosen = seeds if isinstance(seeds, list) else range(config.seed, config.seed + seeds)
+    return [
+        Pair(
+            name=pair_name(config.dataset, config.model, seed, method),
+            config=dataclasses.replace(config, seed=seed),
+        )
+        for seed in chosen
+    ]
 
 
 def _trials(

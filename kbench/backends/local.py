@@ -364,4 +364,6 @@ def _epoch_line(record: EpochRecord, epochs: int) -> str:
     line = f"epoch {record['epoch']}/{epochs} {value}"
     if record["epoch"] == 0:
         return line + " (before training)"
+    if record["train_loss"] is None:  # a linear probe: fitted, not trained
+        return line + f" (linear probe, {record['epoch_seconds']:.0f}s)"
     return line + f", train loss {record['train_loss']:.3f}, {record['images_per_s']:.0f} img/s"

@@ -91,7 +91,11 @@ def verdict(d: dict, tests: int, key: str = TOP1) -> str | None:
     if c["difference"] is None:
         return None
     metric = "top-1" if key == TOP1 else d["headline_metric"]
-    line = f"{d['dataset']}: CLIP - ResNet {metric} {c['difference']:+.2f} points"
+    methods = d.get("methods")  # each family at its best method on validation
+    sides = (
+        f"CLIP ({methods['clip']}) - ResNet ({methods['resnet']})" if methods else "CLIP - ResNet"
+    )
+    line = f"{d['dataset']}: {sides} {metric} {c['difference']:+.2f} points"
     if c["interval"]:
         low, high = c["interval"]
         p = f", McNemar p {p_text(c['mcnemar_p'])}" if c["mcnemar_p"] is not None else ""

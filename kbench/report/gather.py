@@ -12,12 +12,14 @@ from typing import Any
 
 from kbench import records, stats
 from kbench.budget import pair_hours
+from kbench.methods import FINE_TUNE, LP_FT
 from kbench.pairs import Outcome, PairRecords, PairState, chosen_epoch, finite, pair_state
 from kbench.pairs import zero_shot as zero_shot_of
 from kbench.records import EpochRecord, StagedCopy
 from kbench.registry import DATASETS, TOP1, model_family
 from kbench.report import published
 from kbench.report.compare import compare_dataset, epoch_hours, tally, top1_at, verdict
+from kbench.report.methods import method_table
 from kbench.report.sweeps import sweep_tables, trial_names
 from kbench.runs import Run, read_pairs
 from kbench.spec import TrainConfig
@@ -74,9 +76,18 @@ def build_results(
     for row, records_of in zip(pairs, found, strict=True):
         estimate = pair_hours(records_of.config, gpu_type if isinstance(gpu_type, str) else None)
         row["estimated_gpu_hours"] = estimate
+    # With several methods, each model is compared at its best on validation (kbench.report.
+    # methods); the others are in the methods table.
+    methods, best = method_table(pairs) if {p["method"] for p in pairs} != {FINE_TUNE} else ([], {})
+    compared = [p for p in pairs if best.get((p["dataset"], p["model"]), FINE_TUNE) == p["method"]]
     datasets = []
     for name in dict.fromkeys(p["dataset"] for p in pairs):  # grid order
-        datasets.append(compare_dataset(name, [p for p in pairs if p["dataset"] == name], kept))
+        one = compare_dataset(name, [p for p in compared if p["dataset"] == name], kept)
+        if best:
+            one["methods"] = {
+                side: best.get((name, one[f"{side}_model"])) for side in ("clip", "resnet")
+            }
+        datasets.append(one)
     top1 = tally(datasets, TOP1)
     overall = {
         "datasets": len(datasets),
@@ -102,6 +113,7 @@ def build_results(
             "overall": overall,
             "datasets": datasets,
             "pairs": pairs,
+            "methods": methods,
             "table": {"metric": TOP1, "header": header, "rows": rows},
             "published": _published_table(pairs),
         }
@@ -158,6 +170,7 @@ def _pair(found: PairRecords, backend: Outcome | None, predictions: PairPredicti
         "dataset": config.dataset,
         "model": model,
         "family": family,
+        "method": config.method,
         "state": state,
         "headline_metric": metric,
         "select_on": config.select_on,
@@ -199,9 +212,10 @@ def _did_not_learn(
     zero-shot head, or near chance (under twice it), or the study's own text calls the pair
     it replays unreliable."""
     if chosen is not None and zero_shot_top1 is not None and chosen[TOP1] < zero_shot_top1:
+        start = "linear probe's head" if config.method == LP_FT else "zero-shot"  # its epoch 0
         return (
             f"did not learn: fine-tuned top-1 {100 * chosen[TOP1]:.2f}% is below its "
-            f"zero-shot {100 * zero_shot_top1:.2f}%"
+            f"{start} {100 * zero_shot_top1:.2f}%"
         )
     classes = DATASETS[config.dataset].num_classes if config.dataset in DATASETS else 0
     if chosen is not None and classes and chosen[TOP1] < 2 / classes:

@@ -114,6 +114,7 @@ def _context(results: dict[str, Any]) -> dict[str, Any]:
     overall = results["overall"]
     return {
         "sweeps": [],  # results of a run without sweeps, or built without the store
+        "methods": [],
         **results,
         "by_pair": pairs,
         "environment": environments[0] if environments else None,

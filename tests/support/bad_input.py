@@ -231,6 +231,30 @@ CASES = [
         "epochs: expected an integer",
     ),
     Case(
+        "unknown method",
+        lambda t: [
+            "submit",
+            "--grid",
+            grid(t, "datasets: [cifar10]\nmethods: [fine-tuning]"),
+            *STORE,
+        ],
+        CONFIG,
+        "methods: expected a list of distinct methods of fine-tune, linear-probe, lp-ft",
+    ),
+    Case(
+        "a sweep of a linear probe",
+        lambda t: [
+            "submit",
+            "--grid",
+            grid(
+                t, "datasets: [cifar10]\nmethods: [linear-probe]\ndefaults: {sweep: {lr: [1, 2]}}"
+            ),
+            *STORE,
+        ],  # fmt: skip
+        CONFIG,
+        "a sweep tunes fine-tuning only",
+    ),
+    Case(
         "empty sweep list",
         lambda t: ["submit", "--grid", cifar(t, "sweep: {lr: []}"), *STORE],
         CONFIG,
