@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--gpu-type", default="nvidia-h100")
     parser.add_argument("--grids", nargs=2, default=["all", "fair"], metavar=("BASE", "TUNED"))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="the same: it takes a second")
     args = parser.parse_args()
     base, tuned = (load_grid(name) for name in args.grids)
     base_hours = grid_budget(base.pairs, base.sweeps, args.gpu_type)["expected"]

@@ -146,12 +146,15 @@ def train(job: Job) -> None:
         return
     uploader = checkpoint.Uploader()  # the next epoch trains while one uploads
     first_epoch = resume_or_start(job, model, optimizer, scheduler, recorder)
+    probe_seconds = 0.0  # LP-FT's features and probe: counted in its cost, as epoch 0's time
     if first_epoch == 1 and config.method == LP_FT:  # LP-FT: from the probe's head
+        started = time.perf_counter()
         start_from_probe(job, config, info, model, place, weights, log_rank0)
+        probe_seconds = time.perf_counter() - started
     # Epoch 0, the model before training: CLIP's zero-shot head, or LP-FT's probe head.
     if first_epoch == 1 and (zero_shot is not None or config.method == LP_FT):
         recorder.progress("eval", epoch=0)
-        recorder.epoch(0, evaluate_model(model))
+        recorder.epoch(0, evaluate_model(model), seconds=probe_seconds)
     last_epoch = config.epochs if job.until is None else min(job.until, config.epochs)
     for epoch in range(first_epoch, last_epoch + 1):
         seconds, train_loss = train_one_epoch(
