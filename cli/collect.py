@@ -65,3 +65,28 @@ def compare(run_ids, store, output) -> None:
         first, later = run_ids[0], run_ids[1:]
         header = ["PAIR", *run_ids, *(f"{r} - {first}" for r in later), "SETTINGS THAT DIFFER"]
         table([header, *(cells(row) for row in compared["pairs"])])
+
+
+@click.command()
+@click.argument("pair")
+@store_option
+@click.option("--run", "run_id", help="The run (default: the newest in the store).")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    default="kbench-export",
+    show_default=True,
+    help="Where the .safetensors file and its card go.",
+)
+def export(pair, store, run_id, out_dir) -> None:
+    """A finished pair's model at the epoch its run chose: a safetensors file and a card (the
+    preprocessing, the classes in order, the metrics, the lines that load it)."""
+    from pathlib import Path
+
+    from kbench.export import export_pair
+    from kbench.runs import check_pairs, load_run
+
+    run = load_run(store, run_id)
+    check_pairs(run, [pair])
+    for path in export_pair(store, run, pair, Path(out_dir)):
+        click.echo(f"wrote {path}")

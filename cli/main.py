@@ -20,7 +20,7 @@ from kbench import __version__
 from kbench.errors import KbenchError
 
 from .cluster import doctor, setup
-from .collect import collect, compare
+from .collect import collect, compare, export
 from .data import data
 from .models import models
 from .runs import cancel, logs, runs, status
@@ -91,6 +91,7 @@ for command in (
     setup,
     collect,
     compare,
+    export,
     runs,
     logs,
     cancel,

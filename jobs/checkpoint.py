@@ -36,6 +36,8 @@ from kbench.jobs import node_cache
 from kbench.storage import Store, read_json, write_json
 
 POINTER = "checkpoints/latest.json"
+CHOSEN_WEIGHTS = "chosen.safetensors"  # the model at the epoch the run chose
+CHOSEN_RECORD = "chosen.json"  # {"epoch", "classes", "sha256", "bytes"}: written after it
 
 
 def _key(run_id: str, pair: str, name: str) -> str:
@@ -87,6 +89,15 @@ class Uploader:
             _publish_then_remove, store, run_id, pair, state["epoch"], path
         )
 
+    def keep_chosen(
+        self, store: Store, run_id: str, pair: str, model: Any, chosen: dict[str, Any]
+    ) -> None:
+        """The weights of the epoch the run chose so far (`kbench export` hands them out), as
+        safetensors, with `chosen` (its epoch, the classes in order) beside them."""
+        self.wait()
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self._pending = self._thread.submit(write_chosen, store, run_id, pair, weights, chosen)
+
     def wait(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
@@ -98,6 +109,23 @@ def _publish_then_remove(store: Store, run_id: str, pair: str, epoch: int, path:
         publish(store, run_id, pair, epoch, path)
     finally:
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def write_chosen(
+    store: Store, run_id: str, pair: str, weights: dict[str, Any], chosen: dict[str, Any]
+) -> None:
+    """The chosen weights, then the record that names them (written last, with their SHA-256)."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in weights.items()})
+    store.write(_key(run_id, pair, CHOSEN_WEIGHTS), data)
+    write_json(
+        store,
+        _key(run_id, pair, CHOSEN_RECORD),
+        {**chosen, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)},
+    )
 
 
 def save(store: Store, run_id: str, pair: str, state: dict[str, Any]) -> None:

@@ -111,7 +111,9 @@ def start_from_probe(job, config, info, model, place, weights, log) -> None:
             dist.broadcast(bias.data, src=0)
 
 
-def run_probe(job, config, info, model, place, weights, recorder, groups, log, **result) -> None:
+def run_probe(
+    job, config, info, model, place, weights, recorder, groups, log, result_classes, **result
+) -> None:
     """A linear-probe pair: its one evaluation (epoch 1) and its result (`result`: the rest of
     it, environment and start), by rank 0."""
     import time
@@ -129,6 +131,16 @@ def run_probe(job, config, info, model, place, weights, recorder, groups, log, *
         val, _ = scored(probe, features, "val", classes, groups)
         seconds = time.perf_counter() - started
         recorder.epoch(1, Evaluation(test, predictions, val), seconds=seconds)
+        # The frozen model with the probe as its head: what `kbench export` hands out.
+        import torch
+
+        from kbench.jobs.checkpoint import write_chosen
+
+        with torch.no_grad():
+            model.head.weight.copy_(torch.from_numpy(probe.weight))
+            model.head.bias.copy_(torch.from_numpy(probe.bias))
+        chosen = {"epoch": 1, "classes": list(result_classes), "select_on": config.select_on}
+        write_chosen(job.store, job.run_id, job.pair, dict(model.state_dict()), chosen)
         recorder.finish(parameters=probe.weight.size + probe.bias.size, wise_ft=None, **result)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -55,6 +55,7 @@ from kbench.jobs.step import autocast, setup_device, train_step, uses_channels_l
 from kbench.jobs.weights import local_weights
 from kbench.jobs.wiseft import wise_ft_curve
 from kbench.methods import FINE_TUNE, LINEAR_PROBE, LP_FT
+from kbench.pairs import chosen_epoch
 from kbench.records import Environment, load_config
 from kbench.registry import ModelInfo, model_info
 from kbench.spec import TrainConfig
@@ -141,7 +142,7 @@ def train(job: Job) -> None:
     if config.method == LINEAR_PROBE:  # frozen features and a fitted head: no training
         run_probe(
             job, config, info, model, place, weights, recorder, splits.groups, log_rank0,
-            environment=environment(), start=started_from(config, info, weights),
+            splits.classes, environment=environment(), start=started_from(config, info, weights),
         )  # fmt: skip
         return
     uploader = checkpoint.Uploader()  # the next epoch trains while one uploads
@@ -169,6 +170,10 @@ def train(job: Job) -> None:
             seconds=seconds,
         )
         save_checkpoint(job, epoch, model, optimizer, scheduler, recorder, uploader)
+        chosen = chosen_epoch(recorder.epochs, config.select_on)
+        if job.rank == 0 and job.until is None and chosen is not None and chosen["epoch"] == epoch:
+            record = {"epoch": epoch, "classes": splits.classes, "select_on": config.select_on}
+            uploader.keep_chosen(job.store, job.run_id, job.pair, model, record)
     uploader.wait()  # the last checkpoint is in the store before the result says done
     if job.until is not None:  # a trial's rung: the driver decides whether it goes on
         log(job.rank, f"stopped at epoch {last_epoch}, its rung; checkpoint kept")

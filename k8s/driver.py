@@ -55,22 +55,19 @@ def driver_manifest(run_id: str, settings: ClusterSettings, store_uri: str) -> d
 
 def delete_driver(batch: Any, namespace: str, run_id: str) -> bool:
     """Delete the run's driver, if there is one; whether there was."""
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        batch.delete_namespaced_cron_job(driver_name(run_id), namespace)
-    except ApiException as e:
-        if e.status == 404:
-            return False
-        raise
-    return True
+    return _found(batch.delete_namespaced_cron_job, driver_name(run_id), namespace)
 
 
 def driver_exists(batch: Any, namespace: str, run_id: str) -> bool:
+    return _found(batch.read_namespaced_cron_job, driver_name(run_id), namespace)
+
+
+def _found(call: Any, name: str, namespace: str) -> bool:
+    """Whether `call` found the object (404: it did not); other errors are raised."""
     from kubernetes.client.exceptions import ApiException
 
     try:
-        batch.read_namespaced_cron_job(driver_name(run_id), namespace)
+        call(name, namespace)
     except ApiException as e:
         if e.status == 404:
             return False
