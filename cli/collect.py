@@ -16,7 +16,13 @@ from .runs import open_run
     type=click.Path(file_okay=False),
     help="Folder for the report (default: kbench-reports/<run>).",
 )
-def collect(store, run_id, namespace, context, out_dir) -> None:
+@click.option(
+    "--track",
+    is_flag=True,
+    help="Also send MLflow (MLFLOW_TRACKING_URI) whatever of the run's records it lacks: "
+    "epochs a pair's job could not send while the tracker was away.",
+)
+def collect(store, run_id, namespace, context, out_dir, track) -> None:
     """Build the comparison report of a run: HTML, Markdown, CSV and JSON."""
     from kbench.halving import with_trials
     from kbench.pairs import PairState
@@ -39,6 +45,29 @@ def collect(store, run_id, namespace, context, out_dir) -> None:
             click.echo(f"  {dataset['verdict']}")
     for path in paths:
         click.echo(f"wrote {path}")
+    if track:
+        _track(store, run)
+
+
+def _track(store, run) -> None:
+    from kbench import tracking
+    from kbench.errors import BackendError, ConfigError
+    from kbench.runs import read_pairs
+
+    uri = tracking.tracking_uri()
+    if uri is None:
+        raise ConfigError(f"--track: set {tracking.TRACKING_URI} to the MLflow server")
+    client = tracking.client(uri)
+    sent = 0
+    try:
+        for found in read_pairs(store, run):
+            config = found.config.to_dict()
+            sent += tracking.sync_pair(
+                client, run.run_id, found.pair, config, found.epochs, found.result
+            )
+    except Exception as e:  # the tracker's own error, in one line
+        raise BackendError(f"MLflow at {uri}: {str(e).strip().splitlines()[0][:300]}") from None
+    click.echo(f"run {run.run_id}: MLflow at {uri} has every epoch; {sent} sent now")
 
 
 @click.command()

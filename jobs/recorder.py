@@ -17,6 +17,7 @@ from typing_extensions import NotRequired
 
 from kbench import records
 from kbench.jobs.metrics import Evaluation
+from kbench.jobs.tracker import Tracker
 from kbench.pairs import PairRecords, per_gpu, result_record, value
 from kbench.records import (
     Environment,
@@ -65,6 +66,9 @@ class Recorder:
     ) -> None:
         self.store, self.run_id, self.pair, self.config = store, run_id, pair, config
         self.enabled = rank == 0
+        # MLflow, where the environment names one (kbench.tracking): rank 0 sends.
+        tracker = Tracker.from_environment(run_id, pair, config.to_dict())
+        self.tracker = tracker if self.enabled else None
         self.steps, self.images = steps, images
         self.headline_metric = dataset_info(config.dataset).headline
         self.split, self.val_split = eval_split, val_split
@@ -75,6 +79,11 @@ class Recorder:
         self._progress: ProgressRecord | None = None
         self._result: ResultRecord | None = None
         self._last_progress = -math.inf
+
+    def close(self) -> None:
+        """Wait a bounded time for the tracker's last send."""
+        if self.tracker is not None:
+            self.tracker.close()
 
     def _key(self, name: str) -> str:
         return records.pair_key(self.run_id, self.pair, name)
@@ -214,6 +223,8 @@ class Recorder:
         if self.enabled:
             write_json(self.store, self._key(records.METRICS), {"epochs": self.epochs})
             self._write_summary()
+            if self.tracker is not None:  # in the background: never holds training up
+                self.tracker.send(self.epochs)
             # One line in the log as well: what `kbench logs` and `kubectl logs` show.
             print(
                 f"kbench.jobs.train: epoch {epoch}/{self.config.epochs} "
@@ -278,6 +289,9 @@ class Recorder:
         )
         write_json(self.store, self._key(records.RESULT), summary)
         self._result = summary
+        if self.tracker is not None:
+            self.tracker.send(self.epochs, summary)
+            self.close()
         trained_images = self.config.epochs * self.images
         self.progress(  # writes the summary, result included
             "done",

@@ -176,6 +176,7 @@ def train(job: Job) -> None:
             uploader.keep_chosen(job.store, job.run_id, job.pair, model, record)
     uploader.wait()  # the last checkpoint is in the store before the result says done
     if job.until is not None:  # a trial's rung: the driver decides whether it goes on
+        recorder.close()
         log(job.rank, f"stopped at epoch {last_epoch}, its rung; checkpoint kept")
         return
 
