@@ -17,6 +17,7 @@ from typing_extensions import NotRequired
 
 from kbench import records
 from kbench.jobs.metrics import Evaluation
+from kbench.jobs.tensorboard_events import write_events
 from kbench.jobs.tracker import Tracker
 from kbench.pairs import PairRecords, per_gpu, result_record, value
 from kbench.records import (
@@ -225,6 +226,8 @@ class Recorder:
             self._write_summary()
             if self.tracker is not None:  # in the background: never holds training up
                 self.tracker.send(self.epochs)
+            if self.config.tensorboard:
+                write_events(self.store, self.run_id, self.pair, self.epochs)
             # One line in the log as well: what `kbench logs` and `kubectl logs` show.
             print(
                 f"kbench.jobs.train: epoch {epoch}/{self.config.epochs} "

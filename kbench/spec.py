@@ -85,6 +85,8 @@ class TrainConfig:
     precision: str = "bf16"  # bf16 | fp32: autocast dtype of forward and backward
     channels_last: bool = True  # memory format of convolutional models
     compile: bool = False  # torch.compile the model (slow to start, faster per step)
+    # TensorBoard event files of every epoch's metrics, kept in the store beside the records.
+    tensorboard: bool = False
     # How the model is adapted (kbench.methods): fine-tune, linear-probe or lp-ft.
     method: str = FINE_TUNE
 

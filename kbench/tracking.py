@@ -53,7 +53,7 @@ def sync_pair(
     for record in missing:
         metrics = [
             Metric(name, float(value), now, record["epoch"])
-            for name, value in _values(record).items()
+            for name, value in metric_values(record).items()
         ]
         # The step metric last: an epoch counts as sent once all of it is.
         metrics.sort(key=lambda m: m.key == STEP_METRIC)
@@ -65,7 +65,9 @@ def sync_pair(
     return len(missing)
 
 
-def _values(record: EpochRecord) -> dict[str, float]:
+def metric_values(record: EpochRecord) -> dict[str, float]:
+    """An epoch record's numbers as trackers take them: the test split's metrics, the
+    validation split's as val_<metric>, the training loss, learning rate and timings."""
     found: dict[str, Any] = {k: record.get(k) for k in (*VALUES, *TRAINING)}
     val = record.get("val")
     if val:
