@@ -4,7 +4,8 @@
 #      ResNet), compile off, choosing on a validation hold-out (select_on: val);
 #   2. bench/train_step.py: fp32 eager vs kbench vs kbench+compile, and the real input path;
 #   3. the smoke grid again with compile on; the report of both runs;
-#   4. a DDP step over NCCL with compile (bench/ddp_check.py).
+#   4. the linear probe and LP-FT beside fine-tuning, and a sweep with halving (issues 26, 27);
+#   5. a DDP step over NCCL with compile (bench/ddp_check.py).
 # The most wanted come first: a run cut short by its time limit still says the most.
 # Usage: bash bench/gpu_check.sh OUTDIR   (kbench and open_clip importable by python3)
 set -uo pipefail
@@ -47,6 +48,29 @@ for path in sorted(pathlib.Path(sys.argv[1], "runs", sys.argv[2]).glob("*/result
 PY
   kbench collect --store "$store" --run "$run" --out-dir "$work/report-$run" > /dev/null && echo "report: report-$run"
 done
+
+step "methods on the GPU: linear probe (features on the GPU, probe on the CPU) and LP-FT"
+cat > "$work/methods.yaml" <<'YAML'
+datasets: [synthetic]
+models: [clip-tiny, resnet-tiny]
+methods: [fine-tune, linear-probe, lp-ft]
+defaults: {epochs: 2, tensorboard: true}
+YAML
+kbench submit --grid "$work/methods.yaml" --backend local --store "$store" --run-id gpu-methods
+kbench collect --store "$store" --run gpu-methods --out-dir "$work/report-gpu-methods" | head -3
+
+step "a sweep on the GPU: trials to their rungs, resumed from checkpoints, seeds of the winner"
+cat > "$work/sweep.yaml" <<'YAML'
+datasets: [synthetic]
+models:
+  clip-tiny: {sweep: {lr: [1.0e-3, 4.0e-3, 2.0e-2]}}
+defaults: {epochs: 4}
+halving: {eta: 2, rungs: [1, 3]}
+seeds: 2
+YAML
+kbench submit --grid "$work/sweep.yaml" --backend local --store "$store" --run-id gpu-sweep
+kbench status --store "$store" --run gpu-sweep
+python3 bench/probe.py --quick --json > "$out/probe.json" && echo "probe: probe.json"
 
 step "DDP over NCCL, compiled"
 python3 -m torch.distributed.run --nproc-per-node "$(nvidia-smi -L | wc -l)" bench/ddp_check.py 2>&1 | grep -E "^rank|Error|error" | head -20
