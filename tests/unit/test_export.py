@@ -16,6 +16,7 @@ from kbench import records
 from kbench.cli.main import cli
 from kbench.jobs import train as trainer
 from kbench.jobs.datasets import Source, raw_splits
+from kbench.jobs.datasets import _limit as limit
 from kbench.jobs.distributed import Job
 from kbench.runs import Run, create_run
 from kbench.spec import parse_grid
@@ -24,7 +25,7 @@ from kbench.storage import open_store
 GRID = (
     "datasets: [synthetic]\n"
     "models: {clip-tiny: {epochs: 2, batch_size: 16}, resnet-tiny: {epochs: 2, batch_size: 16}}\n"
-    "defaults: {train_limit: 96, workers: 0}\n"
+    "defaults: {train_limit: 96, eval_limit: 64, workers: 0}\n"
 )
 
 
@@ -68,7 +69,8 @@ def test_the_exported_file_predicts_what_the_run_did(store, tmp_path, pair):
     scope: dict = {"PATH": str(out / f"{pair}.safetensors")}
     exec(card["load"], scope)  # the card's lines, as given
     config = records.load_config(store, "r", pair)
-    test = raw_splits(Source.of(config, trainer.model_info(config.model)))["test"]
+    # The test samples the run scored, in its order: its eval_limit's fixed subset.
+    test = limit(raw_splits(Source.of(config, trainer.model_info(config.model)))["test"], 64)
     images = torch.stack([preprocess(card)(test[i][0]) for i in range(32)])
     predicted = scope["classify"](images)
     kept = records.decode_predictions(store.read(records.pair_key("r", pair, "predictions.npz")))
