@@ -16,26 +16,17 @@ import json
 
 from torch.utils.data import DistributedSampler
 
+from kbench import budget
 from kbench.jobs.loaders import EpochBatches
 from kbench.jobs.optim import warmup_steps
-from kbench.registry import dataset_info
-from kbench.spec import HOLDOUT, TrainConfig, load_grid
-from kbench.splits import choose_splits, holdout
-
-FGVC_TRAINVAL = 6_667  # FGVC-Aircraft's trainval: its train split (3,334) and val (3,333)
+from kbench.spec import TrainConfig, load_grid
 
 
 def train_images(config: TrainConfig) -> int:
-    """The images a pair trains on: its training split's (the registry's published size), less
-    the hold-out where it validates on one (drawn as for a balanced split: CIFAR, STL10 and
-    Food101 are)."""
-    info = dataset_info(config.dataset)
-    roles = choose_splits(config, (*info.train_splits, *info.val_splits, *info.eval_splits))
-    images = FGVC_TRAINVAL if roles.train == "trainval" else info.train_size
-    assert images is not None
-    if roles.val == HOLDOUT:
-        images -= len(holdout([i % info.num_classes for i in range(images)]))
-    return images
+    """The images a pair trains on, less its validation hold-out (kbench.budget's count)."""
+    found = budget.train_images(config)
+    assert found is not None, config.dataset
+    return found[0]
 
 
 def count(images: int, batch_size: int, world: int) -> tuple[int, int]:

@@ -139,9 +139,10 @@ def train(job: Job) -> None:
         place=place,
     )
 
+    say = functools.partial(log, job.rank)
     if config.method == LINEAR_PROBE:  # frozen features and a fitted head: no training
         run_probe(
-            job, config, info, model, place, weights, recorder, splits.groups, log_rank0,
+            job, config, info, model, place, weights, recorder, splits.groups, say,
             splits.classes, environment=environment(), start=started_from(config, info, weights),
         )  # fmt: skip
         return
@@ -150,7 +151,7 @@ def train(job: Job) -> None:
     probe_seconds = 0.0  # LP-FT's features and probe: counted in its cost, as epoch 0's time
     if first_epoch == 1 and config.method == LP_FT:  # LP-FT: from the probe's head
         started = time.perf_counter()
-        start_from_probe(job, config, info, model, place, weights, log_rank0)
+        start_from_probe(job, config, info, model, place, weights, say)
         probe_seconds = time.perf_counter() - started
     # Epoch 0, the model before training: CLIP's zero-shot head, or LP-FT's probe head.
     if first_epoch == 1 and (zero_shot is not None or config.method == LP_FT):
@@ -325,10 +326,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "only, keep the checkpoint and write no result",
     )
     return parser.parse_args(argv)
-
-
-def log_rank0(message: str) -> None:
-    print(f"kbench.jobs.train: {message}", flush=True)
 
 
 def log(rank: int, message: str) -> None:

@@ -28,7 +28,7 @@ from kbench.splits import choose_splits, holdout
 from kbench.sweep_grid import SweepCell
 
 WISE_FT_POINTS = 9  # alphas 0.1 ... 0.9; 0 and 1 are the zero-shot and fine-tuned evaluations
-FGVC_TRAINVAL = 6_667
+FGVC_TRAINVAL = 6_667  # FGVC-Aircraft's trainval: its train split (3,334) and val (3,333)
 
 
 @cache
@@ -44,21 +44,27 @@ class Sizes:
     test: int
 
 
-def sizes(config: TrainConfig) -> Sizes | None:
-    """The images a pair trains on and evaluates, from the published sizes (None: unknown)."""
+def train_images(config: TrainConfig) -> tuple[int, int] | None:
+    """(images a pair trains on, images its hold-out takes) from the registry's published
+    training-split size, the hold-out drawn as for a balanced split (CIFAR, STL10 and Food101
+    are), before any limit; None where the size is not known."""
     info = dataset_info(config.dataset)
-    published = table()["splits"].get(config.dataset)
-    if published is None or info.train_size is None:
+    if info.train_size is None:
         return None
     roles = choose_splits(config, (*info.train_splits, *info.val_splits, *info.eval_splits))
-    train = FGVC_TRAINVAL if roles.train == "trainval" else info.train_size
-    val = 0
-    if config.select_on == "val":
-        if roles.val == HOLDOUT:
-            val = len(holdout([i % info.num_classes for i in range(train)]))
-            train -= val
-        else:
-            val = published.get("val", 0)
+    whole = FGVC_TRAINVAL if roles.train == "trainval" else info.train_size
+    held = len(holdout([i % info.num_classes for i in range(whole)])) if roles.val == HOLDOUT else 0
+    return whole - held, held
+
+
+def sizes(config: TrainConfig) -> Sizes | None:
+    """The images a pair trains on and evaluates, from the published sizes (None: unknown)."""
+    published = table()["splits"].get(config.dataset)
+    found = train_images(config)
+    if published is None or found is None:
+        return None
+    train, held = found
+    val = held or (published.get("val", 0) if config.select_on == "val" else 0)
     test = published["test"]
     if config.train_limit:
         train = min(train, config.train_limit)
